@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv when it is missing and install the project into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DATA ?= data/synthetic
+DEMO_RUN ?= runs/demo
+HOST := $(shell hostname)
+
+.PHONY: install test test-slow demo bench bench-check speedups clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest tests --run-slow
+
+demo: $(STAMP)
+	$(PY) scripts/make_synthetic_voc.py --root $(DEMO_DATA) --num-train 240 --num-val 120 --seed 0
+	$(PY) scripts/show_batch.py --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png
+
+# Benchmarks are not part of `make test`. Saved runs are kept per host, because
+# pytest-benchmark's machine id holds only the OS and Python version.
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks --benchmark-storage=benchmarks/baselines/$(HOST) --benchmark-autosave
+
+bench-check: $(STAMP)
+	$(PY) -m pytest benchmarks --benchmark-storage=benchmarks/baselines/$(HOST) --benchmark-compare --benchmark-compare-fail=mean:25%
+
+speedups: $(STAMP)
+	$(PY) scripts/check_speedups.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

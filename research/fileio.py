@@ -1,0 +1,92 @@
+"""Atomic file writing: a reader, or a run killed at any moment, sees the old file or the new one.
+
+Every file the project writes that a later step reads (CSV logs, configs, metrics,
+exports, masks) goes through these helpers: write to a temporary file in the same
+folder, flush and fsync it, then `os.replace` it over the target (atomic on POSIX).
+"""
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path in `path`'s folder; on success it replaces `path`.
+
+    Use for writers that want a file name (PIL `save`, `numpy.save`, Keras `save`).
+    On an exception the temporary file is removed and `path` is left untouched.
+    The temporary name keeps `path`'s suffix, because some writers choose their
+    format by it.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.basename(path)
+    stem, dot, suffix = base.partition(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{dot}{suffix}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` (bytes) to `path` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def atomic_write_text(path, text):
+    """Writes `text` (str, UTF-8) to `path` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj):
+    """Writes `obj` as indented JSON to `path` atomically (NaN written as null)."""
+    atomic_write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a temporary folder beside `path`; on success it takes `path`'s place.
+
+    For writers that produce a folder (SavedModel). An existing `path` is moved
+    aside first and removed only after the new folder is in place, so at every
+    moment one complete version exists (a crash in between leaves `path.old-*`).
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=f"{os.path.basename(path)}.old-", dir=parent)
+        os.rmdir(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
