@@ -5,3 +5,11 @@ Subpackages: `research.data` (VOC layout, embedded dataset, tf.data pipeline),
 `research.evaluate`, `research.predict`. Fast numerical kernels live in the
 separate top-level package `kernels`.
 """
+import os
+
+from research import runtime
+
+# TensorFlow reads these once, at import: set the project's defaults first (the user's
+# own environment always wins). See research/runtime.py for why oneDNN is on.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+runtime.set_onednn_default()

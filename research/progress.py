@@ -27,7 +27,7 @@ class ProgressBar:
     """
 
     def __init__(self, total, items_per_step=1, desc="", unit="it", stream=None,
-                 min_interval=None, width=24):
+                 min_interval=None, width=24, initial=0):
         self.total = total
         self.items_per_step = items_per_step
         self.desc = desc
@@ -36,7 +36,8 @@ class ProgressBar:
         self.is_tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.min_interval = min_interval if min_interval is not None else (0.2 if self.is_tty else 10.0)
         self.width = width
-        self.count = 0
+        self.initial = initial  # steps done before this bar started (a resumed epoch)
+        self.count = initial
         self.values = {}
         self.start = time.perf_counter()
         self._last_draw = -float("inf")
@@ -48,7 +49,7 @@ class ProgressBar:
     @property
     def items_per_second(self):
         elapsed = self.elapsed
-        return self.count * self.items_per_step / elapsed if elapsed > 0 else 0.0
+        return (self.count - self.initial) * self.items_per_step / elapsed if elapsed > 0 else 0.0
 
     def update(self, steps=1, **values):
         """Advances by `steps` and records the named values shown after the rate."""
@@ -67,7 +68,7 @@ class ProgressBar:
             filled = int(done * self.width)
             bar = "=" * filled + (">" if filled < self.width else "") + " " * (self.width - filled - 1)
             parts.append(f"[{bar[:self.width]}] {self.count}/{self.total}")
-            rate = self.count / self.elapsed if self.elapsed > 0 else 0.0
+            rate = (self.count - self.initial) / self.elapsed if self.elapsed > 0 else 0.0
             remaining = (self.total - self.count) / rate if rate > 0 else float("nan")
             eta = format_seconds(remaining) if remaining == remaining else "?"
             parts.append(f"ETA {eta}" if self.count < self.total else f"in {format_seconds(self.elapsed)}")

@@ -1,0 +1,240 @@
+"""Run configuration: one flat dataclass, plain-Python named configs, JSON files, overrides.
+
+A config is data. Named configs are Python functions in `research/configs/` returning a
+`Config` (`deeplabv3_voc`, `unet_voc`, `demo`, `smoke`); a config FILE is JSON and is
+never executed. `--set key=value` overrides parse the value as JSON when possible
+(`--set batch_size=4`, `--set input_size=[128,128]`, `--set weights=null`) and fall
+back to the raw string (`--set model=unet`), then check it against the field's type.
+
+This module does not import TensorFlow: the command lines read the config before
+TensorFlow is imported (oneDNN is decided at import time).
+"""
+import dataclasses
+import json
+import os
+import typing
+
+
+@dataclasses.dataclass
+class Config:
+    """Every setting of a training run. Defaults are the book's DeepLab v3 recipe on VOC."""
+
+    name: str = "custom"
+
+    # --- Data ---------------------------------------------------------------
+    voc_root: str = "data/VOCdevkit/VOC2012"  # the folder holding JPEGImages/, SegmentationClass/
+    num_classes: int = 21
+    ignore_label: int = 255
+    input_size: tuple = (384, 384)             # (height, width) the model trains on
+    resize_to_before_crop: typing.Optional[tuple] = (444, 444)
+    augmentation: bool = True
+    batch_size: int = 8                        # global batch, split across replicas
+    eval_batch_size: int = 8
+    split_seed: int = 0                        # val/test halves of val.txt
+    skip_bad: bool = False                     # log and skip unreadable samples
+
+    # --- Model --------------------------------------------------------------
+    model: str = "deeplab_v3"                  # "deeplab_v3" or "unet"
+    output_stride: int = 16                    # DeepLab v3 only: 16 or 8
+    weights: typing.Optional[str] = "imagenet" # None, "imagenet" or a path to ResNet-50 weights
+    backbone_blocks: tuple = (3, 4, 6, 3)      # ResNet-50; smaller for smoke tests
+    backbone_width: int = 64
+    atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
+
+    # --- Loss ---------------------------------------------------------------
+    loss_impl: str = "fused"                   # "fused" (kernels.ce_dice_loss) or "reference"
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+    class_weighted: bool = True
+    dice_smooth: float = 1.0
+
+    # --- Optimisation -------------------------------------------------------
+    learning_rate: float = 1e-4                # Adam
+    epochs: int = 25
+    steps_per_epoch: typing.Optional[int] = None  # None: one pass over the train split
+    eval_steps: typing.Optional[int] = None       # None: the whole val split
+    monitor: str = "val_loss"                  # a column of train_log.csv
+    monitor_mode: str = "auto"                 # "min", "max", or "auto" (min for losses)
+    plateau_patience: int = 3                  # epochs without improvement before LR x factor
+    plateau_factor: float = 0.1
+    min_learning_rate: float = 1e-8
+    early_stop_patience: int = 6               # epochs without improvement before stopping
+
+    # --- Runtime ------------------------------------------------------------
+    precision: str = "auto"                    # "auto", "float32", "mixed_float16", "mixed_bfloat16"
+    jit_compile: typing.Union[bool, str] = "auto"  # True, False or "auto" (by device, measured)
+    distribute: str = "default"                # "default", "mirrored" or "multi_worker"
+    seed: int = 0
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    log_every_steps: int = 20                  # TensorBoard scalars and progress metrics
+    tensorboard_images: int = 3                # predicted masks written per epoch
+    nan_policy: str = "stop"                   # "stop", or "restore" (last checkpoint, lower LR)
+    nan_lr_factor: float = 0.5
+    max_nan_restores: int = 3
+    profile_steps: typing.Optional[tuple] = None  # (first, last) global steps to trace
+    export_best: bool = True                   # export the best model by `monitor` to export/
+
+    def replace(self, **changes):
+        """Returns a copy with `changes` applied and checked."""
+        return check_config(dataclasses.replace(self, **changes))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# Fields that may differ when a run resumes (they change how a run is observed or how
+# long it runs, not what it computes).
+RESUMABLE_FIELDS = frozenset({
+    "epochs", "early_stop_patience", "checkpoint_every_steps", "keep_checkpoints",
+    "log_every_steps", "tensorboard_images", "profile_steps", "skip_bad", "name",
+    "nan_policy", "max_nan_restores", "eval_steps",
+})
+
+_CHOICES = {
+    "model": ("deeplab_v3", "unet"),
+    "atrous": ("kernels", "keras"),
+    "loss_impl": ("fused", "reference"),
+    "monitor_mode": ("auto", "min", "max"),
+    "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+    "distribute": ("default", "mirrored", "multi_worker"),
+    "nan_policy": ("stop", "restore"),
+}
+
+
+def _field_types():
+    return typing.get_type_hints(Config)
+
+
+def _coerce(name, value, annotation):
+    """Converts a JSON-ish value to the field's type, or raises ValueError."""
+    optional = typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(annotation)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{name} may not be null")
+    base = annotation
+    if optional:
+        base = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if name == "jit_compile":
+        if value in (True, False, "auto"):
+            return value
+        raise ValueError("jit_compile must be true, false or \"auto\"")
+    if base is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        return tuple(value)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def check_config(config):
+    """Validates field types and choices; returns `config` with values coerced."""
+    types = _field_types()
+    values = {}
+    for field in dataclasses.fields(config):
+        values[field.name] = _coerce(field.name, getattr(config, field.name), types[field.name])
+    for name, choices in _CHOICES.items():
+        if values[name] not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {values[name]!r}")
+    if values["output_stride"] not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16; got {values['output_stride']}")
+    for name in ("input_size", "resize_to_before_crop"):
+        size = values[name]
+        if size is not None and (len(size) != 2 or any(not isinstance(s, int) or s <= 0 for s in size)):
+            raise ValueError(f"{name} must be two positive integers (height, width); got {size!r}")
+    if values["profile_steps"] is not None and len(values["profile_steps"]) != 2:
+        raise ValueError("profile_steps must be [first, last]")
+    for name in ("batch_size", "eval_batch_size", "epochs", "checkpoint_every_steps",
+                 "keep_checkpoints", "log_every_steps", "num_classes"):
+        if values[name] <= 0:
+            raise ValueError(f"{name} must be positive; got {values[name]}")
+    return Config(**values)
+
+
+def config_from_dict(data, source="config"):
+    """Builds a checked Config from a dict; unknown keys raise, naming `source`."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown config keys: {', '.join(unknown)}")
+    try:
+        return check_config(Config(**data))
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def load_config_file(path):
+    """Reads a JSON config file (data only: nothing in it is executed)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must hold a JSON object")
+    if set(data) == {"config", "runtime"}:
+        data = data["config"]  # a run's config.json: the config plus the runtime choices
+    return config_from_dict(data, source=path)
+
+
+def load_config(name_or_path):
+    """A named config (see `research.configs.NAMED_CONFIGS`) or a JSON file path."""
+    from research.configs import NAMED_CONFIGS
+
+    if name_or_path in NAMED_CONFIGS:
+        return check_config(NAMED_CONFIGS[name_or_path]())
+    if name_or_path.endswith(".json") or os.path.sep in name_or_path:
+        return load_config_file(name_or_path)
+    raise ValueError(f"unknown config {name_or_path!r}: use one of "
+                     f"{', '.join(sorted(NAMED_CONFIGS))} or a path to a .json file")
+
+
+def apply_overrides(config, overrides):
+    """Applies `key=value` strings (values parsed as JSON, else taken as strings)."""
+    changes = {}
+    known = {f.name for f in dataclasses.fields(Config)}
+    for item in overrides or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        if key not in known:
+            raise ValueError(f"override {item!r}: unknown config key {key!r}")
+        try:
+            changes[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            changes[key] = raw
+    data = config.to_dict()
+    data.update(changes)
+    return config_from_dict(data, source="--set")
+
+
+def resume_differences(saved, current):
+    """Names of fields that differ between two configs and may not change on resume."""
+    a, b = saved.to_dict(), current.to_dict()
+    return sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_FIELDS)
+
+
+def monitor_mode(config):
+    """"min" or "max" for the monitored column (auto: min when it names a loss)."""
+    if config.monitor_mode != "auto":
+        return config.monitor_mode
+    return "min" if "loss" in config.monitor else "max"

@@ -1,0 +1,92 @@
+"""Configs: named configs load, JSON files are data, overrides are type-checked."""
+import json
+
+import pytest
+
+from research import config as config_lib
+from research.configs import NAMED_CONFIGS
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_CONFIGS))
+def test_named_configs_are_valid(name):
+    config = config_lib.load_config(name)
+    assert config.name == name
+    assert config.monitor in ("val_loss", "val_mean_iou")
+
+
+def test_book_recipe_values():
+    config = config_lib.load_config("deeplabv3_voc")
+    assert config.input_size == (384, 384) and config.resize_to_before_crop == (444, 444)
+    assert (config.epochs, config.plateau_patience, config.early_stop_patience) == (25, 3, 6)
+    assert config.plateau_factor == 0.1 and config.monitor == "val_loss"
+    assert config_lib.load_config("unet_voc").model == "unet"
+
+
+def test_overrides_parse_json_and_strings():
+    config = config_lib.apply_overrides(
+        config_lib.load_config("smoke"),
+        ["input_size=[64, 48]", "model=unet", "weights=null", "jit_compile=true", "learning_rate=1"])
+    assert config.input_size == (64, 48)
+    assert config.model == "unet" and config.weights is None and config.jit_compile is True
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("bogus=1", "unknown config key 'bogus'"),
+    ("batch_size=two", "batch_size must be an integer"),
+    ("model=segformer", "model must be one of deeplab_v3, unet"),
+    ("output_stride=32", "output_stride must be 8 or 16"),
+    ("input_size=[64]", "input_size must be two positive integers"),
+    ("augmentation=1", "augmentation must be true or false"),
+    ("noequals", "is not key=value"),
+])
+def test_bad_overrides_are_refused(override, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.apply_overrides(config_lib.load_config("smoke"), [override])
+
+
+def test_json_file_round_trip_and_errors(tmp_path):
+    config = config_lib.load_config("demo").replace(batch_size=3)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert config_lib.load_config(str(path)) == config
+    # A run's config.json (config + runtime) also loads.
+    run = tmp_path / "config.json"
+    run.write_text(json.dumps({"config": config.to_dict(), "runtime": {"device": "cpu"}}))
+    assert config_lib.load_config(str(run)) == config
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"batch_size": 2, "colour": "red"}')
+    with pytest.raises(ValueError, match=r"bad.json: unknown config keys: colour"):
+        config_lib.load_config(str(bad))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        config_lib.load_config(str(broken))
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        config_lib.load_config(str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="unknown config 'nope'"):
+        config_lib.load_config("nope")
+
+
+def test_python_config_files_are_not_executed(tmp_path):
+    marker = tmp_path / "executed"
+    code = tmp_path / "evil.py"
+    code.write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    with pytest.raises(ValueError):
+        config_lib.load_config(str(code))
+    assert not marker.exists()
+
+
+def test_resume_differences_ignore_observation_fields():
+    a = config_lib.load_config("smoke")
+    b = a.replace(epochs=9, log_every_steps=5)
+    assert config_lib.resume_differences(a, b) == []
+    c = a.replace(learning_rate=0.5, batch_size=4)
+    assert config_lib.resume_differences(a, c) == ["batch_size", "learning_rate"]
+
+
+def test_monitor_mode():
+    config = config_lib.load_config("smoke")
+    assert config_lib.monitor_mode(config) == "min"
+    assert config_lib.monitor_mode(config.replace(monitor="val_mean_iou")) == "max"
+    assert config_lib.monitor_mode(config.replace(monitor="val_loss", monitor_mode="max")) == "max"

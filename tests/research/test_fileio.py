@@ -1,0 +1,47 @@
+"""Atomic writes: the target is either the old or the new content, never partial."""
+import os
+
+import pytest
+
+from research.fileio import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "one")
+    atomic_write_text(path, "two")
+    assert path.read_text() == "two"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_failed_write_keeps_old_file(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            assert tmp.endswith(".keras")  # writers that pick a format by suffix still work
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_json_nan_becomes_null(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"iou": float("nan"), "xs": [1.0, float("nan")]})
+    assert '"iou": null' in (tmp_path / "m.json").read_text()
+
+
+def test_atomic_directory_swaps_whole_folders(tmp_path):
+    target = tmp_path / "saved_model"
+    with atomic_directory(target) as tmp:
+        open(os.path.join(tmp, "v1"), "w").close()
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            open(os.path.join(tmp, "partial"), "w").close()
+            raise RuntimeError
+    assert os.listdir(target) == ["v1"]
+    with atomic_directory(target) as tmp:
+        open(os.path.join(tmp, "v2"), "w").close()
+    assert os.listdir(target) == ["v2"]
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]
