@@ -1,0 +1,159 @@
+"""ImageNet ResNet-50 weights: find the file, then copy it into a model by layer name.
+
+`weights` arguments of the model builders are `None`, `"imagenet"` or a path to a weights
+file of `keras.applications.ResNet50(include_top=False)`, in Keras' legacy `.h5` format
+(as distributed) or Keras 3's `.weights.h5`. Every problem with them raises
+`PretrainedWeightsError` with a message that names the file, before any model is built
+where possible.
+"""
+import contextlib
+import os
+import socket
+
+import h5py
+import keras
+
+from research.models.resnet import RESNET50_BLOCKS, RESNET50_WIDTH
+
+RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+RESNET50_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
+                      "resnet/" + RESNET50_NOTOP_FILE)
+# The md5 Keras checks for this file (keras/src/applications/resnet.py WEIGHTS_HASHES).
+RESNET50_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+DOWNLOAD_TIMEOUT_S = 10.0
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights are unavailable (no cached file, no network), missing or unreadable.
+
+    The message says which file was wanted and where to put it.
+
+    Example:
+    >>> try:
+    ...     deeplab_v3(weights="imagenet")
+    ... except PretrainedWeightsError as error:
+    ...     print(error)  # names resnet50_..._notop.h5 and the Keras cache folder
+    """
+
+
+def resolve_resnet50_weights(weights, blocks_per_stage=RESNET50_BLOCKS,
+                             width=RESNET50_WIDTH):
+    """Checks a builder's `weights` argument and returns the weights file to load, or None.
+
+    Cheap (no model is built), so builders call it first and fail fast.
+
+    Args:
+      weights: None, "imagenet" or a path (str or os.PathLike) to a weights file of
+        `keras.applications.ResNet50(include_top=False)`.
+      blocks_per_stage, width: the backbone's; pretrained weights need ResNet-50's
+        (3, 4, 6, 3) and 64.
+
+    Returns:
+      None for `weights=None`, else the path (str) of an existing HDF5 file.
+
+    Raises:
+      ValueError: weights asked for a reduced backbone.
+      PretrainedWeightsError: "imagenet" neither cached nor downloadable; a path that is
+        missing or not an HDF5 file.
+
+    Example:
+    >>> resolve_resnet50_weights(None)  # -> None
+    >>> resolve_resnet50_weights("/data/resnet50_notop.weights.h5")  # -> that path
+    """
+    if weights is None:
+        return None
+    if tuple(blocks_per_stage) != RESNET50_BLOCKS or width != RESNET50_WIDTH:
+        raise ValueError(
+            f"pretrained weights ({weights!r}) need the full ResNet-50 backbone "
+            f"(blocks_per_stage={RESNET50_BLOCKS}, width={RESNET50_WIDTH}); got "
+            f"blocks_per_stage={tuple(blocks_per_stage)}, width={width}. Use weights=None "
+            "for reduced models.")
+    if isinstance(weights, str) and weights == "imagenet":
+        return _imagenet_file()
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise PretrainedWeightsError(
+            f"weights file not found: {path}. Expected a weights file of "
+            "keras.applications.ResNet50(include_top=False) (.h5 or .weights.h5).")
+    if not h5py.is_hdf5(path):
+        raise PretrainedWeightsError(
+            f"weights file {path} is not an HDF5 file (corrupt or wrong file?). Expected "
+            "a weights file of keras.applications.ResNet50(include_top=False).")
+    return path
+
+
+def load_resnet50_weights(model, weights_file):
+    """Copies every ResNet-50 layer's weights from `weights_file` into `model` by name.
+
+    The file is read into a `keras.applications.ResNet50(include_top=False)` (so both
+    Keras' legacy `.h5` and Keras 3 `.weights.h5` work, exactly as Keras reads them),
+    then each of its layers with weights (convolution kernels and biases, BatchNorm
+    gamma, beta, moving mean and moving variance) is copied into the `model` layer of
+    the same name. Dilation does not change weight shapes, so this works for any
+    output stride. Costs one ResNet-50 build (a few seconds on a CPU).
+
+    Args:
+      model: a Keras model containing a full-depth `research.models.resnet.resnet50`.
+      weights_file: path from `resolve_resnet50_weights`.
+
+    Raises:
+      PretrainedWeightsError: the file cannot be read as ResNet-50 weights.
+      ValueError: `model` lacks a ResNet-50 layer or has different weight shapes.
+
+    Example:
+    >>> model = deeplab_v3()  # random weights
+    >>> load_resnet50_weights(model, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    """
+    reference = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(None, None, 3))
+    try:
+        reference.load_weights(weights_file)
+    except Exception as error:  # h5py, Keras and OS errors alike: say which file.
+        raise PretrainedWeightsError(
+            f"could not load {weights_file} as weights of "
+            f"keras.applications.ResNet50(include_top=False): {error}") from None
+    for layer in reference.layers:
+        values = layer.get_weights()
+        if values:
+            model.get_layer(layer.name).set_weights(values)
+
+
+def _keras_home():
+    """Keras' cache folder, read now (Keras reads KERAS_HOME once, at import)."""
+    if "KERAS_HOME" in os.environ:
+        return os.environ["KERAS_HOME"]
+    home = os.path.expanduser("~")
+    return os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+
+
+def _imagenet_file():
+    """The cached ImageNet no-top file, downloading it if possible; else a clear error."""
+    cache_dir = _keras_home()
+    models_dir = os.path.join(cache_dir, "models")
+    cached = os.path.join(models_dir, RESNET50_NOTOP_FILE)
+    if os.path.isfile(cached):
+        return cached
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            return keras.utils.get_file(
+                RESNET50_NOTOP_FILE, RESNET50_NOTOP_URL, cache_subdir="models",
+                cache_dir=cache_dir, file_hash=RESNET50_NOTOP_MD5)
+    except Exception as error:  # urllib, socket and hash errors: the cause goes in the text.
+        raise PretrainedWeightsError(
+            f"ImageNet weights for ResNet-50 are not available: {RESNET50_NOTOP_FILE} is "
+            f"not in {models_dir} and downloading it from {RESNET50_NOTOP_URL} failed "
+            f"({error}). Download that URL on a machine with network access and put the "
+            f"file at {cached} (or set KERAS_HOME to a folder whose models/ subfolder "
+            "holds it), or pass weights='/path/to/" + RESNET50_NOTOP_FILE + "'.") from None
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds):
+    # keras.utils.get_file (urlretrieve) takes no timeout: without one, an unreachable
+    # host would hang the builder. This is process-global, so restore it at once.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
