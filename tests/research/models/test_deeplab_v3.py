@@ -1,0 +1,116 @@
+"""DeepLab v3 on reduced backbones: shapes, ASPP wiring, atrous layers, arguments.
+
+The real-depth model and its pretrained weights are tested in test_weights.py.
+"""
+import keras
+import numpy as np
+import pytest
+
+from kernels import AtrousConv2D
+from research.models import deeplab_v3
+from tests.research.models.conftest import TINY, random_images
+
+HEAD = dict(num_classes=5, aspp_filters=16)
+
+
+@pytest.fixture(scope="module", params=[16, 8])
+def tiny_deeplab(request):
+    return deeplab_v3(output_stride=request.param, **HEAD, **TINY)
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (96, 64), (128, 128), (72, 56),
+                                           (50, 70)])
+def test_logits_have_the_input_size(tiny_deeplab, height, width):
+    logits = tiny_deeplab(random_images(2, height, width, 3))
+    assert logits.shape == (2, height, width, 5)
+    assert logits.dtype == "float32"
+
+
+def test_static_input_shape_gives_static_output_shape():
+    model = deeplab_v3(input_shape=(96, 64, 3), **HEAD, **TINY)
+    assert model.output.shape == (None, 96, 64, 5)
+
+
+@pytest.mark.parametrize("output_stride", [4, 32, "16"])
+def test_other_output_strides_are_refused(output_stride):
+    with pytest.raises(ValueError, match="output_stride"):
+        deeplab_v3(output_stride=output_stride, **TINY)
+
+
+@pytest.mark.parametrize("output_stride, feature_size", [(16, 4), (8, 8)])
+def test_backbone_output_stride(output_stride, feature_size):
+    model = deeplab_v3(output_stride=output_stride, **HEAD, **TINY)
+    probe = keras.Model(model.input, model.get_layer("aspp_concat").output)
+    assert probe(random_images(1, 64, 64, 3)).shape == (1, feature_size, feature_size, 80)
+
+
+def atrous_rates(model):
+    return {layer.name: layer.dilation_rate for layer in model.layers
+            if isinstance(layer, AtrousConv2D)}
+
+
+@pytest.mark.parametrize("output_stride, expected", [
+    (16, {"conv5_block1_2_conv": 2, "conv5_block2_2_conv": 2,
+          "aspp_atrous1_conv": 6, "aspp_atrous2_conv": 12, "aspp_atrous3_conv": 18}),
+    (8, {"conv4_block1_2_conv": 2, "conv4_block2_2_conv": 2,
+         "conv5_block1_2_conv": 4, "conv5_block2_2_conv": 4,
+         "aspp_atrous1_conv": 12, "aspp_atrous2_conv": 24, "aspp_atrous3_conv": 36}),
+])
+def test_every_dilated_conv_is_an_atrous_kernel(output_stride, expected):
+    model = deeplab_v3(output_stride=output_stride, blocks_per_stage=(1, 1, 2, 2),
+                       width=8, **HEAD)
+    assert atrous_rates(model) == expected
+    dilated_keras_convs = [layer.name for layer in model.layers
+                           if isinstance(layer, keras.layers.Conv2D)
+                           and max(layer.dilation_rate) > 1]
+    assert dilated_keras_convs == []
+
+
+def test_keras_atrous_choice_has_same_names_and_shapes_and_outputs():
+    settings = dict(output_stride=8, blocks_per_stage=(1, 1, 2, 1), width=8, **HEAD)
+    fast = deeplab_v3(atrous="kernels", **settings)
+    plain = deeplab_v3(atrous="keras", **settings)
+    assert atrous_rates(plain) == {}
+    for name, rate in atrous_rates(fast).items():
+        layer = plain.get_layer(name)
+        assert type(layer) is keras.layers.Conv2D and layer.dilation_rate == (rate, rate)
+    assert ([(layer.name, [tuple(w.shape) for w in layer.weights]) for layer in fast.layers]
+            == [(layer.name, [tuple(w.shape) for w in layer.weights])
+                for layer in plain.layers])
+    for layer in fast.layers:
+        plain.get_layer(layer.name).set_weights(layer.get_weights())
+    images = random_images(2, 64, 48, 3)
+    expected = fast(images).numpy()
+    np.testing.assert_allclose(plain(images).numpy(), expected,
+                               atol=1e-4 * np.abs(expected).max())
+
+
+def test_pooled_branch_is_the_resized_1x1_conv_output():
+    # The book resizes the pooled 2048-channel mean instead of its 1x1 conv output: its
+    # fifth concat input would have the backbone's channels, not aspp_filters, and would
+    # not change with the conv's weights.
+    model = deeplab_v3(**HEAD, **TINY)
+    branch = model.get_layer("aspp_concat").input[-1]
+    probe = keras.Model(model.input, [model.get_layer("aspp_pool_relu").output, branch])
+    images = random_images(2, 64, 96, 3)
+    pooled, resized = (t.numpy() for t in probe(images))
+    assert pooled.shape == (2, 1, 1, 16)
+    assert resized.shape == (2, 4, 6, 16)  # the OS16 feature map of a 64x96 input
+    np.testing.assert_allclose(resized, np.broadcast_to(pooled, resized.shape), rtol=1e-6)
+    assert np.abs(resized).max() > 0
+    conv = model.get_layer("aspp_pool_conv")
+    conv.set_weights([-w for w in conv.get_weights()])
+    assert not np.allclose(probe(images)[1].numpy(), resized)
+
+
+def test_dropout_is_optional():
+    names = {layer.name for layer in deeplab_v3(**HEAD, **TINY).layers}
+    assert "aspp_dropout" not in names
+    model = deeplab_v3(dropout=0.1, **HEAD, **TINY)
+    assert model.get_layer("aspp_dropout").rate == 0.1
+
+
+def test_preprocessing_defaults_to_unit_without_weights_and_can_be_forced():
+    assert deeplab_v3(**HEAD, **TINY).get_layer("preprocessing").mode == "unit"
+    model = deeplab_v3(preprocessing="caffe", **HEAD, **TINY)
+    assert model.get_layer("preprocessing").mode == "caffe"
