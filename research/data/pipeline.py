@@ -1,0 +1,370 @@
+"""The tf.data input pipeline: VOC folder -> batches of (images, labels).
+
+    ids (read_split) -> read + check + decode (PIL, in tf.numpy_function) -> decoded cache
+      -> per epoch: order from (seed, epoch) -> resize | random crop -> flip -> colour jitter
+      -> fixed shapes -> batch -> (all epochs) prefetch
+
+Outputs: images float32 [B, H, W, 3] in [0, 255] (raw pixel scale: each model does its own
+preprocessing), labels int32 [B, h, w] with 255 = ignore.
+
+Reproducible epochs. Epoch e's order is a permutation of the whole subset drawn from
+(seed, e), and every random choice for a sample comes from stateless random ops seeded by
+(seed, e, sample index). Nothing depends on TF's global seed, on parallelism or on what
+ran before, so a resumed run rebuilds epoch e exactly with ``start_epoch=e`` and skips the
+batches it has already trained on with ``.skip(k)``. Batches never straddle epochs.
+
+Why the decoded cache is a Python-side store and not ``Dataset.cache()``: a full-subset
+shuffle needs random access to the decoded samples (tf.data's cache has none inside a
+pipeline), and ``Dataset.shuffle(seed=...)`` also depends on ``tf.random.set_seed``
+(its seed pair is (global seed, op seed)), which would tie the epoch order to whatever
+the training script seeds. The store holds uint8 arrays decoded once, before any random
+op, and serves every epoch; memory is about (H * W * 4) bytes per sample (VOC trainval:
+about 2.2 GB).
+
+Decoding choice, measured in the pipeline with AUTOTUNE on the embedded dataset (200 JPEG
++ PNG pairs, 200-500 px, 2 shared cores, medians of 4 interleaved rounds; see
+benchmarks/bench_pipeline.py to re-measure):
+  masks:  TF decode_png + colour->index hash table 414-769/s; TF bit de-interleaving
+          173-317/s; PIL in numpy_function, with all checks, 569-630/s.
+  images: tf.io.decode_jpeg 1129-1445/s; PIL in numpy_function 458-693/s.
+  pairs:  PIL both (checked) 292-299/s; TF image + PIL mask 367-435/s.
+We read both files with PIL (research.data.voc.read_sample) in one numpy_function: it is
+the only way to name the file in every error (a truncated JPEG fails inside TF's decoder
+with a message that does not say which file), it is the same checked reader the
+validator uses, and decoding happens once per sample thanks to the cache. The ~1.3x a
+TF image decode would save in the first epoch is a few seconds per run, while the model
+consumes a few images per second on this CPU.
+"""
+import logging
+import math
+import threading
+from collections import Counter
+
+import numpy as np
+import tensorflow as tf
+
+from research.data import voc
+
+log = logging.getLogger(__name__)
+
+# Labels of padding elements and the value `ignore`-aware losses and metrics skip.
+IGNORE_LABEL = voc.IGNORE_LABEL
+
+
+def dataset_size(voc_root, subset, split_seed=0):
+    """Number of ids in a subset (for steps per epoch); see `voc.read_split`."""
+    return len(voc.read_split(voc_root, subset, split_seed))
+
+
+class SkippedSamples:
+    """The bad samples a ``make_dataset(..., skip_bad=True)`` pipeline has left out.
+
+    Pass one in (``skipped=SkippedSamples()``) to read the counts while or after you
+    iterate; the pipeline also logs each bad file when first met and, at the end of each
+    epoch with bad samples, a warning with that epoch's count.
+
+    Attributes:
+      problems: dict file path -> message (each bad sample once).
+      per_epoch: Counter epoch -> number of samples skipped in that epoch.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.problems = {}
+        self.per_epoch = Counter()
+
+    @property
+    def count(self):
+        """Number of distinct bad samples seen so far."""
+        with self._lock:
+            return len(self.problems)
+
+    def record(self, epoch, error):
+        with self._lock:
+            first_time = error.path not in self.problems
+            self.problems[error.path] = str(error)
+            self.per_epoch[int(epoch)] += 1
+        if first_time:
+            log.warning("skipping bad sample: %s", error)
+
+
+class _DecodedStore:
+    """(image, mask) uint8 arrays by sample index, decoded on first use (the cache).
+
+    Called from tf.numpy_function in parallel map threads; PIL releases the GIL while
+    decoding, so decodes run in parallel.
+    """
+
+    def __init__(self, voc_root, ids, cache, skip_bad, skipped, max_pixels):
+        self.image_files = [voc.image_path(voc_root, i) for i in ids]
+        self.mask_files = [voc.mask_path(voc_root, i) for i in ids]
+        self.cache = cache
+        self.skip_bad = skip_bad
+        self.skipped = skipped
+        self.max_pixels = max_pixels
+        self._decoded = {}
+
+    def fetch(self, index, epoch):
+        """-> (ok bool, image uint8 [H, W, 3], mask uint8 [H, W]); tiny zeros when not ok."""
+        index = int(index)
+        sample = self._decoded.get(index)
+        if sample is None:
+            try:
+                sample = voc.read_sample(self.image_files[index], self.mask_files[index],
+                                         self.max_pixels)
+            except voc.BadFileError as error:
+                if not self.skip_bad:
+                    raise
+                sample = error
+            if self.cache:
+                self._decoded[index] = sample   # dict assignment is atomic under the GIL
+        if isinstance(sample, voc.BadFileError):
+            self.skipped.record(epoch, sample)
+            return False, np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8)
+        return True, sample[0], sample[1]
+
+    def report(self, epoch, subset):
+        """Logs the epoch's skip count (runs after the epoch's last sample was fetched)."""
+        skipped = self.skipped.per_epoch.get(int(epoch), 0)
+        if skipped:
+            log.warning("epoch %d of %r: skipped %d bad sample(s) of %d; "
+                        "see SkippedSamples.problems", epoch, subset.decode(), skipped,
+                        len(self.image_files))
+        return np.int64(skipped)
+
+
+# ---------------------------------------------------------------- augmentation (stateless)
+
+def resize_pair(image, mask, size):
+    """Resizes image (bilinear) and mask (nearest, so labels stay exact) to `size` (h, w).
+
+    image float32 [H, W, 3], mask uint8 [H, W, 1] -> float32 [h, w, 3], uint8 [h, w, 1].
+    """
+    return (tf.image.resize(image, size, method="bilinear"),
+            tf.image.resize(mask, size, method="nearest"))
+
+
+def random_crop_or_resize(image, mask, seed, input_size, resize_to_before_crop):
+    """With probability 1/2: resize to `resize_to_before_crop` and cut a random
+    `input_size` window (the same window from image and mask); else resize to `input_size`.
+
+    Args:
+      image: float32 [H, W, 3]; mask: uint8 [H, W, 1]; seed: int [2] (stateless seed).
+      input_size, resize_to_before_crop: (h, w) pairs of Python ints, the second >= the first.
+    Returns:
+      float32 [h, w, 3], uint8 [h, w, 1].
+    """
+    coin_seed, row_seed, column_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    height, width = input_size
+
+    def crop():
+        big_image, big_mask = resize_pair(image, mask, resize_to_before_crop)
+        top = tf.random.stateless_uniform([], row_seed, 0, resize_to_before_crop[0] - height + 1, tf.int32)
+        left = tf.random.stateless_uniform([], column_seed, 0, resize_to_before_crop[1] - width + 1, tf.int32)
+        return (big_image[top:top + height, left:left + width],
+                big_mask[top:top + height, left:left + width])
+
+    return tf.cond(tf.random.stateless_uniform([], coin_seed) < 0.5, crop,
+                   lambda: resize_pair(image, mask, input_size))
+
+
+def random_flip(image, mask, seed):
+    """Flips image [H, W, 3] and mask [H, W, 1] left-right together, with probability 1/2."""
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    return tf.cond(flip, lambda: (tf.reverse(image, [1]), tf.reverse(mask, [1])),
+                   lambda: (image, mask))
+
+
+def random_color_jitter(image, seed):
+    """Random hue (max delta 0.1), brightness (0.1) and contrast (0.8-1.2) of an image.
+
+    image: float32 [H, W, 3] in [0, 255]; the jitter works on the [0, 1] scale, and the
+    result is clipped and scaled back to [0, 255].
+    """
+    hue_seed, brightness_seed, contrast_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    x = image / 255.0
+    x = tf.image.stateless_random_hue(x, 0.1, hue_seed)
+    x = tf.image.stateless_random_brightness(x, 0.1, brightness_seed)
+    x = tf.image.stateless_random_contrast(x, 0.8, 1.2, contrast_seed)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+# ---------------------------------------------------------------- the dataset
+
+def _pair(size, name):
+    if isinstance(size, (int, np.integer)):
+        size = (size, size)
+    size = tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"{name} must be a positive int or (height, width), got {size}")
+    return size
+
+
+def _check_arguments(batch_size, input_size, resize_to_before_crop, augmentation,
+                     drop_remainder, pad_final_batch, epochs, start_epoch):
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if augmentation:
+        if resize_to_before_crop is None:
+            raise ValueError("augmentation=True needs resize_to_before_crop (the size to "
+                             "resize to before a random crop of input_size)")
+        before = _pair(resize_to_before_crop, "resize_to_before_crop")
+        if before[0] < input_size[0] or before[1] < input_size[1]:
+            raise ValueError(f"resize_to_before_crop {before} is smaller than input_size "
+                             f"{input_size}; it must be at least as large in both sides")
+    if drop_remainder and pad_final_batch:
+        raise ValueError("choose drop_remainder or pad_final_batch, not both")
+    if epochs is not None and int(epochs) < 0:
+        raise ValueError(f"epochs must be None (forever) or >= 0, got {epochs}")
+    if int(start_epoch) < 0:
+        raise ValueError(f"start_epoch must be >= 0, got {start_epoch}")
+
+
+def _is_ok(ok, image, label):
+    return ok
+
+
+def _without_flag(ok, image, label):
+    return image, label
+
+
+def _epoch_key(seed, epoch):
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_crop=None,
+                 output_size=None, augmentation=False, shuffle=False, seed=0, start_epoch=0,
+                 epochs=1, cache=True, drop_remainder=False, pad_final_batch=False,
+                 deterministic=True, skip_bad=False, split_seed=0,
+                 num_parallel_calls=tf.data.AUTOTUNE, skipped=None,
+                 max_pixels=voc.DEFAULT_MAX_PIXELS):
+    """A tf.data pipeline of (images, labels) batches from a dataset in VOC layout.
+
+    Args:
+      voc_root: the ``.../VOCdevkit/VOC2012`` folder.
+      subset: "train", "val", "test" or "trainval" (see `voc.read_split`).
+      batch_size: samples per batch.
+      input_size: (h, w) (or an int) of the images.
+      resize_to_before_crop: (h, w) to resize to before a random crop (needed, and at
+        least input_size, when augmentation is on).
+      output_size: (h, w) of the labels (nearest resize), default input_size.
+      augmentation: random crop-or-resize, horizontal flip, hue/brightness/contrast.
+      shuffle: a new order of the whole subset each epoch.
+      seed: int; with the epoch number it fixes order and augmentation.
+      start_epoch, epochs: yield epochs start_epoch .. start_epoch + epochs - 1
+        (epochs=None: forever).
+      cache: keep decoded samples in memory for later epochs.
+      drop_remainder: drop each epoch's last partial batch.
+      pad_final_batch: complete each epoch's last partial batch with padding samples
+        (image zeros, label all 255), so every batch has batch_size samples (fixed shapes
+        for XLA). Losses and metrics that ignore 255 ignore the padding.
+      deterministic: keep the order under parallel map (False may be a little faster).
+      skip_bad: log and leave out bad samples instead of raising; see `SkippedSamples`.
+      split_seed: the val/test split of val.txt.
+      num_parallel_calls: map parallelism.
+      skipped: a `SkippedSamples` to collect bad samples into (skip_bad=True).
+      max_pixels: decompression-bomb guard for each file.
+
+    Returns:
+      tf.data.Dataset of (images float32 [B, H, W, 3] in [0, 255],
+      labels int32 [B, h, w], 255 = ignore). B is static with drop_remainder or
+      pad_final_batch.
+
+    Raises:
+      ValueError: bad arguments (e.g. augmentation without resize_to_before_crop),
+        unknown subset or an empty one. FileNotFoundError: missing root or split list.
+      While iterating (skip_bad=False): tf.errors.InvalidArgumentError whose message
+      contains "BadFileError: <file>: <problem>".
+    """
+    input_size = _pair(input_size, "input_size")
+    label_size = _pair(output_size, "output_size") if output_size is not None else input_size
+    _check_arguments(batch_size, input_size, resize_to_before_crop, augmentation,
+                     drop_remainder, pad_final_batch, epochs, start_epoch)
+    if augmentation:
+        resize_to_before_crop = _pair(resize_to_before_crop, "resize_to_before_crop")
+    ids = voc.read_split(voc_root, subset, split_seed)
+    if not ids:
+        raise ValueError(f"subset {subset!r} of {voc_root} has no ids")
+    skipped = skipped if skipped is not None else SkippedSamples()
+    store = _DecodedStore(voc_root, ids, cache, skip_bad, skipped, max_pixels)
+    num_samples = len(ids)
+    seed = int(seed)
+
+    def prepare(index, epoch):
+        ok, image, mask = tf.numpy_function(store.fetch, [index, epoch],
+                                            [tf.bool, tf.uint8, tf.uint8], stateful=True)
+        image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
+        mask = tf.ensure_shape(mask, [None, None])[:, :, None]
+        if augmentation:
+            key = tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), index)
+            crop_seed, flip_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+            image, mask = random_crop_or_resize(image, mask, crop_seed, input_size, resize_to_before_crop)
+            image, mask = random_flip(image, mask, flip_seed)
+            image = random_color_jitter(image, colour_seed)
+        else:
+            image, mask = resize_pair(image, mask, input_size)
+        if label_size != input_size:
+            mask = tf.image.resize(mask, label_size, method="nearest")
+        image = tf.ensure_shape(image, input_size + (3,))
+        label = tf.ensure_shape(tf.cast(mask[:, :, 0], tf.int32), label_size)
+        return ok, image, label
+
+    padding = tf.data.Dataset.from_tensors((
+        tf.zeros(input_size + (3,), tf.float32),
+        tf.fill(label_size, tf.constant(IGNORE_LABEL, tf.int32))))
+
+    def epoch_dataset(epoch):
+        if shuffle:
+            order_seed = tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), -1)
+            order = tf.random.experimental.stateless_shuffle(tf.range(num_samples, dtype=tf.int64), order_seed)
+        else:
+            order = tf.range(num_samples, dtype=tf.int64)
+        samples = tf.data.Dataset.from_tensor_slices(order).map(
+            lambda index: prepare(index, epoch), num_parallel_calls=num_parallel_calls,
+            deterministic=deterministic)
+        if skip_bad:
+            # The report element runs after every sample of the epoch has been fetched,
+            # then is filtered out with the bad samples.
+            report = tf.data.Dataset.from_tensors(epoch).map(lambda e: (
+                tf.numpy_function(store.report, [e, subset], tf.int64) < 0,
+                tf.zeros(input_size + (3,)), tf.zeros(label_size, tf.int32)))
+            samples = samples.concatenate(report).filter(_is_ok)
+        samples = samples.map(_without_flag)
+        if pad_final_batch:
+            samples = samples.concatenate(padding.repeat(batch_size - 1))
+        return samples.batch(batch_size, drop_remainder=drop_remainder or pad_final_batch)
+
+    if epochs is None:
+        epoch_numbers = tf.data.Dataset.counter(start_epoch)
+    else:
+        epoch_numbers = tf.data.Dataset.range(start_epoch, start_epoch + epochs)
+    dataset = epoch_numbers.flat_map(epoch_dataset)
+    if not skip_bad and epochs is not None:
+        per_epoch = (num_samples // batch_size if drop_remainder
+                     else math.ceil(num_samples / batch_size))
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * epochs))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_decoded_dataset(voc_root, subset, *, split_seed=0, skip_bad=False, skipped=None,
+                         max_pixels=voc.DEFAULT_MAX_PIXELS):
+    """Samples at their own size, in split order, decoded and checked, not batched.
+
+    For evaluation at full resolution and for looking at the data. Note that these
+    cannot be batched as they are: VOC images differ in size (resize or crop first, as
+    `make_dataset` does).
+
+    Returns:
+      tf.data.Dataset of (image uint8 [H, W, 3], label int32 [H, W]).
+    """
+    ids = voc.read_split(voc_root, subset, split_seed)
+    skipped = skipped if skipped is not None else SkippedSamples()
+    store = _DecodedStore(voc_root, ids, False, skip_bad, skipped, max_pixels)
+
+    def load(index):
+        ok, image, mask = tf.numpy_function(store.fetch, [index, tf.constant(0, tf.int64)],
+                                            [tf.bool, tf.uint8, tf.uint8], stateful=True)
+        return ok, tf.ensure_shape(image, [None, None, 3]), tf.cast(tf.ensure_shape(mask, [None, None]), tf.int32)
+
+    dataset = tf.data.Dataset.range(len(ids)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.filter(_is_ok).map(_without_flag)
