@@ -1,0 +1,245 @@
+"""scripts/download_voc.py offline: a tiny VOC tar served from 127.0.0.1."""
+import hashlib
+import http.server
+import importlib.util
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+
+from research.data import voc
+from tests.research.data import voc_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "scripts", "download_voc.py")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("download_voc_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+download_voc = _load_script()
+
+
+class _Server:
+    """Serves {path: bytes} over HTTP with Range support; records each request's Range."""
+
+    def __init__(self, files):
+        self.files = files
+        self.ranges = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                data = server.files.get(self.path)
+                requested = self.headers.get("Range")
+                server.ranges.append(requested)
+                if data is None:
+                    self.send_error(404, "Not Found")
+                    return
+                start = int(requested[len("bytes="):].split("-")[0]) if requested else 0
+                if start >= len(data) and requested:
+                    self.send_error(416, "Range Not Satisfiable")
+                    return
+                self.send_response(206 if requested else 200)
+                if requested:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _voc_tar(tmp_path):
+    """Bytes of a tar holding a tiny VOCdevkit/VOC2012 (2 train, 1 val)."""
+    source = tmp_path / "source"
+    voc_files.make_tiny_voc(voc.voc_root_in(source), ["a", "b"], ["c"])
+    voc_files.write_bytes(str(source / "VOCdevkit" / "VOC2012" / "noise.bin"),
+                          np.random.default_rng(0).bytes(300_000))   # a body worth resuming
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(source / "VOCdevkit", arcname="VOCdevkit")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tar_bytes(tmp_path_factory):
+    return _voc_tar(tmp_path_factory.mktemp("tar"))
+
+
+def _md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def _run(data_dir, url, md5):
+    return download_voc.main(["--data-dir", str(data_dir), "--url", url, "--md5", md5, "--no-progress",
+                              "--timeout", "10"])
+
+
+def test_download_verify_extract_and_no_refetch(tmp_path, tar_bytes, capsys):
+    data_dir = tmp_path / "data"
+    with _Server({"/voc.tar": tar_bytes}) as server:
+        assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
+        assert server.ranges == [None]
+        voc_root = voc.voc_root_in(data_dir)
+        assert voc.read_split(voc_root, "train") == ["a", "b"]
+        assert os.path.isfile(voc.mask_path(voc_root, "c"))
+        assert (data_dir / "voc.tar").is_file() and not (data_dir / "voc.tar.part").exists()
+        assert [p for p in os.listdir(data_dir) if p.startswith(".")] == []   # no staging left
+        # already extracted: no request at all
+        assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
+        assert server.ranges == [None] and "already extracted" in capsys.readouterr().out
+        # a verified tar but no extracted folder: extract without downloading
+        shutil.rmtree(data_dir / "VOCdevkit")
+        assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
+        assert server.ranges == [None] and "not downloading" in capsys.readouterr().out
+        assert download_voc.is_extracted(data_dir)
+
+
+def test_partial_download_is_resumed_with_range(tmp_path, tar_bytes):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    half = len(tar_bytes) // 2
+    (data_dir / "voc.tar.part").write_bytes(tar_bytes[:half])
+    with _Server({"/voc.tar": tar_bytes}) as server:
+        assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
+        assert server.ranges == [f"bytes={half}-"]
+    assert (data_dir / "voc.tar").read_bytes() == tar_bytes
+    assert download_voc.is_extracted(data_dir)
+
+
+def test_complete_part_file_gets_416_and_is_used(tmp_path, tar_bytes):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "voc.tar.part").write_bytes(tar_bytes)
+    with _Server({"/voc.tar": tar_bytes}) as server:
+        assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
+        assert server.ranges == [f"bytes={len(tar_bytes)}-"]
+    assert download_voc.is_extracted(data_dir)
+
+
+def test_md5_mismatch_is_refused_and_nothing_extracted(tmp_path, tar_bytes, capsys):
+    data_dir = tmp_path / "data"
+    with _Server({"/voc.tar": tar_bytes}) as server:
+        assert _run(data_dir, server.url("/voc.tar"), "0" * 32) == 1
+    err = capsys.readouterr().err
+    assert f"is {_md5(tar_bytes)}, expected {'0' * 32}" in err and "Traceback" not in err
+    assert os.listdir(data_dir) == []              # .part deleted, nothing extracted
+
+
+def test_network_errors_are_one_clear_line(tmp_path, capsys):
+    with _Server({}) as server:
+        assert _run(tmp_path / "d1", server.url("/missing.tar"), "0" * 32) == 1
+        assert "HTTP 404" in capsys.readouterr().err
+        port = server.httpd.server_address[1]
+    # the server is gone: connection refused
+    assert _run(tmp_path / "d2", f"http://127.0.0.1:{port}/voc.tar", "0" * 32) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not download") and "Traceback" not in err
+
+
+def _evil_tar(kind):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        good = tarfile.TarInfo("VOCdevkit/VOC2012/ok.txt")
+        good.size = 2
+        archive.addfile(good, io.BytesIO(b"ok"))
+        if kind in ("traversal", "absolute"):
+            name = "VOCdevkit/../../evil.txt" if kind == "traversal" else "/tmp/evil_voc_absolute.txt"
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            archive.addfile(info, io.BytesIO(b"evil"))
+        elif kind in ("symlink", "hardlink"):
+            info = tarfile.TarInfo("VOCdevkit/VOC2012/link")
+            info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+            info.linkname = "../../../outside.txt" if kind == "symlink" else "../outside.txt"
+            archive.addfile(info)
+            then = tarfile.TarInfo("VOCdevkit/VOC2012/link")   # a write through the link
+            then.size = 4
+            archive.addfile(then, io.BytesIO(b"evil"))
+        elif kind in ("device", "fifo"):
+            info = tarfile.TarInfo("VOCdevkit/VOC2012/dev")
+            info.type = tarfile.CHRTYPE if kind == "device" else tarfile.FIFOTYPE
+            info.devmajor, info.devminor = 1, 3
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("traversal", "path leaves the target folder"), ("absolute", "absolute path"),
+    ("symlink", "points outside"), ("hardlink", "points outside"),
+    ("device", "device file"), ("fifo", "FIFO")])
+def test_malicious_members_are_refused_before_anything_is_written(tmp_path, kind, phrase, capsys):
+    sandbox = tmp_path / "sandbox"
+    data_dir = sandbox / "data"
+    data_dir.mkdir(parents=True)
+    evil = _evil_tar(kind)
+    (data_dir / "voc.tar").write_bytes(evil)       # a "verified" tar already present
+    assert _run(data_dir, "http://127.0.0.1:9/voc.tar", _md5(evil)) == 1
+    err = capsys.readouterr().err
+    assert "refusing to extract" in err and phrase in err and "Traceback" not in err
+    written = sorted(os.path.relpath(os.path.join(d, f), tmp_path)
+                     for d, dirs, files in os.walk(tmp_path) for f in files + dirs)
+    assert written == ["sandbox", os.path.join("sandbox", "data"), os.path.join("sandbox", "data", "voc.tar")]
+    assert not os.path.exists("/tmp/evil_voc_absolute.txt")
+
+
+def test_killed_extraction_leaves_no_dataset_that_looks_complete(tmp_path, tar_bytes, monkeypatch):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "voc.tar").write_bytes(tar_bytes)
+    real_extract = tarfile.TarFile.extract
+    calls = []
+
+    def extract_then_die(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt     # killed half way
+        return real_extract(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", extract_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        download_voc.safe_extract(str(data_dir / "voc.tar"), str(data_dir), progress=False)
+    assert not download_voc.is_extracted(data_dir)
+    assert not os.path.exists(voc.voc_root_in(data_dir))
+    monkeypatch.setattr(tarfile.TarFile, "extract", real_extract)
+    assert download_voc.safe_extract(str(data_dir / "voc.tar"), str(data_dir), progress=False)
+    assert download_voc.is_extracted(data_dir)
+    assert [p for p in os.listdir(data_dir) if p.startswith(".")] == []
+
+
+def test_links_inside_the_target_are_allowed(tmp_path):
+    target = str(tmp_path)
+    inside = tarfile.TarInfo("VOCdevkit/VOC2012/link")
+    inside.type, inside.linkname = tarfile.SYMTYPE, "JPEGImages/a.jpg"
+    download_voc.check_member(inside, target)       # no error
+
+
+def test_help():
+    result = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--data-dir" in result.stdout and "--md5" in result.stdout
