@@ -1,14 +1,15 @@
 """scripts/download_voc.py offline: a tiny VOC tar served from 127.0.0.1."""
 import hashlib
 import http.server
-import importlib.util
 import io
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import tarfile
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -20,14 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(REPO, "scripts", "download_voc.py")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("download_voc_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-download_voc = _load_script()
+# The script's functions, without running its main (run_name is not "__main__").
+download_voc = types.SimpleNamespace(**runpy.run_path(SCRIPT))
 
 
 class _Server:

@@ -1,8 +1,8 @@
 """The embedded dataset: VOC layout, validity, determinism, re-runs, the script."""
 import filecmp
-import importlib.util
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -15,13 +15,6 @@ from research.data.validate import validate_voc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "make_synthetic_voc.py")
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("make_synthetic_voc_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +119,14 @@ def test_refuses_to_overwrite_what_looks_like_real_voc(tmp_path):
 
 
 def test_script_writes_validates_and_summarises(tmp_path, capsys):
-    script = _load_script()
-    status = script.main(["--root", str(tmp_path), "--num-train", "3", "--num-val", "2",
+    main = runpy.run_path(SCRIPT)["main"]     # the script's main, not run as __main__
+    status = main(["--root", str(tmp_path), "--num-train", "3", "--num-val", "2",
                           "--seed", "1", "--no-progress"])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "split sizes: train 3, val 2, trainval 5" in out
     assert "class pixel frequencies" in out and "background" in out
-    assert script.main(["--root", str(tmp_path), "--num-train", "4", "--num-val", "2", "--no-progress"]) == 1
+    assert main(["--root", str(tmp_path), "--num-train", "4", "--num-val", "2", "--no-progress"]) == 1
     assert "overwrite" in capsys.readouterr().err
 
 
