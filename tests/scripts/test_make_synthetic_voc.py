@@ -133,3 +133,19 @@ def test_script_writes_validates_and_summarises(tmp_path, capsys):
 def test_script_help():
     result = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--num-train" in result.stdout and "--seed" in result.stdout
+
+
+def test_demo_flow_show_batch_draws_a_batch(dataset, tmp_path, capsys):
+    """`make demo`: the synthetic dataset, then scripts/show_batch.py on it."""
+    _, voc_root = dataset
+    out = tmp_path / "demo" / "batch.png"
+    main = runpy.run_path(os.path.join(REPO, "scripts", "show_batch.py"))["main"]
+    assert main(["--voc-root", voc_root, "--out", str(out), "--batch-size", "4",
+                 "--input-size", "64", "--warm-batches", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "split sizes: train 6, val 1, test 2" in printed and "images/s (cache warm)" in printed
+    picture = np.asarray(Image.open(out))
+    # 2 rows of 2 (image | mask) pairs of 64 px with 4 px gaps, then the legend
+    assert picture.shape[1] == 2 * (2 * 64 + 4) + 3 * 4 and picture.shape[0] > 2 * 68 + 4
+    mask_panel = picture[4:68, 4 + 64 + 4:4 + 128 + 4].reshape(-1, 3)
+    assert {tuple(c) for c in mask_panel} <= {tuple(c) for c in voc.VOC_PALETTE}
