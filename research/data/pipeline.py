@@ -21,19 +21,21 @@ the training script seeds. The store holds uint8 arrays decoded once, before any
 op, and serves every epoch; memory is about (H * W * 4) bytes per sample (VOC trainval:
 about 2.2 GB).
 
-Decoding choice, measured in the pipeline with AUTOTUNE on the embedded dataset (200 JPEG
-+ PNG pairs, 200-500 px, 2 shared cores, medians of 4 interleaved rounds; see
-benchmarks/bench_pipeline.py to re-measure):
-  masks:  TF decode_png + colour->index hash table 414-769/s; TF bit de-interleaving
-          173-317/s; PIL in numpy_function, with all checks, 569-630/s.
-  images: tf.io.decode_jpeg 1129-1445/s; PIL in numpy_function 458-693/s.
-  pairs:  PIL both (checked) 292-299/s; TF image + PIL mask 367-435/s.
-We read both files with PIL (research.data.voc.read_sample) in one numpy_function: it is
-the only way to name the file in every error (a truncated JPEG fails inside TF's decoder
-with a message that does not say which file), it is the same checked reader the
-validator uses, and decoding happens once per sample thanks to the cache. The ~1.3x a
-TF image decode would save in the first epoch is a few seconds per run, while the model
-consumes a few images per second on this CPU.
+Decoding choice, measured in tf.data with AUTOTUNE on the embedded dataset (80-200 JPEG
++ PNG pairs, 200-500 px; 2 shared, busy cores, so each figure is the range of the medians
+of three separate runs of interleaved rounds; benchmarks/bench_pipeline.py re-measures):
+  masks:  TF decode_png + colour->index table 287-769/s (and no checks);
+          PIL in numpy_function with every check 470-630/s.
+  images: tf.io.decode_jpeg 678-1445/s; PIL in numpy_function 337-693/s.
+  pairs:  PIL for both, checked (chosen) 244-299/s; TF image + PIL mask 280-435/s.
+We read both files with PIL (research.data.voc.read_sample) in one numpy_function:
+TF's image decoder would save 15-45 % of the first epoch's decoding, but a truncated
+JPEG then fails inside TF with a message that does not name the file (and skip_bad
+could not skip it); PIL gives one checked reader shared with the validator, and the
+cache means each sample is decoded once per run. The whole pipeline (training
+configuration, 384 px, batch 8) gives about 125 images/s with the cache warm, while
+training consumes well under one image per second here (NOTES: 4-6 s per DeepLab step
+of 2 images at 384 px).
 """
 import logging
 import math
