@@ -1,0 +1,542 @@
+"""Evaluating a trained run: metrics over a whole subset, pictures, and the hardest images.
+
+    python -m research.evaluate --workdir runs/demo [--subset test] [--full-resolution]
+        [--flip] [--scales 0.75,1,1.25] [--samples 8] [--hardest 8] [--seed 0]
+
+`evaluate(workdir, ...)` does the work; the command line is a thin shell over it.
+
+The model: `WORKDIR/export/model.keras` (the best model by the run's monitor) when it
+exists, else the latest checkpoint in `WORKDIR/checkpoints` (`source="export"` or
+`"checkpoint"` forces one). Which one, its step and the export facts go into
+metrics.json. The config comes from `WORKDIR/config.json`; `voc_root` overrides where
+the data is.
+
+Two ways to score (both accumulate one int64 confusion matrix over every image):
+- default: at the pipeline's evaluation size (`make_dataset` without augmentation;
+  images resized bilinearly and labels by nearest neighbour to `config.input_size`),
+  batched, the final batch padded with all-ignore labels.
+- `full_resolution=True`: each image at its ORIGINAL size against its ORIGINAL mask
+  (what VOC papers report), one image at a time from the raw files; the model runs
+  at the input size and its logits are resized back (`research.export.predict_logits`,
+  the exported model's computation).
+
+Test-time augmentation (`tta_logits`): `flip` averages the logits of the image and of
+its mirror image (mirrored back); `scales` averages runs at several multiples of the
+input size, each resized to the scoring size. Logits, not probabilities, are averaged.
+
+Outputs, in `WORKDIR/eval/` for the test subset and `WORKDIR/eval_<subset>/` for the
+others (so evaluating val never overwrites the test results), all written atomically:
+  metrics.json    pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou,
+                  per-class IoU, the confusion matrix, num_images, subset, the model
+                  source and step, the options used
+  per_class.csv   index, class, iou, accuracy, pixels (labelled pixels of the class)
+  per_image.csv   id, loss, pixel_accuracy, mean_iou for every image, in subset order
+  confusion.png   the row-normalised confusion matrix as a heat map
+  samples.png     `samples` random images (seeded): image | truth | prediction | errors
+  hardest.png/csv the `hardest` images with the highest loss (see `image_loss`)
+"""
+import argparse
+import csv
+import dataclasses
+import heapq
+import io
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+import kernels
+from research import config as config_lib
+from research import export as export_lib
+from research import train as train_lib
+from research import visualize
+from research.data import pipeline, voc
+from research.fileio import atomic_write_json, atomic_write_text
+from research.progress import ProgressBar
+
+log = logging.getLogger("research")
+
+METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
+
+
+# ---------------------------------------------------------------------------------
+# Model loading.
+# ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class LoadedModel:
+    """A model to evaluate: `model` maps float32 [B,H,W,3] in [0,255] to logits
+    [B,H,W,C]; `input_size` (h, w) is what it was trained at; `source` describes
+    where it came from (written to metrics.json)."""
+    model: keras.Model
+    input_size: tuple
+    source: dict
+
+
+def read_run_config(workdir, voc_root=None):
+    """The `Config` saved in `WORKDIR/config.json`, with `voc_root` replaced if given."""
+    config = config_lib.load_config_file(os.path.join(workdir, "config.json"))
+    return config.replace(voc_root=os.fspath(voc_root)) if voc_root else config
+
+
+def load_model(workdir, config, source="auto"):
+    """Loads the run's exported model, or else its latest checkpoint.
+
+    Args:
+      workdir: the run's folder.
+      config: the run's `Config` (to rebuild the model for a checkpoint).
+      source: "auto" (export if present, else checkpoint), "export" or "checkpoint".
+    Returns:
+      `LoadedModel`.
+    Raises:
+      FileNotFoundError: the requested (or any) model is missing, naming the paths.
+      ValueError: the checkpoint does not fit the config's model.
+    """
+    if source not in ("auto", "export", "checkpoint"):
+        raise ValueError(f'source must be "auto", "export" or "checkpoint"; got {source!r}')
+    export_dir = os.path.join(workdir, "export")
+    keras_file = os.path.join(export_dir, "model.keras")
+    if source in ("auto", "export") and os.path.isfile(keras_file):
+        import research.models  # noqa: F401  (registers the custom layers for loading)
+
+        with open(os.path.join(export_dir, "export.json"), encoding="utf-8") as f:
+            facts = json.load(f)
+        model = keras.saving.load_model(keras_file, compile=False)
+        info = facts.get("info", {})
+        return LoadedModel(model, tuple(facts["input_size"]),
+                           {"source": "export", "path": keras_file, "step": info.get("step"),
+                            "export_info": info})
+    if source == "export":
+        raise FileNotFoundError(f"{keras_file} does not exist (no exported model in {workdir})")
+
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    path = tf.train.latest_checkpoint(checkpoint_dir)
+    if path is None:
+        raise FileNotFoundError(f"{workdir}: neither {keras_file} nor a checkpoint in {checkpoint_dir}")
+    model = train_lib.build_model(config)
+    # The optimizer and loop state in the checkpoint are not needed here.
+    status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    try:
+        # Every variable of the rebuilt model must come from the checkpoint: a silent
+        # partial restore would evaluate random weights.
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        detail = str(e) if len(str(e)) < 400 else str(e)[:400] + "..."
+        raise ValueError(f"{path}: does not match the model of {workdir}/config.json: {detail}") from None
+    step = int(path.rsplit("-", 1)[1]) if path.rsplit("-", 1)[-1].isdigit() else None
+    return LoadedModel(model, tuple(config.input_size),
+                       {"source": "checkpoint", "path": path, "step": step})
+
+
+# ---------------------------------------------------------------------------------
+# Test-time augmentation.
+# ---------------------------------------------------------------------------------
+def parse_scales(text):
+    """"0.75,1,1.25" -> (0.75, 1.0, 1.25); raises ValueError for non-positive values."""
+    try:
+        scales = tuple(float(s) for s in str(text).split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--scales must be comma-separated numbers, got {text!r}") from None
+    if not scales or any(not s > 0 for s in scales):
+        raise ValueError(f"--scales must be positive numbers, got {text!r}")
+    return scales
+
+
+def scaled_size(input_size, scale):
+    """(round(h * scale), round(w * scale)), at least 1 pixel each."""
+    return tuple(max(1, int(round(s * scale))) for s in input_size)
+
+
+def tta_logits(model, images, input_size, flip=False, scales=(1.0,)):
+    """Logits at the images' own size, averaged over test-time augmentations.
+
+    For each scale s the images are resized to s x `input_size`, run through the model,
+    and the logits resized back to the images' size (`research.export.predict_logits`);
+    with `flip` the mirror image is run too and its logits mirrored back. The result
+    is the mean of those logits. With flip=False and scales=(1,) this IS
+    `predict_logits(model, images, input_size)`, the exported model's computation.
+
+    Args:
+      model: float32 [B,h,w,3] in [0,255] -> logits [B,h,w,C].
+      images: uint8 or float [B, H, W, 3] RGB in [0, 255].
+      input_size: (h, w) the model was trained at.
+      flip: also run the horizontal mirror images.
+      scales: multiples of `input_size` to run at.
+    Returns:
+      float32 [B, H, W, C].
+    """
+    images = tf.cast(tf.convert_to_tensor(images), tf.float32)
+    total, count = 0.0, 0
+    for scale in scales:
+        size = scaled_size(input_size, scale)
+        total += export_lib.predict_logits(model, images, size)
+        count += 1
+        if flip:
+            mirrored = export_lib.predict_logits(model, images[:, :, ::-1], size)
+            total += mirrored[:, :, ::-1]
+            count += 1
+    return total / count
+
+
+def make_predictor(model, input_size, flip=False, scales=(1.0,)):
+    """A tf.function `images float32 [B,H,W,3] -> logits float32 [B,H,W,C]` (`tta_logits`).
+
+    Traced once for every image size (the signature leaves B, H, W open).
+    """
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def predict(images):
+        return tta_logits(model, images, input_size, flip, scales)
+    return predict
+
+
+# ---------------------------------------------------------------------------------
+# Per-image scores.
+# ---------------------------------------------------------------------------------
+def image_loss(label, logits, config):
+    """The training loss of ONE image: `kernels.reference_ce_dice_loss` on it alone.
+
+    This is exercise 6 done right: the book ranks images by the sum of products of the
+    predicted and true masks, which grows with the object's size and with confidence
+    in the RIGHT class, so the "hardest" images it finds are the easiest large ones.
+    The real loss is high where the model is wrong.
+
+    Args:
+      label: integer [H, W] (255 = ignore).
+      logits: float32 [H, W, C].
+      config: the run's `Config` (loss weights, class weighting, dice smoothing).
+    Returns:
+      Python float; NaN when the image has no scored pixel.
+    """
+    label = np.asarray(label).astype(np.int32)
+    valid = (label != config.ignore_label) & (label < config.num_classes)
+    if not valid.any():
+        return float("nan")
+    _, kwargs = train_lib.loss_function(config)
+    loss = kernels.reference_ce_dice_loss(tf.constant(label[None]),
+                                          tf.convert_to_tensor(logits)[None], **kwargs)
+    return float(loss)
+
+
+def confusion_of(label, prediction, config):
+    """int64 [C, C] confusion matrix of one image (`kernels.confusion_matrix`)."""
+    matrix = kernels.confusion_matrix(tf.constant(np.asarray(label).astype(np.int32)),
+                                      tf.constant(np.asarray(prediction).astype(np.int32)),
+                                      config.num_classes, ignore_label=config.ignore_label)
+    return np.asarray(matrix).astype(np.int64)
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """One scored image: its id, scores, and (only when kept for a picture) pixels."""
+    position: int
+    image_id: str
+    loss: float
+    pixel_accuracy: float
+    mean_iou: float
+    image: np.ndarray = None       # uint8 [H, W, 3]
+    label: np.ndarray = None       # uint8 [H, W]
+    prediction: np.ndarray = None  # uint8 [H, W]
+
+    def caption(self):
+        return (f"{self.image_id}   loss {self.loss:.3f}   pixel acc {self.pixel_accuracy:.3f}"
+                f"   mean IoU {self.mean_iou:.3f}")
+
+
+class Keeper:
+    """Keeps the pixels of the images the pictures need and nothing else, so that
+    memory stays small on a subset of any size: the seeded random sample (positions
+    chosen up front) and the `hardest` images seen so far (a min-heap on loss)."""
+
+    def __init__(self, num_images, samples, hardest, seed):
+        rng = np.random.default_rng(seed)
+        self.sample_positions = set(rng.choice(num_images, size=min(samples, num_images),
+                                               replace=False).tolist())
+        self.samples = {}
+        self.hardest_count = hardest
+        self._heap = []
+
+    def offer(self, result, image, label, prediction):
+        """Considers one scored image; attaches its pixels to `result` if it is kept."""
+        keep = result.position in self.sample_positions
+        if self.hardest_count > 0:
+            # NaN losses (no scored pixel) rank last; ties keep the earlier image.
+            key = (result.loss if result.loss == result.loss else -np.inf, -result.position)
+            entry = (key, result.position, result)
+            if len(self._heap) < self.hardest_count:
+                heapq.heappush(self._heap, entry)
+                keep = True
+            elif key > self._heap[0][0]:
+                evicted = heapq.heapreplace(self._heap, entry)[2]
+                if evicted.position not in self.sample_positions:
+                    evicted.image = evicted.label = evicted.prediction = None
+                keep = True
+        if keep:
+            result.image, result.label, result.prediction = image, label, prediction
+        if result.position in self.sample_positions:
+            self.samples[result.position] = result
+
+    def hardest(self):
+        """The kept hardest results, highest loss first."""
+        return [entry[2] for entry in sorted(self._heap, key=lambda e: e[0], reverse=True)]
+
+    def sample(self):
+        """The sampled results, in subset order."""
+        return [self.samples[p] for p in sorted(self.samples)]
+
+
+# ---------------------------------------------------------------------------------
+# Image streams: (position, image uint8 [H,W,3], label uint8 [H,W], logits [H,W,C]).
+# `position` counts the images of the subset; `names()`, called once the stream is
+# exhausted, returns the list of ids that positions index.
+# ---------------------------------------------------------------------------------
+def _eval_size_stream(config, subset, ids, predict, batch_size):
+    """Batches of the pipeline at the evaluation size; padding elements are dropped.
+
+    Returns (generator, names). With `skip_bad`, left-out samples shift the positions,
+    so ids are resolved only at the end, once every skipped file is known.
+    """
+    skipped = pipeline.SkippedSamples()
+    dataset = pipeline.make_dataset(
+        config.voc_root, subset, batch_size, tuple(config.input_size), augmentation=False,
+        shuffle=False, epochs=1, pad_final_batch=True, skip_bad=config.skip_bad,
+        split_seed=config.split_seed, skipped=skipped)
+
+    def generate():
+        position = 0
+        for images, labels in dataset:
+            logits = predict(images).numpy()  # host sync per batch: fine for evaluation
+            pictures = np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
+            labels = labels.numpy().astype(np.uint8)
+            for i in range(len(pictures)):
+                # Padding comes after every real sample, so by then `skipped` is complete.
+                if position < len(ids) - skipped.count:
+                    yield position, pictures[i], labels[i], logits[i]
+                position += 1
+
+    def names():
+        bad = set(skipped.problems)
+        return [i for i in ids if voc.image_path(config.voc_root, i) not in bad
+                and voc.mask_path(config.voc_root, i) not in bad]
+
+    return generate(), names
+
+
+def _full_resolution_stream(config, ids, predict):
+    """One image at a time at its original size, read and checked by research.data.voc."""
+    def generate():
+        for position, image_id in enumerate(ids):
+            try:
+                image, mask = voc.read_sample(voc.image_path(config.voc_root, image_id),
+                                              voc.mask_path(config.voc_root, image_id))
+            except voc.BadFileError as e:
+                if not config.skip_bad:
+                    raise
+                log.warning("skipped: %s", e)
+                continue
+            yield position, image, mask, predict(tf.constant(image[None], tf.float32)).numpy()[0]
+
+    return generate(), lambda: ids
+
+
+# ---------------------------------------------------------------------------------
+# Outputs.
+# ---------------------------------------------------------------------------------
+def output_dir(workdir, subset):
+    """`WORKDIR/eval` for the test subset, `WORKDIR/eval_<subset>` for the others."""
+    return os.path.join(workdir, "eval" if subset == "test" else f"eval_{subset}")
+
+
+def _csv_text(header, rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _fmt(value):
+    return "" if value is None or value != value else f"{value:.6f}"
+
+
+def per_class_rows(confusion, metrics, class_names):
+    """Rows (index, class, iou, accuracy, pixels) of per_class.csv; pixels = labelled."""
+    pixels = np.asarray(confusion).sum(axis=1)
+    return [(i, name, _fmt(metrics["per_class_iou"][i]), _fmt(metrics["per_class_accuracy"][i]),
+             int(pixels[i])) for i, name in enumerate(class_names)]
+
+
+def format_table(metrics, confusion, class_names):
+    """A readable text table of the per-class IoU/accuracy/pixels and the means."""
+    pixels = np.asarray(confusion).sum(axis=1)
+    width = max(len(n) for n in class_names)
+    lines = [f"{'class':<{width}}  {'IoU':>7}  {'accuracy':>8}  {'pixels':>12}"]
+    for i, name in enumerate(class_names):
+        iou, acc = metrics["per_class_iou"][i], metrics["per_class_accuracy"][i]
+        show = lambda v: f"{v:.4f}" if v == v else "-"  # noqa: E731  NaN: class absent
+        lines.append(f"{name:<{width}}  {show(iou):>7}  {show(acc):>8}  {int(pixels[i]):>12,}")
+    lines.append("-" * len(lines[0]))
+    for name in METRIC_NAMES:
+        lines.append(f"{name:<24} {metrics[name]:.4f}")
+    return "\n".join(lines)
+
+
+def _write_grid(path, results, config, captions):
+    picture = visualize.sample_grid(
+        [r.image for r in results], [r.label for r in results], [r.prediction for r in results],
+        captions=captions, ignore_label=config.ignore_label)
+    visualize.write_png(path, picture)
+
+
+# ---------------------------------------------------------------------------------
+# The whole evaluation.
+# ---------------------------------------------------------------------------------
+def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolution=False,
+             flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto"):
+    """Evaluates a run's model on a whole subset and writes the outputs (module doc).
+
+    Args:
+      workdir: the run's folder (config.json plus export/ or checkpoints/).
+      subset: "test", "val", "train" or "trainval" (`research.data.voc.read_split`).
+      voc_root: the data's VOC2012 folder; default: the run config's `voc_root`.
+      batch_size: images per batch at the evaluation size; default `eval_batch_size`.
+      full_resolution: score at each image's original size (module doc).
+      flip, scales: test-time augmentation (`tta_logits`).
+      samples: images in samples.png (0: no picture).
+      hardest: images in hardest.png / hardest.csv (0: none).
+      seed: chooses the sampled images.
+      source: "auto", "export" or "checkpoint" (`load_model`).
+    Returns:
+      dict: the contents of metrics.json, plus "output_dir".
+    """
+    config = read_run_config(workdir, voc_root)
+    scales = tuple(float(s) for s in scales)
+    batch_size = int(batch_size or config.eval_batch_size)
+    loaded = load_model(workdir, config, source)
+    log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
+             loaded.source.get("step"))
+    ids = voc.read_split(config.voc_root, subset, split_seed=config.split_seed)
+    if not ids:
+        raise ValueError(f"{config.voc_root}: subset {subset!r} is empty")
+    predict = make_predictor(loaded.model, loaded.input_size, flip, scales)
+    if full_resolution:
+        stream, names = _full_resolution_stream(config, ids, predict)
+        bar = ProgressBar(len(ids), 1, desc=f"evaluate {subset} (full resolution)", unit="img")
+    else:
+        stream, names = _eval_size_stream(config, subset, ids, predict, batch_size)
+        bar = ProgressBar(len(ids), 1, desc=f"evaluate {subset}", unit="img")
+
+    # --------------------------------------------------------------- Score loop ---
+    confusion = np.zeros((config.num_classes, config.num_classes), np.int64)
+    keeper = Keeper(len(ids), samples, hardest, seed)
+    per_image = []
+    for position, image, label, logits in stream:
+        prediction = np.argmax(logits, axis=-1).astype(np.uint8)
+        matrix = confusion_of(label, prediction, config)
+        confusion += matrix
+        scores = kernels.segmentation_metrics(matrix)
+        result = ImageResult(position, None, image_loss(label, logits, config),
+                             scores["pixel_accuracy"], scores["mean_iou"])
+        per_image.append(result)
+        keeper.offer(result, image, label, prediction)
+        bar.update(1, mIoU=kernels.segmentation_metrics(confusion)["mean_iou"])
+    bar.close()
+    if not per_image:
+        raise ValueError(f"{config.voc_root}: no image of subset {subset!r} could be scored")
+    scored_ids = names()
+    for result in per_image:
+        result.image_id = scored_ids[result.position]
+
+    # ------------------------------------------------------------------ Outputs ---
+    metrics = kernels.segmentation_metrics(confusion)
+    class_names = voc.CLASS_NAMES if config.num_classes == len(voc.CLASS_NAMES) \
+        else tuple(f"class {i}" for i in range(config.num_classes))
+    out = output_dir(workdir, subset)
+    os.makedirs(out, exist_ok=True)
+    losses = np.array([r.loss for r in per_image], dtype=np.float64)
+    report = {
+        **{name: float(metrics[name]) for name in METRIC_NAMES},
+        "per_class_iou": {n: float(v) for n, v in zip(class_names, metrics["per_class_iou"])},
+        "per_class_accuracy": {n: float(v) for n, v in zip(class_names, metrics["per_class_accuracy"])},
+        "mean_image_loss": float(np.nanmean(losses)) if np.isfinite(losses).any() else None,
+        "num_images": len(per_image),
+        "subset": subset,
+        "model": loaded.source,
+        "options": {"full_resolution": bool(full_resolution), "flip": bool(flip),
+                    "scales": list(scales), "input_size": list(loaded.input_size),
+                    "batch_size": 1 if full_resolution else batch_size,
+                    "voc_root": config.voc_root, "split_seed": config.split_seed},
+        "confusion_matrix": confusion.tolist(),
+    }
+    atomic_write_json(os.path.join(out, "metrics.json"), report)
+    atomic_write_text(os.path.join(out, "per_class.csv"), _csv_text(
+        ("index", "class", "iou", "accuracy", "pixels"), per_class_rows(confusion, metrics, class_names)))
+    atomic_write_text(os.path.join(out, "per_image.csv"), _csv_text(
+        ("id", "loss", "pixel_accuracy", "mean_iou"),
+        [(r.image_id, _fmt(r.loss), _fmt(r.pixel_accuracy), _fmt(r.mean_iou)) for r in per_image]))
+    visualize.write_png(os.path.join(out, "confusion.png"),
+                        visualize.confusion_heatmap(confusion, class_names))
+    if samples > 0:
+        chosen = keeper.sample()
+        _write_grid(os.path.join(out, "samples.png"), chosen, config, [r.caption() for r in chosen])
+    if hardest > 0:
+        worst = keeper.hardest()
+        atomic_write_text(os.path.join(out, "hardest.csv"), _csv_text(
+            ("rank", "id", "loss", "pixel_accuracy", "mean_iou"),
+            [(rank, r.image_id, _fmt(r.loss), _fmt(r.pixel_accuracy), _fmt(r.mean_iou))
+             for rank, r in enumerate(worst, start=1)]))
+        _write_grid(os.path.join(out, "hardest.png"), worst, config,
+                    [f"#{rank}  {r.caption()}" for rank, r in enumerate(worst, start=1)])
+    print(f"{subset}: {len(per_image)} images, model {loaded.source['source']} "
+          f"(step {loaded.source.get('step')}), full_resolution={bool(full_resolution)}, "
+          f"flip={bool(flip)}, scales={list(scales)}")
+    print(format_table(metrics, confusion, class_names))
+    print(f"written to {out}")
+    return {**report, "output_dir": out}
+
+
+# ---------------------------------------------------------------------------------
+# Command line.
+# ---------------------------------------------------------------------------------
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m research.evaluate",
+        description="Evaluate a trained run on a whole subset: metrics.json, per_class.csv, "
+                    "per_image.csv, confusion.png, samples.png, hardest.png/csv in "
+                    "WORKDIR/eval (test) or WORKDIR/eval_<subset>.")
+    parser.add_argument("--workdir", required=True, help="the run's folder (config.json, export/ or checkpoints/)")
+    parser.add_argument("--subset", default="test", choices=voc.SUBSETS, help="default: test")
+    parser.add_argument("--voc-root", default=None, help="the VOC2012 folder; default: the run config's")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's eval_batch_size")
+    parser.add_argument("--full-resolution", action="store_true",
+                        help="score each image at its original size against its original mask")
+    parser.add_argument("--flip", action="store_true", help="test-time augmentation: average with the mirror image")
+    parser.add_argument("--scales", default="1", type=parse_scales,
+                        help="test-time augmentation: comma-separated multiples of the input size "
+                             "whose logits are averaged, e.g. 0.75,1,1.25 (default 1)")
+    parser.add_argument("--samples", type=int, default=8, help="random images in samples.png (0: none)")
+    parser.add_argument("--hardest", type=int, default=8, help="highest-loss images in hardest.png/csv (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="chooses the sampled images")
+    parser.add_argument("--source", default="auto", choices=("auto", "export", "checkpoint"),
+                        help="which model: export/model.keras, the latest checkpoint, or "
+                             "auto (export if present; default)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        evaluate(args.workdir, subset=args.subset, voc_root=args.voc_root, batch_size=args.batch_size,
+                 full_resolution=args.full_resolution, flip=args.flip, scales=args.scales,
+                 samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
