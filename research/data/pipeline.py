@@ -61,9 +61,11 @@ def dataset_size(voc_root, subset, split_seed=0):
 class SkippedSamples:
     """The bad samples a ``make_dataset(..., skip_bad=True)`` pipeline has left out.
 
-    Pass one in (``skipped=SkippedSamples()``) to read the counts while or after you
-    iterate; the pipeline also logs each bad file when first met and, at the end of each
-    epoch with bad samples, a warning with that epoch's count.
+    Pass one in (``skipped=SkippedSamples()``, one per pipeline) to read the counts while
+    or after you iterate: ``skipped.per_epoch[e]`` once epoch e has been read through,
+    ``skipped.count`` and ``skipped.problems`` at any time. The pipeline also logs each
+    bad file when first met and, at the end of each epoch with bad samples, a warning
+    with that epoch's count (logger "research.data.pipeline").
 
     Attributes:
       problems: dict file path -> message (each bad sample once).
@@ -82,6 +84,7 @@ class SkippedSamples:
             return len(self.problems)
 
     def record(self, epoch, error):
+        """Notes that `error` (a voc.BadFileError) made the pipeline skip a sample in `epoch`."""
         with self._lock:
             first_time = error.path not in self.problems
             self.problems[error.path] = str(error)
@@ -261,7 +264,9 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
         (image zeros, label all 255), so every batch has batch_size samples (fixed shapes
         for XLA). Losses and metrics that ignore 255 ignore the padding.
       deterministic: keep the order under parallel map (False may be a little faster).
-      skip_bad: log and leave out bad samples instead of raising; see `SkippedSamples`.
+      skip_bad: log and leave out bad samples instead of raising; their count is in
+        `skipped` (see `SkippedSamples`). The number of batches then depends on the data,
+        so the dataset's cardinality is unknown.
       split_seed: the val/test split of val.txt.
       num_parallel_calls: map parallelism.
       skipped: a `SkippedSamples` to collect bad samples into (skip_bad=True).

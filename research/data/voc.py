@@ -174,6 +174,9 @@ def read_id_list(path):
         image_id = line.strip()
         if not image_id:
             continue
+        if any(c in image_id for c in "/\\\0") or image_id in (".", ".."):
+            raise ValueError(f"{path}: line {line_number}: {image_id!r} is not a file name "
+                             f"(ids name files in JPEGImages/ and SegmentationClass/)")
         if image_id in first_line:
             duplicates.append(f"{image_id!r} (lines {first_line[image_id]} and {line_number})")
             continue
@@ -244,8 +247,11 @@ def _open_checked(path, max_pixels, allowed_formats):
     except Image.DecompressionBombError as e:
         raise BadFileError(path, "too_large", f"refused, too many pixels ({e})") from None
     except Exception as e:  # PIL raises UnidentifiedImageError, SyntaxError, OSError...
-        with open(path, "rb") as f:
-            head = f.read(8)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError:     # unreadable (permissions): the message below says why
+            head = b""
         if "runcated" in str(e):
             raise BadFileError(path, "truncated", f"file is truncated (its header is cut "
                                                   f"short after {size} bytes): {e}") from None

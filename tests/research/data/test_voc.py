@@ -102,6 +102,9 @@ def test_split_errors_name_the_file(tmp_path):
     voc_files.write_split(str(tmp_path), "train", ["a", "b", "a"])
     with pytest.raises(ValueError, match=r"train\.txt: duplicate ids: 'a' \(lines 1 and 3\)"):
         voc.read_split(tmp_path, "train")
+    voc_files.write_split(str(tmp_path), "train", ["a", "../../etc/passwd"])
+    with pytest.raises(ValueError, match=r"train\.txt: line 2: '../../etc/passwd' is not a file name"):
+        voc.read_split(tmp_path, "train")
     _lists(str(tmp_path), ["a", "b"], ["b", "c"])
     with pytest.raises(ValueError, match="share 1 id"):
         voc.read_split(tmp_path, "trainval")
