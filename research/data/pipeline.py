@@ -23,17 +23,17 @@ about 2.2 GB).
 
 Decoding choice, measured in tf.data with AUTOTUNE on the embedded dataset (80-200 JPEG
 + PNG pairs, 200-500 px; 2 shared, busy cores, so each figure is the range of the medians
-of three separate runs of interleaved rounds; benchmarks/bench_pipeline.py re-measures):
+of four separate runs of interleaved rounds; benchmarks/bench_pipeline.py re-measures):
   masks:  TF decode_png + colour->index table 287-769/s (and no checks);
-          PIL in numpy_function with every check 470-630/s.
-  images: tf.io.decode_jpeg 678-1445/s; PIL in numpy_function 337-693/s.
-  pairs:  PIL for both, checked (chosen) 244-299/s; TF image + PIL mask 280-435/s.
+          PIL in numpy_function with every check 349-630/s.
+  images: tf.io.decode_jpeg 678-1445/s; PIL in numpy_function 325-693/s.
+  pairs:  PIL for both, checked (chosen) 192-299/s; TF image + PIL mask 263-435/s.
 We read both files with PIL (research.data.voc.read_sample) in one numpy_function:
-TF's image decoder would save 15-45 % of the first epoch's decoding, but a truncated
+TF's image decoder would cut the first epoch's decoding time by 13-31 %, but a truncated
 JPEG then fails inside TF with a message that does not name the file (and skip_bad
 could not skip it); PIL gives one checked reader shared with the validator, and the
 cache means each sample is decoded once per run. The whole pipeline (training
-configuration, 384 px, batch 8) gives about 125 images/s with the cache warm, while
+configuration, 384 px, batch 8) gives 125-166 images/s with the cache warm, while
 training consumes well under one image per second here (NOTES: 4-6 s per DeepLab step
 of 2 images at 384 px).
 """
