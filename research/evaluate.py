@@ -1,7 +1,8 @@
 """Evaluating a trained run: metrics over a whole subset, pictures, and the hardest images.
 
-    python -m research.evaluate --workdir runs/demo [--subset test] [--full-resolution]
-        [--flip] [--scales 0.75,1,1.25] [--samples 8] [--hardest 8] [--seed 0]
+    python -m research.evaluate --workdir runs/demo [--subset test] [--voc-root PATH]
+        [--batch-size N] [--full-resolution] [--flip] [--scales 0.75,1,1.25]
+        [--samples 8] [--hardest 8] [--seed 0] [--source auto|export|checkpoint] [--out DIR]
 
 `evaluate(workdir, ...)` does the work; the command line is a thin shell over it.
 
@@ -25,7 +26,9 @@ its mirror image (mirrored back); `scales` averages runs at several multiples of
 input size, each resized to the scoring size. Logits, not probabilities, are averaged.
 
 Outputs, in `WORKDIR/eval/` for the test subset and `WORKDIR/eval_<subset>/` for the
-others (so evaluating val never overwrites the test results), all written atomically:
+others (so evaluating val never overwrites the test results), or `--out`. The folder is
+written beside its old version and replaces it whole, so its files always come from one
+evaluation (a second run with other options replaces them; use --out to keep both):
   metrics.json    pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou,
                   per-class IoU, the confusion matrix, num_images, subset, the model
                   source and step, the options used
@@ -55,7 +58,7 @@ from research import export as export_lib
 from research import train as train_lib
 from research import visualize
 from research.data import pipeline, voc
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from research.progress import ProgressBar
 
 log = logging.getLogger("research")
@@ -148,6 +151,29 @@ def parse_scales(text):
 def scaled_size(input_size, scale):
     """(round(h * scale), round(w * scale)), at least 1 pixel each."""
     return tuple(max(1, int(round(s * scale))) for s in input_size)
+
+
+def feature_stride(config):
+    """How much the config's model downsamples: DeepLab's output stride, U-Net's 32."""
+    return config.output_stride if config.model == "deeplab_v3" else 32
+
+
+def check_scales(input_size, scales, stride):
+    """Warns about scales whose run size is not a multiple of the model's stride.
+
+    The models accept any size, but off-multiple sizes misalign the strided features:
+    measured on the smoke model (trained at 32 px, output stride 16), scale 0.75
+    (24 px) alone dropped test mIoU from 0.12 to 0.03 and 1.25 (40 px) to 0.06, while
+    1.5 (48 px) kept 0.12. At VOC sizes (384 px) 0.75 and 1.25 give 288 and 480: fine.
+    Returns the run sizes [(h, w), ...].
+    """
+    sizes = [scaled_size(input_size, s) for s in scales]
+    for scale, size in zip(scales, sizes):
+        if any(v % stride for v in size):
+            log.warning("scale %g runs the model at %dx%d, not a multiple of its stride %d: "
+                        "its features will be misaligned (expect worse predictions)",
+                        scale, size[0], size[1], stride)
+    return sizes
 
 
 def tta_logits(model, images, input_size, flip=False, scales=(1.0,)):
@@ -368,6 +394,10 @@ def per_class_rows(confusion, metrics, class_names):
              int(pixels[i])) for i, name in enumerate(class_names)]
 
 
+def _show(value):
+    return f"{value:.4f}" if value == value else "-"  # NaN: the class is absent
+
+
 def format_table(metrics, confusion, class_names):
     """A readable text table of the per-class IoU/accuracy/pixels and the means."""
     pixels = np.asarray(confusion).sum(axis=1)
@@ -375,8 +405,7 @@ def format_table(metrics, confusion, class_names):
     lines = [f"{'class':<{width}}  {'IoU':>7}  {'accuracy':>8}  {'pixels':>12}"]
     for i, name in enumerate(class_names):
         iou, acc = metrics["per_class_iou"][i], metrics["per_class_accuracy"][i]
-        show = lambda v: f"{v:.4f}" if v == v else "-"  # noqa: E731  NaN: class absent
-        lines.append(f"{name:<{width}}  {show(iou):>7}  {show(acc):>8}  {int(pixels[i]):>12,}")
+        lines.append(f"{name:<{width}}  {_show(iou):>7}  {_show(acc):>8}  {int(pixels[i]):>12,}")
     lines.append("-" * len(lines[0]))
     for name in METRIC_NAMES:
         lines.append(f"{name:<24} {metrics[name]:.4f}")
@@ -390,11 +419,69 @@ def _write_grid(path, results, config, captions):
     visualize.write_png(path, picture)
 
 
+def class_names_for(num_classes):
+    """VOC's names for 21 classes, else "class i"."""
+    if num_classes == len(voc.CLASS_NAMES):
+        return voc.CLASS_NAMES
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def write_outputs(folder, report, confusion, per_image, keeper, config):
+    """Writes metrics.json, the CSVs and the pictures into `folder` (module doc)."""
+    metrics = kernels.segmentation_metrics(confusion)
+    class_names = class_names_for(config.num_classes)
+    atomic_write_json(os.path.join(folder, "metrics.json"), report)
+    atomic_write_text(os.path.join(folder, "per_class.csv"), _csv_text(
+        ("index", "class", "iou", "accuracy", "pixels"), per_class_rows(confusion, metrics, class_names)))
+    atomic_write_text(os.path.join(folder, "per_image.csv"), _csv_text(
+        ("id", "loss", "pixel_accuracy", "mean_iou"),
+        [(r.image_id, _fmt(r.loss), _fmt(r.pixel_accuracy), _fmt(r.mean_iou)) for r in per_image]))
+    visualize.write_png(os.path.join(folder, "confusion.png"),
+                        visualize.confusion_heatmap(confusion, class_names))
+    chosen = keeper.sample()
+    if chosen:
+        _write_grid(os.path.join(folder, "samples.png"), chosen, config, [r.caption() for r in chosen])
+    worst = keeper.hardest()
+    if worst:
+        atomic_write_text(os.path.join(folder, "hardest.csv"), _csv_text(
+            ("rank", "id", "loss", "pixel_accuracy", "mean_iou"),
+            [(rank, r.image_id, _fmt(r.loss), _fmt(r.pixel_accuracy), _fmt(r.mean_iou))
+             for rank, r in enumerate(worst, start=1)]))
+        _write_grid(os.path.join(folder, "hardest.png"), worst, config,
+                    [f"#{rank}  {r.caption()}" for rank, r in enumerate(worst, start=1)])
+
+
 # ---------------------------------------------------------------------------------
 # The whole evaluation.
 # ---------------------------------------------------------------------------------
+def score_subset(stream, names, num_images, config, keeper, desc):
+    """Runs the stream: (int64 [C, C] confusion, [ImageResult] in subset order).
+
+    Every image's confusion matrix (`kernels.confusion_matrix`) is summed in int64;
+    `keeper` is offered every image for the pictures.
+    """
+    confusion = np.zeros((config.num_classes, config.num_classes), np.int64)
+    per_image = []
+    bar = ProgressBar(num_images, 1, desc=desc, unit="img")
+    for position, image, label, logits in stream:
+        prediction = np.argmax(logits, axis=-1).astype(np.uint8)
+        matrix = confusion_of(label, prediction, config)
+        confusion += matrix
+        scores = kernels.segmentation_metrics(matrix)
+        result = ImageResult(position, None, image_loss(label, logits, config),
+                             scores["pixel_accuracy"], scores["mean_iou"])
+        per_image.append(result)
+        keeper.offer(result, image, label, prediction)
+        bar.update(1, mIoU=kernels.segmentation_metrics(confusion)["mean_iou"])
+    bar.close()
+    scored_ids = names()
+    for result in per_image:
+        result.image_id = scored_ids[result.position]
+    return confusion, per_image
+
+
 def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolution=False,
-             flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto"):
+             flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto", out_dir=None):
     """Evaluates a run's model on a whole subset and writes the outputs (module doc).
 
     Args:
@@ -408,9 +495,17 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
       hardest: images in hardest.png / hardest.csv (0: none).
       seed: chooses the sampled images.
       source: "auto", "export" or "checkpoint" (`load_model`).
+      out_dir: where the outputs go; default `output_dir(workdir, subset)`. The folder
+        is replaced as a whole (`research.fileio.atomic_directory`), so its files always
+        belong to one evaluation.
     Returns:
       dict: the contents of metrics.json, plus "output_dir".
     """
+    out = os.fspath(out_dir or output_dir(workdir, subset))
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "metrics.json")):
+        # The folder is replaced whole: never one that holds something else.
+        raise ValueError(f"{out} exists and is not an evaluation folder (no metrics.json); "
+                         "refusing to replace it")
     config = read_run_config(workdir, voc_root)
     scales = tuple(float(s) for s in scales)
     batch_size = int(batch_size or config.eval_batch_size)
@@ -420,75 +515,38 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
     ids = voc.read_split(config.voc_root, subset, split_seed=config.split_seed)
     if not ids:
         raise ValueError(f"{config.voc_root}: subset {subset!r} is empty")
+    run_sizes = check_scales(loaded.input_size, scales, feature_stride(config))
     predict = make_predictor(loaded.model, loaded.input_size, flip, scales)
     if full_resolution:
         stream, names = _full_resolution_stream(config, ids, predict)
-        bar = ProgressBar(len(ids), 1, desc=f"evaluate {subset} (full resolution)", unit="img")
     else:
         stream, names = _eval_size_stream(config, subset, ids, predict, batch_size)
-        bar = ProgressBar(len(ids), 1, desc=f"evaluate {subset}", unit="img")
-
-    # --------------------------------------------------------------- Score loop ---
-    confusion = np.zeros((config.num_classes, config.num_classes), np.int64)
     keeper = Keeper(len(ids), samples, hardest, seed)
-    per_image = []
-    for position, image, label, logits in stream:
-        prediction = np.argmax(logits, axis=-1).astype(np.uint8)
-        matrix = confusion_of(label, prediction, config)
-        confusion += matrix
-        scores = kernels.segmentation_metrics(matrix)
-        result = ImageResult(position, None, image_loss(label, logits, config),
-                             scores["pixel_accuracy"], scores["mean_iou"])
-        per_image.append(result)
-        keeper.offer(result, image, label, prediction)
-        bar.update(1, mIoU=kernels.segmentation_metrics(confusion)["mean_iou"])
-    bar.close()
+    desc = f"evaluate {subset}" + (" (full resolution)" if full_resolution else "")
+    confusion, per_image = score_subset(stream, names, len(ids), config, keeper, desc)
     if not per_image:
         raise ValueError(f"{config.voc_root}: no image of subset {subset!r} could be scored")
-    scored_ids = names()
-    for result in per_image:
-        result.image_id = scored_ids[result.position]
 
-    # ------------------------------------------------------------------ Outputs ---
     metrics = kernels.segmentation_metrics(confusion)
-    class_names = voc.CLASS_NAMES if config.num_classes == len(voc.CLASS_NAMES) \
-        else tuple(f"class {i}" for i in range(config.num_classes))
-    out = output_dir(workdir, subset)
-    os.makedirs(out, exist_ok=True)
+    class_names = class_names_for(config.num_classes)
     losses = np.array([r.loss for r in per_image], dtype=np.float64)
     report = {
         **{name: float(metrics[name]) for name in METRIC_NAMES},
-        "per_class_iou": {n: float(v) for n, v in zip(class_names, metrics["per_class_iou"])},
-        "per_class_accuracy": {n: float(v) for n, v in zip(class_names, metrics["per_class_accuracy"])},
+        "per_class_iou": dict(zip(class_names, map(float, metrics["per_class_iou"]))),
+        "per_class_accuracy": dict(zip(class_names, map(float, metrics["per_class_accuracy"]))),
         "mean_image_loss": float(np.nanmean(losses)) if np.isfinite(losses).any() else None,
         "num_images": len(per_image),
         "subset": subset,
         "model": loaded.source,
         "options": {"full_resolution": bool(full_resolution), "flip": bool(flip),
                     "scales": list(scales), "input_size": list(loaded.input_size),
+                    "run_sizes": [list(size) for size in run_sizes],
                     "batch_size": 1 if full_resolution else batch_size,
                     "voc_root": config.voc_root, "split_seed": config.split_seed},
         "confusion_matrix": confusion.tolist(),
     }
-    atomic_write_json(os.path.join(out, "metrics.json"), report)
-    atomic_write_text(os.path.join(out, "per_class.csv"), _csv_text(
-        ("index", "class", "iou", "accuracy", "pixels"), per_class_rows(confusion, metrics, class_names)))
-    atomic_write_text(os.path.join(out, "per_image.csv"), _csv_text(
-        ("id", "loss", "pixel_accuracy", "mean_iou"),
-        [(r.image_id, _fmt(r.loss), _fmt(r.pixel_accuracy), _fmt(r.mean_iou)) for r in per_image]))
-    visualize.write_png(os.path.join(out, "confusion.png"),
-                        visualize.confusion_heatmap(confusion, class_names))
-    if samples > 0:
-        chosen = keeper.sample()
-        _write_grid(os.path.join(out, "samples.png"), chosen, config, [r.caption() for r in chosen])
-    if hardest > 0:
-        worst = keeper.hardest()
-        atomic_write_text(os.path.join(out, "hardest.csv"), _csv_text(
-            ("rank", "id", "loss", "pixel_accuracy", "mean_iou"),
-            [(rank, r.image_id, _fmt(r.loss), _fmt(r.pixel_accuracy), _fmt(r.mean_iou))
-             for rank, r in enumerate(worst, start=1)]))
-        _write_grid(os.path.join(out, "hardest.png"), worst, config,
-                    [f"#{rank}  {r.caption()}" for rank, r in enumerate(worst, start=1)])
+    with atomic_directory(out) as tmp:
+        write_outputs(tmp, report, confusion, per_image, keeper, config)
     print(f"{subset}: {len(per_image)} images, model {loaded.source['source']} "
           f"(step {loaded.source.get('step')}), full_resolution={bool(full_resolution)}, "
           f"flip={bool(flip)}, scales={list(scales)}")
@@ -519,6 +577,9 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=int, default=8, help="random images in samples.png (0: none)")
     parser.add_argument("--hardest", type=int, default=8, help="highest-loss images in hardest.png/csv (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="chooses the sampled images")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default WORKDIR/eval for test, WORKDIR/eval_<subset> otherwise); "
+                             "replaced as a whole")
     parser.add_argument("--source", default="auto", choices=("auto", "export", "checkpoint"),
                         help="which model: export/model.keras, the latest checkpoint, or "
                              "auto (export if present; default)")
@@ -531,7 +592,8 @@ def main(argv=None):
     try:
         evaluate(args.workdir, subset=args.subset, voc_root=args.voc_root, batch_size=args.batch_size,
                  full_resolution=args.full_resolution, flip=args.flip, scales=args.scales,
-                 samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source)
+                 samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source,
+                 out_dir=args.out)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1

@@ -205,7 +205,7 @@ def test_flip_averages_with_the_mirrored_prediction_of_a_non_symmetric_model():
     assert np.abs(flipped - plain).max() > 0.1
 
 
-def test_multi_scale_averages_the_runs_resized_to_the_image(pointwise_run):
+def test_multi_scale_averages_the_runs_resized_to_the_image(pointwise_run, caplog):
     model = asymmetric_model()
     images = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     runs = [export_lib.predict_logits(model, images, size).numpy() for size in ((16, 16), (32, 32), (48, 48))]
@@ -215,6 +215,9 @@ def test_multi_scale_averages_the_runs_resized_to_the_image(pointwise_run):
 
     metrics = evaluate_lib.evaluate(pointwise_run, scales=(0.75, 1, 1.25), flip=True, samples=0, hardest=0)
     assert metrics["options"]["scales"] == [0.75, 1.0, 1.25] and metrics["options"]["flip"] is True
+    assert metrics["options"]["run_sizes"] == [[24, 24], [32, 32], [40, 40]]
+    warned = [r.getMessage() for r in caplog.records if "not a multiple of its stride 16" in r.getMessage()]
+    assert len(warned) == 2 and "24x24" in warned[0]  # 32 px is a multiple: no warning
     assert 0.0 <= metrics["mean_iou"] <= 1.0
 
 
@@ -337,3 +340,13 @@ def test_command_line(pointwise_run, tmp_path, capsys):
     metrics = json.load(open(os.path.join(pointwise_run, "eval_val", "metrics.json")))
     assert metrics["subset"] == "val" and metrics["options"]["scales"] == [0.75, 1.0]
     assert evaluate_lib.main(["--workdir", str(tmp_path / "missing")]) == 1
+
+    # --out: a fresh folder is fine; a folder holding other things is never replaced.
+    assert evaluate_lib.main(["--workdir", pointwise_run, "--samples", "0", "--hardest", "0",
+                              "--out", str(tmp_path / "flipless")]) == 0
+    assert sorted(os.listdir(tmp_path / "flipless")) == ["confusion.png", "metrics.json",
+                                                         "per_class.csv", "per_image.csv"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert evaluate_lib.main(["--workdir", pointwise_run, "--out", str(tmp_path / "mine")]) == 1
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
