@@ -24,7 +24,8 @@ orientation is not applied.
 Predictions are `research.export.predict_masks`, the same computation as the exported
 SavedModel's `serve` endpoint. Images are batched by displayed size (up to
 `--batch-size` images and about `PIXELS_PER_BATCH` pixels per batch, since logits are
-computed at full size: 21 float32 per pixel).
+computed at full size: 21 float32 per pixel, so one 64 MP image needs about 5.4 GB;
+lower `--max-pixels` on small machines).
 
 Bad inputs: every image's header is read first. An image larger than `--max-pixels` is
 refused from its header, before decoding (decompression bombs; PIL's own
@@ -331,6 +332,9 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
     written, failed = result["written"], result["failed"]
+    if not written and not failed:
+        print(f"error: no .jpg/.jpeg/.png images in {', '.join(args.inputs)}", file=sys.stderr)
+        return 1
     print(f"wrote {len(written)} mask(s) to {args.out}")
     if failed:
         what = "stopped" if result["stopped"] else "skipped"

@@ -218,3 +218,7 @@ def test_missing_model_or_input(tmp_path, pointwise_export, capsys):
     assert predict_lib.main(["--model", pointwise_export[0], "--out", str(tmp_path / "o"), "--skip-bad",
                              str(tmp_path / "nope.jpg")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert predict_lib.main(["--model", pointwise_export[0], "--out", str(tmp_path / "o"),
+                             str(tmp_path / "empty")]) == 1
+    assert "no .jpg/.jpeg/.png images" in capsys.readouterr().err
