@@ -43,7 +43,6 @@ import csv
 import dataclasses
 import heapq
 import io
-import json
 import logging
 import os
 import sys
@@ -55,6 +54,7 @@ import keras
 import kernels
 from research import config as config_lib
 from research import export as export_lib
+from research import predict as predict_lib
 from research import train as train_lib
 from research import visualize
 from research.data import pipeline, voc
@@ -103,13 +103,9 @@ def load_model(workdir, config, source="auto"):
     export_dir = os.path.join(workdir, "export")
     keras_file = os.path.join(export_dir, "model.keras")
     if source in ("auto", "export") and os.path.isfile(keras_file):
-        import research.models  # noqa: F401  (registers the custom layers for loading)
-
-        with open(os.path.join(export_dir, "export.json"), encoding="utf-8") as f:
-            facts = json.load(f)
-        model = keras.saving.load_model(keras_file, compile=False)
+        model, facts = predict_lib.load_export(export_dir)
         info = facts.get("info", {})
-        return LoadedModel(model, tuple(facts["input_size"]),
+        return LoadedModel(model, facts["input_size"],
                            {"source": "export", "path": keras_file, "step": info.get("step"),
                             "export_info": info})
     if source == "export":

@@ -187,24 +187,46 @@ def find_export(model_dir):
                             "(pass an export folder or a run's workdir)")
 
 
+def load_export(folder):
+    """Loads an export folder's model.keras and export.json.
+
+    Returns (Keras model, the export.json dict with "input_size" as an (h, w) tuple).
+    Raises ValueError naming the file when either cannot be read (missing, truncated,
+    not JSON, no input_size, not a Keras file).
+    """
+    import json
+
+    import keras
+
+    import research.models  # noqa: F401  (registers the custom layers for loading)
+
+    facts_file = os.path.join(folder, "export.json")
+    keras_file = os.path.join(folder, "model.keras")
+    try:
+        with open(facts_file, encoding="utf-8") as f:
+            facts = json.load(f)
+        facts["input_size"] = tuple(int(s) for s in facts["input_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{facts_file}: cannot read the export facts ({type(e).__name__}: {e})") from None
+    try:
+        model = keras.saving.load_model(keras_file, compile=False)
+    except Exception as e:  # zip, h5 and deserialization errors of every kind
+        raise ValueError(f"{keras_file}: cannot load the model ({type(e).__name__}: {e})") from None
+    return model, facts
+
+
 def load_predictor(model_dir):
     """Loads an exported model; returns `masks_fn(uint8 [B,H,W,3]) -> uint8 [B,H,W]`.
 
     The function is `research.export.predict_masks` in a tf.function traced once for
     any batch and image size, like the SavedModel's `serve`.
     """
-    import json
-
-    import keras
     import tensorflow as tf
 
-    import research.models  # noqa: F401  (registers the custom layers for loading)
     from research import export as export_lib
 
-    folder = find_export(model_dir)
-    with open(os.path.join(folder, "export.json"), encoding="utf-8") as f:
-        input_size = tuple(int(s) for s in json.load(f)["input_size"])
-    model = keras.saving.load_model(os.path.join(folder, "model.keras"), compile=False)
+    model, facts = load_export(find_export(model_dir))
+    input_size = facts["input_size"]
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def masks_fn(images):
@@ -328,7 +350,7 @@ def main(argv=None):
         result = predict(args.model, args.inputs, args.out, overlay=args.overlay,
                          batch_size=args.batch_size, max_pixels=args.max_pixels,
                          skip_bad=args.skip_bad)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     written, failed = result["written"], result["failed"]

@@ -218,6 +218,16 @@ def test_missing_model_or_input(tmp_path, pointwise_export, capsys):
     assert predict_lib.main(["--model", pointwise_export[0], "--out", str(tmp_path / "o"), "--skip-bad",
                              str(tmp_path / "nope.jpg")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "export.json").write_text('{"input_size": [32, 32]}')
+    (broken / "model.keras").write_bytes(open(os.path.join(pointwise_export[0], "model.keras"), "rb").read()[:500])
+    Image.fromarray(noise(8, 8)).save(tmp_path / "p.png")
+    assert predict_lib.main(["--model", str(broken), "--out", str(tmp_path / "o"), str(tmp_path / "p.png")]) == 1
+    assert "model.keras: cannot load the model" in capsys.readouterr().err
+    (broken / "export.json").write_text("{not json")
+    assert predict_lib.main(["--model", str(broken), "--out", str(tmp_path / "o"), str(tmp_path / "p.png")]) == 1
+    assert "export.json: cannot read the export facts" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert predict_lib.main(["--model", pointwise_export[0], "--out", str(tmp_path / "o"),
                              str(tmp_path / "empty")]) == 1
