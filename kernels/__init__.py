@@ -1,7 +1,24 @@
 """Performance kernels for segmentation training: each has a plain `reference_*` twin.
 
-- `atrous_conv2d`, `AtrousConv2D`: exact, fast dilated 3x3 convolution (kernels/atrous.py)
-- `ce_dice_loss`: fused class-weighted cross-entropy + dice loss (kernels/losses.py)
-- `confusion_matrix`, `segmentation_metrics`: exact, XLA-compatible metrics (kernels/confusion.py)
+- `atrous_conv2d`, `AtrousConv2D`: exact, fast dilated convolution, stride 1, SAME
+  padding (kernels/atrous.py)
+- `ce_dice_loss`, `loss_normalizers`: fused class-weighted cross-entropy + dice loss with
+  an analytic gradient, and its cross-replica normalizers (kernels/losses.py)
+- `confusion_matrix`, `segmentation_metrics`, `StreamingConfusionMatrix`: exact,
+  XLA-compatible int64 confusion matrix, its summary metrics, and a tf.distribute-aware
+  accumulator (kernels/confusion.py)
+
+The import name `kernels` clashes with the PyPI package of that name; do not install
+both in one environment.
 """
 from kernels.atrous import AtrousConv2D, atrous_conv2d, reference_atrous_conv2d
+from kernels.confusion import (StreamingConfusionMatrix, confusion_matrix,
+                               reference_confusion_matrix, segmentation_metrics)
+from kernels.losses import ce_dice_loss, loss_normalizers, reference_ce_dice_loss
+
+__all__ = [
+    "AtrousConv2D", "atrous_conv2d", "reference_atrous_conv2d",
+    "StreamingConfusionMatrix", "confusion_matrix", "reference_confusion_matrix",
+    "segmentation_metrics",
+    "ce_dice_loss", "loss_normalizers", "reference_ce_dice_loss",
+]

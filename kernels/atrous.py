@@ -1,11 +1,38 @@
-"""Atrous (dilated) 3x3 convolution, stride 1, SAME padding.
+"""Atrous (dilated) convolution, stride 1, SAME padding: the reference, then the fast version.
 
-TEMPORARY SKELETON: the public interface only. The fast implementation lands with
-the kernels issue; until then `atrous_conv2d` is the reference.
+Why this file exists: on CPU, `keras.layers.Conv2D(dilation_rate=r)` goes through
+space-to-batch (`tf.nn.convolution` does that for every dilated conv off TPU), which is
+slow for large r (r=18 at [4, 24, 24, 2048] -> 256: 30 s forward + backward), and
+`tf.nn.conv2d(dilations=r)` has no CPU gradient unless oneDNN is on.
+
+The exact reformulation used here: a KH x KW convolution with dilation r is a sum of
+KH*KW "taps". Tap (i, j) multiplies the input, shifted by (dy, dx) = (i*r - pad_top,
+j*r - pad_left) and zero-filled, by the 1x1 kernel `kernel[i, j]` (a matmul over
+channels). A tap only touches the window of the image where the shifted input overlaps
+the output; a tap whose shift is as large as the image is all padding and is skipped
+(at 24 x 24 with r >= 24 only the centre tap is left). The formulations differ only in
+how the live taps are grouped into matmuls (see `_taps_conv`):
+
+- "gemm": one matmul `x @ [Cin, T*Cout]` over the whole image for all T live taps,
+  then the T output blocks are shifted and summed. Largest, most efficient matmul, but
+  it computes every tap over the whole image.
+- "rows": one matmul per kernel row, over only the input rows that row can reach.
+- "taps": one matmul per live tap, over only its window: fewest FLOPs, most ops.
+- "native": `tf.nn.conv2d(dilations=r)`: cuDNN on GPU, oneDNN on CPU when it is on,
+  XLA's own convolution under jit_compile.
 """
+import collections
+
 import keras
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
+from tensorflow.python.util import _pywrap_util_port
 
+IMPLEMENTATIONS = ("auto", "native", "gemm", "rows", "taps")
+
+
+# ----------------------------------------------------------------------------------------
+# Reference
 
 def reference_atrous_conv2d(x, kernel, rate):
     """Plain dilated convolution: `tf.nn.atrous_conv2d(x, kernel, rate, "SAME")`.
@@ -15,33 +42,177 @@ def reference_atrous_conv2d(x, kernel, rate):
       kernel: float tensor [KH, KW, Cin, Cout], same dtype as x.
       rate: Python int >= 1, the dilation rate.
     Returns:
-      Tensor [B, H, W, Cout] of x's dtype.
+      Tensor [B, H, W, Cout] of x's dtype:
+      y[b, h, w, o] = sum_{i, j, c} x[b, h + i*rate - pt, w + j*rate - pl, c] * kernel[i, j, c, o]
+      with pt = (KH-1)*rate // 2, pl = (KW-1)*rate // 2 and x zero outside the image.
     """
     return tf.nn.atrous_conv2d(x, kernel, rate, padding="SAME")
 
 
-def atrous_conv2d(x, kernel, rate):
-    """Fast dilated convolution; equals `reference_atrous_conv2d`."""
-    return reference_atrous_conv2d(x, kernel, rate)
+# ----------------------------------------------------------------------------------------
+# Fast version: tap geometry
 
+# The part of one spatial axis (length n) that a tap at offset d reads and writes:
+# output positions [before, n - after) read input positions [start, start + length).
+Window = collections.namedtuple("Window", "start length before after")
+
+
+def _tap_offsets(kernel_size, rate):
+    """Offsets (i*rate - pad_before) of the kernel's taps along one axis, SAME padding."""
+    pad_before = (kernel_size - 1) * rate // 2
+    return [i * rate - pad_before for i in range(kernel_size)]
+
+
+def _window(n, d):
+    """Window of a tap at offset d on an axis of length n (Python int or scalar tensor)."""
+    if not tf.is_tensor(n):  # static size: dead taps are skipped, so length > 0 here
+        return Window(max(d, 0), n - abs(d), max(-d, 0), max(d, 0))
+    # Unknown size at trace time: clamp, so a tap that lies wholly in the padding gets
+    # an empty window (its matmul is empty and costs nothing) instead of a bad slice.
+    length = tf.maximum(n - abs(d), 0)
+    before = tf.minimum(max(-d, 0), n)
+    return Window(tf.minimum(max(d, 0), n), length, before, n - length - before)
+
+
+def _is_live(d, n):
+    """False only for a tap known (statically) to read nothing but padding."""
+    return tf.is_tensor(n) or abs(d) < n
+
+
+def _spatial_size(x):
+    """(H, W) as Python ints where static, else as scalar int32 tensors."""
+    dynamic = tf.shape(x)
+    return tuple(x.shape[a] if x.shape[a] is not None else dynamic[a] for a in (1, 2))
+
+
+def _crop(x, axis, window):
+    """x restricted to window.start : window.start + window.length along axis 1 or 2."""
+    begin = [0, 0, 0, 0]
+    size = [-1, -1, -1, -1]
+    begin[axis], size[axis] = window.start, window.length
+    return tf.slice(x, begin, size)
+
+
+def _matmul_channels(x, kernel):
+    """[B, h, w, Cin] @ [Cin, N] -> [B, h, w, N] as one 2-D matmul (a 1x1 convolution)."""
+    cin, n = kernel.shape
+    y = tf.matmul(tf.reshape(x, [-1, cin]), kernel)
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [n]], axis=0))
+
+
+# ----------------------------------------------------------------------------------------
+# Fast version: the formulations
+
+def _taps_conv(x, kernel, rate, cut_rows, cut_cols):
+    """Sum of the live taps, grouped into matmuls (exact; see the module docstring).
+
+    Taps are grouped by kernel row if cut_rows, by kernel column if cut_cols: a group
+    shares one matmul over the input window its taps have in common (the whole axis if
+    not cut). So (False, False) is "gemm", (True, False) "rows", (True, True) "taps".
+    """
+    kh, kw, _, cout = kernel.shape
+    h, w = _spatial_size(x)
+    rows = {i: _window(h, d) for i, d in enumerate(_tap_offsets(kh, rate)) if _is_live(d, h)}
+    cols = {j: _window(w, d) for j, d in enumerate(_tap_offsets(kw, rate)) if _is_live(d, w)}
+    groups = collections.defaultdict(list)
+    for i in rows:
+        for j in cols:
+            groups[(i if cut_rows else None, j if cut_cols else None)].append((i, j))
+
+    pieces = []
+    for (gi, gj), members in groups.items():
+        xg = x if gi is None else _crop(x, 1, rows[gi])
+        xg = xg if gj is None else _crop(xg, 2, cols[gj])
+        z = _matmul_channels(xg, tf.concat([kernel[i, j] for i, j in members], axis=-1))
+        for t, (i, j) in enumerate(members):
+            zt = z[..., t * cout:(t + 1) * cout]
+            zt = zt if gi is not None else _crop(zt, 1, rows[i])
+            zt = zt if gj is not None else _crop(zt, 2, cols[j])
+            pieces.append(tf.pad(zt, [[0, 0], [rows[i].before, rows[i].after],
+                                      [cols[j].before, cols[j].after], [0, 0]]))
+    return tf.add_n(pieces)
+
+
+def _native_conv(x, kernel, rate):
+    """`tf.nn.conv2d(dilations=rate)`; on CPU its gradient needs oneDNN (or XLA) if rate > 1."""
+    return tf.nn.conv2d(x, kernel, strides=1, padding="SAME", dilations=rate)
+
+
+def _choose(x, kernel, rate):
+    """The "auto" rule (decided at trace time, from Python-level facts only)."""
+    kh, kw = kernel.shape[:2]
+    if rate == 1 or (kh == 1 and kw == 1):
+        return "native"  # an ordinary convolution: no dilation to work around
+    if x.device and "GPU" in x.device.upper() or not x.device and tf.config.list_logical_devices("GPU"):
+        return "native"  # cuDNN runs dilated convolutions natively (not measured here)
+    return "taps"
+
+
+def atrous_conv2d(x, kernel, rate, implementation="auto"):
+    """Fast dilated convolution, stride 1, SAME padding; equals `reference_atrous_conv2d`.
+
+    Args:
+      x: float tensor [B, H, W, Cin] (float32, float16 or bfloat16); B, H, W may be
+        unknown at trace time.
+      kernel: float tensor [KH, KW, Cin, Cout] of x's dtype (any KH, KW; 3x3 is the hot case).
+      rate: Python int >= 1, the dilation rate.
+      implementation: "auto" (choose per case, see `_choose`), or force one formulation:
+        "native", "gemm", "rows" or "taps" (see the module docstring).
+    Returns:
+      Tensor [B, H, W, Cout] of x's dtype, the definition in `reference_atrous_conv2d`.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    rate = int(rate)
+    if implementation == "auto":
+        implementation = _choose(x, kernel, rate)
+    if implementation == "native":
+        return _native_conv(x, kernel, rate)
+    cut_rows, cut_cols = {"gemm": (False, False), "rows": (True, False), "taps": (True, True)}[implementation]
+    return _taps_conv(x, kernel, rate, cut_rows, cut_cols)
+
+
+# ----------------------------------------------------------------------------------------
+# Keras layer
 
 @keras.saving.register_keras_serializable(package="kernels")
 class AtrousConv2D(keras.layers.Layer):
-    """Keras layer computing `atrous_conv2d`, with `keras.layers.Conv2D` weight shapes.
+    """Keras layer computing `atrous_conv2d` (+ bias), with `keras.layers.Conv2D` weights.
 
-    Weights: `kernel` [KH, KW, Cin, filters] and optional `bias` [filters], so
-    `set_weights(conv2d.get_weights())` works both ways.
+    Same results as `keras.layers.Conv2D(filters, kernel_size, dilation_rate=rate,
+    padding="same", use_bias=use_bias)`. Weights: `kernel` [KH, KW, Cin, filters] and
+    optional `bias` [filters], so `set_weights(conv2d.get_weights())` works both ways.
+    Under a mixed-precision policy the variables stay float32 and the computation runs
+    in the compute dtype.
+
+    Args:
+      filters: number of output channels.
+      kernel_size: int or (KH, KW).
+      dilation_rate: int (or a pair of equal ints), the rate.
+      use_bias: whether to add a bias.
+      kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as in Conv2D.
+      implementation: passed to `atrous_conv2d` ("auto" by default).
+
+    Example:
+      >>> layer = AtrousConv2D(256, 3, dilation_rate=12, name="aspp_r12")
+      >>> y = layer(tf.zeros([2, 24, 24, 2048]))  # [2, 24, 24, 256]
     """
 
     def __init__(self, filters, kernel_size, dilation_rate=1, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 kernel_regularizer=None, bias_regularizer=None, implementation="auto",
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.kernel_size = tuple(int(k) for k in ks)
-        rate = dilation_rate if isinstance(dilation_rate, int) else dilation_rate[0]
-        self.dilation_rate = int(rate)
+        rates = (dilation_rate,) * 2 if isinstance(dilation_rate, int) else tuple(dilation_rate)
+        if rates[0] != rates[1]:
+            raise ValueError(f"dilation_rate must be the same on both axes, got {dilation_rate}")
+        self.dilation_rate = int(rates[0])
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        self.implementation = implementation
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -60,9 +231,11 @@ class AtrousConv2D(keras.layers.Layer):
                 regularizer=self.bias_regularizer)
 
     def call(self, x):
-        y = atrous_conv2d(x, self.kernel, self.dilation_rate)
+        # Keras has already cast x to the compute dtype; cast the float32 variables too.
+        y = atrous_conv2d(x, tf.cast(self.kernel, x.dtype), self.dilation_rate,
+                          implementation=self.implementation)
         if self.bias is not None:
-            y = y + self.bias
+            y = y + tf.cast(self.bias, y.dtype)
         return y
 
     def compute_output_shape(self, input_shape):
@@ -73,6 +246,7 @@ class AtrousConv2D(keras.layers.Layer):
         config.update(
             filters=self.filters, kernel_size=self.kernel_size,
             dilation_rate=self.dilation_rate, use_bias=self.use_bias,
+            implementation=self.implementation,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),

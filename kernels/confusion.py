@@ -9,16 +9,7 @@ it reached `label * C + prediction` unchecked.)
 import numpy as np
 import tensorflow as tf
 
-from kernels._counting import count_bins
-
-
-def _counted(labels, predictions, num_classes, ignore_label):
-    """(flat int64 labels, flat int64 predictions, bool mask of the pixels to count)."""
-    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-    predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
-    keep = ((labels >= 0) & (labels < num_classes) & (labels != ignore_label)
-            & (predictions >= 0) & (predictions < num_classes))
-    return labels, predictions, keep
+from kernels._counting import class_ids, count_bins
 
 
 # ----------------------------------------------------------------------------------------
@@ -29,7 +20,10 @@ def reference_confusion_matrix(labels, predictions, num_classes, ignore_label=25
 
     Args and result as in `confusion_matrix`.
     """
-    labels, predictions, keep = _counted(labels, predictions, num_classes, ignore_label)
+    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+    predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
+    keep = ((labels >= 0) & (labels < num_classes) & (labels != ignore_label)
+            & (predictions >= 0) & (predictions < num_classes))
     return tf.math.confusion_matrix(tf.boolean_mask(labels, keep),
                                     tf.boolean_mask(predictions, keep),
                                     num_classes=num_classes, dtype=tf.int64)
@@ -51,11 +45,12 @@ def confusion_matrix(labels, predictions, num_classes, ignore_label=255):
       Works eagerly, in tf.function and under jit_compile=True (no boolean mask, so
       every shape is static).
     """
-    labels, predictions, keep = _counted(labels, predictions, num_classes, ignore_label)
+    labels, keep_labels = class_ids(labels, num_classes, ignore_label)
+    predictions, keep_predictions = class_ids(predictions, num_classes)
     cells = num_classes * num_classes
     # Uncounted pixels go to the extra bin C*C, never to a negative index.
-    bins = tf.where(keep, labels * num_classes + predictions, cells)
-    counts = count_bins(tf.cast(bins, tf.int32), cells, tf.int64)
+    bins = tf.where(keep_labels & keep_predictions, labels * num_classes + predictions, cells)
+    counts = count_bins(bins, cells, tf.int64)
     return tf.reshape(counts, [num_classes, num_classes])
 
 

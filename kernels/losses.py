@@ -28,7 +28,7 @@ gradients. With normalizers=None the local batch's [M_r, S_r, 1] is used.
 """
 import tensorflow as tf
 
-from kernels._counting import count_bins
+from kernels._counting import class_ids, count_bins
 
 
 # ----------------------------------------------------------------------------------------
@@ -37,12 +37,10 @@ from kernels._counting import count_bins
 def _valid_labels(labels, num_classes, ignore_label):
     """(valid bool [B,H,W], labels clamped to 0 where invalid as int32 [B,H,W]).
 
-    Comparisons run in int64 so that no int dtype wraps into [0, C); the clamp matters
-    because sparse ops raise on CPU for labels outside [0, C).
+    The clamp matters: sparse ops raise on CPU for labels outside [0, C).
     """
-    wide = tf.cast(labels, tf.int64)
-    valid = (wide >= 0) & (wide < num_classes) & (wide != ignore_label)
-    return valid, tf.cast(tf.where(valid, wide, 0), tf.int32)
+    ids, valid = class_ids(labels, num_classes, ignore_label)
+    return valid, tf.where(valid, ids, 0)
 
 
 def _pixel_weights(valid, safe_labels, num_classes, class_weighted):

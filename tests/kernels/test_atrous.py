@@ -1,0 +1,180 @@
+"""atrous_conv2d / AtrousConv2D agree with tf.nn.atrous_conv2d and keras Conv2D."""
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+
+from kernels import AtrousConv2D, atrous_conv2d, reference_atrous_conv2d
+from kernels import atrous
+from tests.kernels._modes import MODES, assert_close, assert_same_value_and_grads, value_and_grads
+
+FORMULATIONS = ("gemm", "rows", "taps")
+
+
+def _inputs(kernel_size=(3, 3), shape=(2, 7, 6, 3), cout=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.normal(size=shape), tf.float32)
+    kernel = tf.constant(rng.normal(size=tuple(kernel_size) + (shape[-1], cout)), tf.float32)
+    return x, kernel
+
+
+# Rates on a 7 x 6 image: 1 and 2 keep every tap; at 6 the column taps (offset +-6 on
+# W = 6) lie wholly in the padding and are skipped; at 9 only the centre tap is left.
+@pytest.mark.parametrize("rate", [1, 2, 3, 6, 9])
+@pytest.mark.parametrize("implementation", FORMULATIONS + ("auto",))
+def test_matches_reference_eagerly(implementation, rate):
+    x, kernel = _inputs()
+    assert_same_value_and_grads(
+        lambda x, k: atrous_conv2d(x, k, rate, implementation),
+        lambda x, k: reference_atrous_conv2d(x, k, rate), [x, kernel], "eager")
+
+
+@pytest.mark.parametrize("implementation", FORMULATIONS)
+@pytest.mark.parametrize("mode", ["function", "xla"])
+def test_matches_reference_in_graphs(implementation, mode):
+    x, kernel = _inputs()
+    assert_same_value_and_grads(
+        lambda x, k: atrous_conv2d(x, k, 6, implementation),
+        lambda x, k: reference_atrous_conv2d(x, k, 6), [x, kernel], mode)
+
+
+def test_auto_under_xla_matches_reference():
+    x, kernel = _inputs()
+    assert_same_value_and_grads(
+        lambda x, k: atrous_conv2d(x, k, 6), lambda x, k: reference_atrous_conv2d(x, k, 6),
+        [x, kernel], "xla")
+
+
+@pytest.mark.parametrize("kernel_size", [(1, 1), (2, 2), (1, 3), (5, 2)])
+@pytest.mark.parametrize("implementation", FORMULATIONS)
+def test_other_kernel_sizes(kernel_size, implementation):
+    x, kernel = _inputs(kernel_size)
+    for rate in (1, 2, 4):
+        assert_same_value_and_grads(
+            lambda x, k: atrous_conv2d(x, k, rate, implementation),
+            lambda x, k: reference_atrous_conv2d(x, k, rate), [x, kernel], "eager")
+
+
+@pytest.mark.parametrize("implementation", FORMULATIONS + ("auto",))
+def test_unknown_spatial_size_at_trace_time(implementation):
+    # With H, W unknown no tap can be skipped statically: taps beyond the image get
+    # empty windows at run time. Rate 4 on a 7 x 3 image: the row taps (offset +-4)
+    # overlap the image partly, the column taps lie wholly in the padding.
+    x, kernel = _inputs(shape=(2, 7, 3, 3))
+    spec = [tf.TensorSpec([None, None, None, 3]), tf.TensorSpec(kernel.shape)]
+    traced = tf.function(lambda x, k: value_and_grads(
+        lambda x, k: atrous_conv2d(x, k, 4, implementation), x, k), input_signature=spec)
+    got, got_grads = traced(x, kernel)
+    want, want_grads = value_and_grads(lambda x, k: reference_atrous_conv2d(x, k, 4), x, kernel)
+    assert got.shape == want.shape
+    assert_close(got, want, 1e-5)
+    for g, w in zip(got_grads, want_grads):
+        assert_close(g, w, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
+@pytest.mark.parametrize("implementation", FORMULATIONS + ("auto",))
+def test_low_precision_inputs(dtype, implementation):
+    # Compared with the float32 reference on the same (rounded) inputs: the error is
+    # the low-precision accumulation, about 1e-3 (float16) / 1e-2 (bfloat16) relative.
+    x, kernel = (tf.cast(t, dtype) for t in _inputs())
+    got, (gx, gk) = value_and_grads(lambda x, k: atrous_conv2d(x, k, 2, implementation), x, kernel)
+    want, (wx, wk) = value_and_grads(lambda x, k: reference_atrous_conv2d(x, k, 2),
+                                     tf.cast(x, tf.float32), tf.cast(kernel, tf.float32))
+    assert got.dtype == gx.dtype == gk.dtype == dtype
+    rtol = 5e-3 if dtype == tf.float16 else 3e-2
+    for a, b in [(got, want), (gx, wx), (gk, wk)]:
+        assert_close(a, b, rtol)
+
+
+def test_rejects_unknown_implementation():
+    x, kernel = _inputs()
+    with pytest.raises(ValueError, match="implementation"):
+        atrous_conv2d(x, kernel, 2, implementation="fft")
+
+
+# ----------------------------------------------------------------------------------------
+# The "auto" rule
+
+def test_auto_rule_rate_one_and_pointwise_are_plain_convolutions():
+    x, kernel = _inputs()
+    assert atrous._choose(x, kernel, 1) == "native"
+    assert atrous._choose(x, kernel[1:2, 1:2], 6) == "native"
+
+
+# ----------------------------------------------------------------------------------------
+# Keras layer
+
+def _layer_pair(rate, use_bias, cin=3, filters=4, kernel_size=3):
+    ours = AtrousConv2D(filters, kernel_size, dilation_rate=rate, use_bias=use_bias,
+                        bias_initializer="random_normal")
+    keras_conv = keras.layers.Conv2D(filters, kernel_size, dilation_rate=rate, padding="same",
+                                     use_bias=use_bias, bias_initializer="random_normal")
+    ours.build((None, None, None, cin))
+    keras_conv.build((None, None, None, cin))
+    return ours, keras_conv
+
+
+def _layer_value_and_grads(layer, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * tf.sin(y))
+    return y, tape.gradient(loss, [x] + layer.trainable_variables)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("rate", [1, 2, 6])
+def test_layer_matches_keras_conv2d_both_ways(rate, use_bias):
+    x, _ = _inputs()
+    ours, keras_conv = _layer_pair(rate, use_bias)
+    assert [w.shape for w in ours.weights] == [w.shape for w in keras_conv.weights]
+    for source, target in [(keras_conv, ours), (ours, keras_conv)]:
+        source.set_weights([w * 1.5 for w in source.get_weights()])  # fresh values each way
+        target.set_weights(source.get_weights())
+        got, got_grads = _layer_value_and_grads(ours, x)
+        want, want_grads = _layer_value_and_grads(keras_conv, x)
+        assert_close(got, want, 1e-5)
+        for g, w in zip(got_grads, want_grads):
+            assert_close(g, w, 1e-5)
+
+
+def test_layer_weight_names_and_config_round_trip():
+    layer = AtrousConv2D(5, (3, 3), dilation_rate=(4, 4), use_bias=True, implementation="rows",
+                         kernel_initializer="he_normal", name="aspp")
+    layer.build((None, 8, 8, 2))
+    assert [w.path.split("/")[-1] for w in layer.weights] == ["kernel", "bias"]
+    clone = AtrousConv2D.from_config(layer.get_config())
+    assert (clone.filters, clone.kernel_size, clone.dilation_rate, clone.implementation) == (5, (3, 3), 4, "rows")
+    with pytest.raises(ValueError):
+        AtrousConv2D(5, 3, dilation_rate=(2, 3))
+
+
+def test_layer_saves_and_loads(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    outputs = AtrousConv2D(4, 3, dilation_rate=2, name="atrous")(inputs)
+    model = keras.Model(inputs, outputs)
+    x, _ = _inputs()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.get_layer("atrous"), AtrousConv2D)
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_layer_respects_mixed_precision(policy):
+    x, _ = _inputs()
+    ours, keras_conv = _layer_pair(2, True)
+    keras_conv.set_weights(ours.get_weights())
+    try:
+        keras.config.set_dtype_policy(policy)
+        mixed = AtrousConv2D(4, 3, dilation_rate=2)
+        mixed.build((None, None, None, 3))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(ours.get_weights())
+    y = mixed(x)
+    assert y.dtype == mixed.compute_dtype and mixed.compute_dtype != "float32"
+    assert all(w.dtype == "float32" for w in mixed.weights)
+    assert_close(y, keras_conv(x), 3e-2 if policy == "mixed_bfloat16" else 5e-3)
