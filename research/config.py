@@ -88,7 +88,7 @@ class Config:
 RESUMABLE_FIELDS = frozenset({
     "epochs", "early_stop_patience", "checkpoint_every_steps", "keep_checkpoints",
     "log_every_steps", "tensorboard_images", "profile_steps", "skip_bad", "name",
-    "nan_policy", "max_nan_restores", "eval_steps",
+    "nan_policy", "max_nan_restores", "eval_steps", "export_best",
 })
 
 _CHOICES = {

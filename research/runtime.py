@@ -67,15 +67,19 @@ def resolve_jit_compile(jit_compile, device, precision, num_replicas, onednn_ena
 
     - "auto": on GPU, XLA on. On CPU, XLA off when oneDNN is on (XLA:CPU does not
       use oneDNN's convolutions and measured slower); on when oneDNN is off.
-      Off under multi-replica tf.distribute (as Keras does: collectives and
-      replica-context variable updates stay outside XLA).
+    - Off under multi-replica tf.distribute, whatever the config says (as Keras'
+      "auto" does): the replica step holds collectives (loss normalizers, synchronized
+      BatchNorm, gradient sums) that XLA cannot compile there.
     - mixed_bfloat16 with XLA on CPU fails inside XLA in TF 2.21 ("Seen floating
       point types of different precisions in %ReluGrad"): fall back to no XLA.
     """
+    if num_replicas > 1:
+        if jit_compile is True:
+            log.warning("XLA is not supported with %d tf.distribute replicas: running without it",
+                        num_replicas)
+        return False, "off under multi-replica tf.distribute"
     if jit_compile == "auto":
-        if num_replicas > 1:
-            use, reason = False, "auto: off under multi-replica tf.distribute"
-        elif device == "gpu":
+        if device == "gpu":
             use, reason = True, "auto: GPU"
         elif onednn_enabled:
             use, reason = False, "auto: CPU with oneDNN (XLA:CPU bypasses oneDNN convolutions)"

@@ -3,6 +3,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Imported before anything imports TensorFlow, so the tests run with the project's
+# runtime defaults (oneDNN), exactly as the command lines do.
+import research  # noqa: F401
+
 import pytest
 
 
@@ -18,3 +22,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def synthetic_voc_root(tmp_path_factory):
+    """voc_root (the .../VOC2012 folder) of a small embedded dataset: 8 train, 6 val images."""
+    from research.data.synthetic import make_synthetic_voc
+
+    root = tmp_path_factory.mktemp("synthetic_voc")
+    make_synthetic_voc(str(root), num_train=8, num_val=6, seed=0)
+    return os.path.join(str(root), "VOCdevkit", "VOC2012")

@@ -11,7 +11,8 @@ RESNET50_WIDTH = 64
 
 
 def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
-             blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, atrous="kernels"):
+             blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, atrous="kernels",
+             sync_batchnorm=False):
     """Adds a ResNet-50 v1 to the functional graph at `x`; returns its five feature maps.
 
     Layer names are those of `keras.applications.ResNet50` (conv1_pad, conv1_conv,
@@ -41,6 +42,8 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
       width: base number of filters (64 = ResNet-50): conv1 has `width`, stage k's
         bottleneck has `width * 2**(k-2)` and its output four times that.
       atrous: "kernels" or "keras", which layer computes the dilated convolutions.
+      sync_batchnorm: BatchNorm statistics over all tf.distribute replicas (see
+        `layers.conv_bn_relu`).
 
     Returns:
       A tuple of five Keras tensors of x's batch and compute dtype, at strides 2, 4, 8,
@@ -64,7 +67,8 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
         raise ValueError(f"stage_strides must be 1 or 2; got {stage_strides!r}")
 
     x = keras.layers.ZeroPadding2D(padding=3, name="conv1_pad")(x)
-    x = conv_bn_relu(x, width, 7, "conv1", strides=2, use_bias=True, epsilon=BN_EPSILON)
+    x = conv_bn_relu(x, width, 7, "conv1", strides=2, use_bias=True, epsilon=BN_EPSILON,
+                     sync_batchnorm=sync_batchnorm)
     features = [x]
     x = keras.layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -76,23 +80,21 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
             # it has a stride and a projection shortcut.
             x = _bottleneck(x, filters, stride if block == 1 else 1, rate,
                             projection=block == 1, atrous=atrous,
-                            name=f"conv{stage}_block{block}")
+                            name=f"conv{stage}_block{block}", sync_batchnorm=sync_batchnorm)
         features.append(x)
     return tuple(features)
 
 
-def _bottleneck(x, filters, stride, rate, projection, atrous, name):
+def _bottleneck(x, filters, stride, rate, projection, atrous, name, sync_batchnorm):
     """1x1 (strided) -> 3x3 (dilated) -> 1x1 (4*filters), plus shortcut, then ReLU."""
+    common = dict(use_bias=True, epsilon=BN_EPSILON, sync_batchnorm=sync_batchnorm)
     if projection:
-        shortcut = conv_bn_relu(x, 4 * filters, 1, f"{name}_0", strides=stride,
-                                use_bias=True, epsilon=BN_EPSILON, relu=False)
+        shortcut = conv_bn_relu(x, 4 * filters, 1, f"{name}_0", strides=stride, relu=False,
+                                **common)
     else:
         shortcut = x
-    x = conv_bn_relu(x, filters, 1, f"{name}_1", strides=stride, use_bias=True,
-                     epsilon=BN_EPSILON)
-    x = conv_bn_relu(x, filters, 3, f"{name}_2", dilation_rate=rate, atrous=atrous,
-                     use_bias=True, epsilon=BN_EPSILON)
-    x = conv_bn_relu(x, 4 * filters, 1, f"{name}_3", use_bias=True, epsilon=BN_EPSILON,
-                     relu=False)
+    x = conv_bn_relu(x, filters, 1, f"{name}_1", strides=stride, **common)
+    x = conv_bn_relu(x, filters, 3, f"{name}_2", dilation_rate=rate, atrous=atrous, **common)
+    x = conv_bn_relu(x, 4 * filters, 1, f"{name}_3", relu=False, **common)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)

@@ -45,3 +45,16 @@ def test_atomic_directory_swaps_whole_folders(tmp_path):
         open(os.path.join(tmp, "v2"), "w").close()
     assert os.listdir(target) == ["v2"]
     assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    # mkstemp/mkdtemp create 0600/0700 files; outputs must be readable like open() makes them.
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "m.json", "{}")
+        with atomic_directory(tmp_path / "saved") as tmp:
+            pass
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.json").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "saved").st_mode & 0o777 == 0o755

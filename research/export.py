@@ -1,0 +1,76 @@
+"""Exporting a trained model so it can be used outside this codebase.
+
+`export_model` writes, atomically, into `export_dir`:
+  model.keras     the Keras model (needs this project's custom layers to load)
+  saved_model/    a TensorFlow SavedModel whose `serve` signature takes uint8 RGB images
+                  [B, H, W, 3] of ANY size and returns {"masks": uint8 [B, H, W]} class
+                  indices (and "logits"), with resizing and preprocessing inside, so
+                  plain `tf.saved_model.load(path).serve(images)` works with no project
+                  import
+  export.json     the config, the input size it was trained at, and why it was exported
+
+`predict_masks` is the same computation in-process (research/predict.py uses it), so
+exported and in-process predictions agree.
+"""
+import os
+
+import tensorflow as tf
+import keras
+
+from research.faults import kill_point
+from research.fileio import atomic_directory, atomic_path, atomic_write_json
+
+
+def predict_logits(model, images, input_size):
+    """Logits at the images' own size: resize to `input_size`, run, resize back.
+
+    Args:
+      model: float32 [B,h,w,3] in [0,255] -> float32 logits [B,h,w,C].
+      images: uint8 or float [B, H, W, 3] RGB, values in [0, 255].
+      input_size: (h, w) the model was trained at.
+    Returns:
+      float32 [B, H, W, C] logits (bilinear resize of the model's logits).
+    """
+    images = tf.convert_to_tensor(images)
+    size = tf.shape(images)[1:3]
+    resized = tf.image.resize(tf.cast(images, tf.float32), input_size, method="bilinear")
+    logits = tf.cast(model(resized, training=False), tf.float32)
+    return tf.image.resize(logits, size, method="bilinear")
+
+
+def predict_masks(model, images, input_size):
+    """uint8 class-index masks [B, H, W] for uint8 images [B, H, W, 3] of any size."""
+    return tf.cast(tf.argmax(predict_logits(model, images, input_size), axis=-1), tf.uint8)
+
+
+def export_model(model, export_dir, config, info=None):
+    """Writes model.keras, saved_model/ and export.json into `export_dir` atomically.
+
+    Args:
+      model: the trained Keras model.
+      export_dir: folder to (re)write; a previous export stays whole until replaced.
+      config: the run's `Config` (input size, classes); saved in export.json.
+      info: dict of extra facts (epoch, step, monitored value).
+    """
+    input_size = tuple(int(s) for s in config.input_size)
+    os.makedirs(export_dir, exist_ok=True)
+    with atomic_path(os.path.join(export_dir, "model.keras")) as tmp:
+        model.save(tmp)
+    kill_point("export")
+
+    def serve(images):
+        logits = predict_logits(model, images, input_size)
+        return {"masks": tf.cast(tf.argmax(logits, axis=-1), tf.uint8), "logits": logits}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve,
+                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    with atomic_directory(os.path.join(export_dir, "saved_model")) as tmp:
+        archive.write_out(tmp, verbose=False)
+    atomic_write_json(os.path.join(export_dir, "export.json"), {
+        "input_size": list(input_size), "num_classes": config.num_classes,
+        "ignore_label": config.ignore_label, "config": config.to_dict(), "info": info or {},
+        "serving": "tf.saved_model.load(saved_model).serve(uint8 [B,H,W,3]) -> "
+                   "{'masks': uint8 [B,H,W], 'logits': float32 [B,H,W,C]}",
+    })

@@ -1,0 +1,73 @@
+"""tf.distribute: two replicas compute exactly what one device computes on the global batch.
+
+The loss normalizers (valid-pixel count, class-weight sum) are all-reduced, each
+replica returns its share of the loss, gradients are summed by the optimizer, and
+BatchNorm statistics are synchronized. Two logical CPU devices must be configured
+before TensorFlow initializes, so the comparison runs in a fresh subprocess.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import research  # the project's runtime defaults, as in every entry point
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import kernels
+    from research import config as config_lib, train
+
+    config = config_lib.load_config("smoke")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 21, (4, 32, 32)).astype("int32")
+    labels[0, :8] = 255      # ignored pixels, unevenly spread over the replicas
+    labels[3] = 255          # an image with no valid pixel at all
+
+    def one_step(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = train.build_model(config, "float32", strategy.num_replicas_in_sync)
+            # SGD: the update is linear in the gradient, so weights compare tightly
+            # (Adam's first step is lr * sign(g), which round-off can flip for g ~ 0).
+            optimizer = keras.optimizers.SGD(learning_rate=0.1)
+            optimizer.build(model.trainable_variables)
+            confusion = kernels.StreamingConfusionMatrix(21)
+        step = train.make_train_step(model, optimizer, strategy, config, confusion,
+                                     use_xla=False, loss_scaling=False)
+        data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+        batch = next(iter(strategy.experimental_distribute_dataset(data)))
+        loss, finite = step(*batch)
+        return {"loss": float(loss), "finite": bool(finite),
+                "replicas": strategy.num_replicas_in_sync,
+                "confusion": confusion.result().numpy().tolist(),
+                "weights": [w.numpy().ravel().tolist() for w in model.weights]}
+
+    one = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    two = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    print("RESULT" + json.dumps({"one": one, "two": two}))
+""")
+
+
+def test_two_replicas_match_one_device():
+    run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
+    line = [l for l in run.stdout.splitlines() if l.startswith("RESULT")]
+    assert run.returncode == 0 and line, run.stderr[-3000:]
+    result = json.loads(line[0][len("RESULT"):])
+    one, two = result["one"], result["two"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    assert one["finite"] and two["finite"]
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert two["confusion"] == one["confusion"]
+    assert len(one["weights"]) == len(two["weights"])
+    # Trainable weights after one step, and BatchNorm moving statistics (synchronized).
+    for a, b in zip(one["weights"], two["weights"]):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)

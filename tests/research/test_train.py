@@ -1,0 +1,301 @@
+"""The custom training loop: end to end on the embedded dataset, and each machinery piece.
+
+Runs use the `smoke` config: a reduced ResNet (one block per stage, width 8), 32 px
+inputs, a few steps per epoch, so every test here takes seconds.
+"""
+import csv
+import glob
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import kernels
+from research import config as config_lib
+from research import train as train_lib
+
+
+@pytest.fixture
+def smoke(synthetic_voc_root):
+    return config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def event_tags(folder):
+    """{tag: number of events} over every TensorBoard event file below `folder`."""
+    tags = {}
+    for path in glob.glob(os.path.join(folder, "**", "events.out.tfevents.*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags[value.tag] = tags.get(value.tag, 0) + 1
+    return tags
+
+
+def _resume_config(config):
+    # Forces a learning-rate drop after every epoch (val_loss "improving" upwards rarely
+    # happens), so the LR state has something to carry across a kill.
+    return config.replace(epochs=3, steps_per_epoch=3, monitor="val_loss", monitor_mode="max",
+                          plateau_patience=1, early_stop_patience=10, checkpoint_every_steps=100,
+                          profile_steps=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def straight_run(synthetic_voc_root, tmp_path_factory):
+    """One uninterrupted smoke run: (config, workdir, result), shared by several tests."""
+    config = _resume_config(config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root))
+    workdir = str(tmp_path_factory.mktemp("straight") / "run")
+    return config, workdir, train_lib.train_and_evaluate(config, workdir)
+
+
+def test_smoke_run_end_to_end(straight_run):
+    config, workdir, result = straight_run
+    assert result["step"] == config.epochs * config.steps_per_epoch
+    rows = read_csv(os.path.join(workdir, "train_log.csv"))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert list(rows[0]) == list(train_lib.CSV_COLUMNS)
+    for row in rows:
+        for name in ("loss", "val_loss", "mean_iou", "val_mean_iou", "val_pixel_accuracy"):
+            assert math.isfinite(float(row[name])), name
+        assert 0.0 <= float(row["val_pixel_accuracy"]) <= 1.0
+        assert float(row["images_per_second"]) > 0
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["config"]["name"] == "smoke"
+    assert saved["runtime"]["jit_compile"] is False and saved["runtime"]["precision"] == "float32"
+    assert "enabled" in saved["runtime"]["onednn"]
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith(f"ckpt-{result['step']}")
+    for name in ("model.keras", "export.json", "saved_model/saved_model.pb"):
+        assert os.path.exists(os.path.join(workdir, "export", name)), name
+
+    train_tags = event_tags(os.path.join(workdir, "tensorboard", "train"))
+    val_tags = event_tags(os.path.join(workdir, "tensorboard", "val"))
+    for tag in ("step/loss", "step/learning_rate", "step/images_per_second", "epoch/loss", "epoch/mean_iou"):
+        assert tag in train_tags, tag
+    assert val_tags["epoch/mean_iou"] == 3
+    assert any(tag.startswith("predictions") for tag in val_tags)
+    log_text = open(os.path.join(workdir, "train.log")).read()
+    assert "runtime:" in log_text and "epoch 3:" in log_text
+
+
+def test_profiler_traces_requested_steps(straight_run):
+    _, workdir, _ = straight_run
+    traces = glob.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
+    assert traces, "no profiler trace written"
+
+
+def _tiny_batch(size=32, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    labels = np.zeros((batch, size, size), "int32")
+    labels[:, :, size // 2:] = 1           # left/right halves: an easy, learnable split
+    images[:, :, size // 2:, 0] = 255.0
+    labels[:, :2] = 255                    # a boundary band the loss must ignore
+    return tf.constant(images), tf.constant(labels)
+
+
+def _step_pieces(config, precision="float32", use_xla=False, seed=0):
+    keras.utils.set_random_seed(seed)
+    strategy = tf.distribute.get_strategy()
+    model = train_lib.build_model(config, precision)
+    optimizer = train_lib.make_optimizer(config, precision)
+    optimizer.build(model.trainable_variables)
+    confusion = kernels.StreamingConfusionMatrix(config.num_classes, config.ignore_label)
+    step = train_lib.make_train_step(model, optimizer, strategy, config, confusion, use_xla,
+                                     loss_scaling=precision == "mixed_float16")
+    return model, optimizer, step
+
+
+def test_loss_decreases_on_a_fixed_batch(smoke):
+    images, labels = _tiny_batch()
+    model, _, step = _step_pieces(smoke.replace(learning_rate=3e-3))
+    losses = [float(step(images, labels)[0]) for _ in range(25)]
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_xla_on_and_off_give_the_same_loss(smoke):
+    images, labels = _tiny_batch()
+    # Same initial weights, same batch: the first loss must agree tightly; the second
+    # (after one Adam update, which amplifies round-off in near-zero gradients) closely.
+    losses = {}
+    for use_xla in (False, True):
+        _, _, step = _step_pieces(smoke, use_xla=use_xla)
+        losses[use_xla] = [float(step(images, labels)[0]) for _ in range(2)]
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
+    assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_steps_run_on_cpu(smoke, precision):
+    images, labels = _tiny_batch()
+    model, optimizer, step = _step_pieces(smoke, precision=precision)
+    assert model(images[:1]).dtype == tf.float32  # float32 logits under a mixed policy
+    assert any(layer.compute_dtype != "float32" for layer in model.layers)
+    loss, finite = step(images, labels)
+    assert math.isfinite(float(loss))
+    if precision == "mixed_float16":
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        assert float(optimizer.dynamic_scale) > 1.0
+    else:
+        assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_bfloat16_with_xla_on_cpu_falls_back(caplog):
+    use, reason = train_lib.runtime.resolve_jit_compile(True, "cpu", "mixed_bfloat16", 1, False)
+    assert use is False and "fallback" in reason
+    assert "mixed_bfloat16 with XLA fails on CPU" in caplog.text
+    assert train_lib.runtime.resolve_jit_compile("auto", "gpu", "mixed_float16", 1, False)[0] is True
+    assert train_lib.runtime.resolve_jit_compile("auto", "gpu", "mixed_float16", 2, False)[0] is False
+    assert train_lib.runtime.resolve_jit_compile(True, "gpu", "mixed_float16", 2, False)[0] is False
+
+
+def test_loss_scale_skips_overflowing_steps(smoke, tmp_path):
+    # float16 gradients overflow when the initial loss scale is absurd: the optimizer
+    # skips those steps (weights unchanged), halves the scale, and the loop counts them.
+    images, labels = _tiny_batch()
+    model, optimizer, step = _step_pieces(smoke, precision="mixed_float16")
+    optimizer.dynamic_scale.assign(2.0 ** 60)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    loss, finite = step(images, labels)
+    assert not bool(finite) and math.isfinite(float(loss))
+    assert float(optimizer.dynamic_scale) == 2.0 ** 59
+    for a, w in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(a, w.numpy())
+
+
+def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
+    config, _, reference = straight_run
+    workdir = str(tmp_path / "interrupted")
+    original_update = train_lib.ProgressBar.update
+
+    def interrupt_at_step_5(self, steps=1, **values):
+        original_update(self, steps, **values)
+        if self.count == 2 and self.desc.startswith("epoch 2/"):  # global step 5
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_lib.ProgressBar, "update", interrupt_at_step_5)
+    with pytest.raises(train_lib.TrainingInterrupted, match="SIGTERM at step 5"):
+        train_lib.train_and_evaluate(config, workdir)
+    assert len(read_csv(os.path.join(workdir, "train_log.csv"))) == 1
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-5")
+    monkeypatch.setattr(train_lib.ProgressBar, "update", original_update)
+
+    resumed = train_lib.train_and_evaluate(config, workdir)
+    assert resumed["step"] == reference["step"] == 9
+    rows, expected = resumed["history"], reference["history"]
+    assert [r["step"] for r in rows] == [3, 6, 9]
+    assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in expected]
+    assert rows[-1]["learning_rate"] < config.learning_rate
+    for a, b in zip(rows, expected):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+    csv_rows = read_csv(os.path.join(workdir, "train_log.csv"))
+    assert [int(r["epoch"]) for r in csv_rows] == [1, 2, 3]
+    # Early-stop state survived: the best value and epoch equal the uninterrupted run's.
+    assert resumed["best"] == pytest.approx(reference["best"], rel=1e-3)
+    assert resumed["best_epoch"] == reference["best_epoch"]
+
+    # The finished workdir refuses a different config and a non-resuming start...
+    with pytest.raises(ValueError, match="learning_rate"):
+        train_lib.train_and_evaluate(config.replace(learning_rate=0.5), workdir)
+    with pytest.raises(FileExistsError):
+        train_lib.train_and_evaluate(config, workdir, resume=False)
+    # ...and more epochs is a legitimate resume.
+    extended = train_lib.train_and_evaluate(config.replace(epochs=4, export_best=False), workdir)
+    assert [r["epoch"] for r in extended["history"]] == [1, 2, 3, 4]
+    assert extended["history"][:3] == rows
+
+
+def test_early_stopping_and_plateau_schedule():
+    config = config_lib.load_config("smoke").replace(plateau_patience=2, early_stop_patience=3,
+                                                     plateau_factor=0.5, min_learning_rate=0.2)
+    state = train_lib.LoopState()
+    lr = 1.0
+    trace = []
+    for value in (5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 3.5):
+        state.epoch += 1
+        lr, best = train_lib.update_schedules(state, value, config, "min", lr)
+        trace.append((lr, best, state.stopped_early))
+        if state.stopped_early:
+            break
+    # improvements at 5.0, 4.0; then 4.5, 4.2 -> LR halves; 4.1 -> third miss: stop.
+    assert trace == [(1.0, True, False), (1.0, True, False), (1.0, False, False),
+                     (0.5, False, False), (0.5, False, True)]
+    assert state.best == 4.0 and state.best_epoch == 2
+    assert train_lib.improved(float("nan"), 1.0, "min") is False
+
+
+def poison_after_step(monkeypatch, global_step):
+    """Makes the loss NaN for exactly one call: the first one after `global_step`.
+
+    The flag is raised from the progress bar (which the loop updates after each
+    step) and lowered by the loss function once used, so a restored run continues.
+    """
+    flag = tf.Variable(0, trainable=False)
+    real_loss_function = train_lib.loss_function
+
+    def loss_function(config):
+        fn, kwargs = real_loss_function(config)
+
+        def poisoned(labels, logits, normalizers=None, **kw):
+            loss = fn(labels, logits, normalizers=normalizers, **kw)
+            use = flag > 0
+            with tf.control_dependencies([use]):
+                flag.assign(0)
+            return tf.where(use, tf.constant(float("nan")), loss)
+
+        return poisoned, kwargs
+
+    real_update = train_lib.ProgressBar.update
+    steps = {"n": 0}
+
+    def update(self, n=1, **values):
+        real_update(self, n, **values)
+        steps["n"] += n
+        if steps["n"] == global_step:
+            flag.assign(1)
+
+    monkeypatch.setattr(train_lib, "loss_function", loss_function)
+    monkeypatch.setattr(train_lib.ProgressBar, "update", update)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(smoke, tmp_path, monkeypatch):
+    config = smoke.replace(epochs=3, checkpoint_every_steps=2, export_best=False)
+    poison_after_step(monkeypatch, 4)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(train_lib.NonFiniteLossError, match=r"loss nan at step 5 \(epoch 2\).*ckpt-4"):
+        train_lib.train_and_evaluate(config, workdir)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    assert checkpoint.endswith("ckpt-4")
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.all(np.isfinite(value)), name
+    assert len(read_csv(os.path.join(workdir, "train_log.csv"))) == 1
+
+
+def test_nan_policy_restore_lowers_learning_rate(smoke, tmp_path, monkeypatch):
+    config = smoke.replace(epochs=2, checkpoint_every_steps=2, nan_policy="restore", nan_lr_factor=0.5,
+                           export_best=False)
+    poison_after_step(monkeypatch, 4)
+    result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+    assert result["step"] == config.epochs * config.steps_per_epoch
+    assert result["history"][-1]["learning_rate"] == pytest.approx(config.learning_rate * 0.5)
+    log_text = open(tmp_path / "run" / "train.log").read()
+    assert "loss nan at step 5" in log_text and "restore 1 of 3" in log_text
+
+
+def test_command_line_help_and_bad_config(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_lib.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--workdir" in capsys.readouterr().out
+    assert train_lib.main(["--config", "nope", "--workdir", "/tmp/unused"]) == 1
