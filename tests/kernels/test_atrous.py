@@ -102,6 +102,38 @@ def test_auto_rule_rate_one_and_pointwise_are_plain_convolutions():
     assert atrous._choose(x, kernel[1:2, 1:2], 6) == "native"
 
 
+def test_live_fraction_by_hand():
+    # 24 x 24, rate 18: each axis has offsets -18, 0, 18 with windows 6, 24, 6 long;
+    # (6 + 24 + 6)^2 / (9 * 24^2) = 1296 / 5184 = 1/4.
+    assert atrous._live_fraction((3, 3), 18, 24, 24) == pytest.approx(0.25)
+    assert atrous._live_fraction((3, 3), 1, 24, 24) == pytest.approx((70 / 72) ** 2)
+    assert atrous._live_fraction((3, 3), 2, tf.constant(24), 24) is None
+
+
+def test_auto_rule_on_cpu():
+    # 24 x 24: live fractions .89, .69, .44, .25 for rates 2, 6, 12, 18. Rate 6 is
+    # "rows" where oneDNN or XLA runs the larger matmuls ("taps" with TF defaults).
+    kernel = tf.zeros([3, 3, 1, 1])
+    x = tf.zeros([1, 24, 24, 1])
+    rate6 = "rows" if atrous._pywrap_util_port.IsMklEnabled() else "taps"
+    assert [atrous._choose(x, kernel, r) for r in (2, 6, 12, 18)] == ["rows", rate6, "taps", "taps"]
+    chosen = []  # decided while tracing: record it then
+    record = lambda x, rate: chosen.append(atrous._choose(x, kernel, rate)) or x
+    tf.function(lambda x: record(x, 6), jit_compile=True).get_concrete_function(x)
+    tf.function(lambda x: record(x, 2)).get_concrete_function(tf.TensorSpec([None, None, None, 1]))
+    assert chosen == ["rows", "taps"]  # XLA at rate 6; unknown H, W
+
+
+def test_native_matches_reference_where_it_has_a_gradient():
+    # tf.nn.conv2d(dilations > 1) has a CPU gradient only with oneDNN on, or under XLA.
+    x, kernel = _inputs()
+    modes = ["xla"] + (["eager"] if atrous._pywrap_util_port.IsMklEnabled() else [])
+    for mode in modes:
+        assert_same_value_and_grads(
+            lambda x, k: atrous_conv2d(x, k, 2, "native"),
+            lambda x, k: reference_atrous_conv2d(x, k, 2), [x, kernel], mode)
+
+
 # ----------------------------------------------------------------------------------------
 # Keras layer
 

@@ -206,3 +206,9 @@ def test_streaming_sums_replicas_under_mirrored_strategy():
     np.testing.assert_array_equal(result["local"][1], _numpy_confusion(labels[2:], predictions[2:], 3))
     np.testing.assert_array_equal(result["total"], expected)
     np.testing.assert_array_equal(result["after_reset"], np.zeros([3, 3]))
+
+
+def test_unknown_shape_at_trace_time():
+    traced = tf.function(lambda l, p: confusion_matrix(l, p, 3), input_signature=[
+        tf.TensorSpec(None, tf.int32), tf.TensorSpec(None, tf.int32)])
+    np.testing.assert_array_equal(traced(HAND_LABELS, HAND_PREDICTIONS), HAND_MATRIX)

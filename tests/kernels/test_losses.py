@@ -141,3 +141,16 @@ def test_normalizers_carry_no_gradient():
     with tf.GradientTape() as tape:
         loss = ce_dice_loss(labels, logits, C, normalizers=normalizers)
     assert tape.gradient(loss, normalizers) is None
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_unknown_shapes_at_trace_time(jit_compile):
+    labels, logits = _batch()
+    traced = tf.function(lambda l, z: value_and_grads(lambda z: ce_dice_loss(l, z, C), z),
+                         jit_compile=jit_compile, input_signature=[
+                             tf.TensorSpec([None, None, None], tf.int32),
+                             tf.TensorSpec([None, None, None, C], tf.float32)])
+    got, (got_grad,) = traced(labels, logits)
+    want, (want_grad,) = value_and_grads(lambda z: reference_ce_dice_loss(labels, z, C), logits)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    assert_close(got_grad, want_grad, 1e-5)
