@@ -6,9 +6,9 @@ worker process (this file run as `python bench_atrous.py --worker`) that builds 
 cases and runs one call per request; pytest-benchmark times the requests (the pipe
 costs well under a millisecond; a call takes 0.2-30 s). Fast and Keras for one rate run
 one after the other in the same worker. Items are images. Slow: Keras r=18 with oneDNN
-off takes about 30 s a call, so the slow cases get one timed round.
+off takes 18-30 s a call, so the slow cases get one timed round.
 
-    pytest benchmarks/bench_atrous.py            # about 5 minutes on 2 idle cores
+    pytest benchmarks/bench_atrous.py            # about 2-3 minutes on 2 idle cores
 """
 import json
 import os
@@ -64,6 +64,7 @@ def _worker():
         request = json.loads(line)
         key = (request["case"], request["rate"])
         if request["op"] == "build":
+            steps.clear()  # one case at a time
             steps[key] = _build_step(*key)
         start = time.perf_counter()
         steps[key]()
@@ -103,8 +104,18 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def workers():
+    """workers(onednn) -> that setting's Worker, started on first use; one at a time."""
     started = {}
-    yield lambda onednn: started.setdefault(onednn, Worker(onednn))
+
+    def get(onednn):
+        if onednn not in started:
+            for other in started.values():  # an idle worker still holds memory: stop it
+                other.close()
+            started.clear()
+            started[onednn] = Worker(onednn)
+        return started[onednn]
+
+    yield get
     for worker in started.values():
         worker.close()
 

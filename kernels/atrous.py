@@ -163,7 +163,7 @@ def _choose(x, kernel, rate):
 
         rate                      1     2     6     12    18
         live fraction f         .95   .89   .69   .44   .25   (share of tap work "taps" does)
-        oneDNN off  Keras Conv2D 1.13  1.24  2.42   -     -    (2 threads: 14.4, 30 s)
+        oneDNN off  Keras Conv2D 1.13  1.24  2.42   -     -    (not run: 8-18 s with 2 threads)
                     native      1.29    (no CPU gradient for rate > 1)
                     gemm        1.26  1.21  1.10  1.14  1.05
                     rows        1.28  1.07  0.96  0.85  0.71
@@ -189,6 +189,15 @@ def _choose(x, kernel, rate):
     the larger matmuls of "rows" better, which moves the threshold: 0.6 there, 0.75 with
     TF defaults (where "taps" wins at rate 6). With H or W unknown at trace time f is
     unknown: "taps", whose windows still shrink at run time.
+
+    End to end (benchmarks/bench_atrous.py, AtrousConv2D "auto" vs Keras Conv2D, 2
+    threads, wall seconds, quiet machine):
+
+        rate                      1     2     6     12    18
+        oneDNN off  Keras       0.68  1.11  1.36  7.55  17.6
+                    auto        0.75  0.68  0.64  0.45  0.31   (r=1 is the same op as Keras)
+        oneDNN on   Keras       0.64  0.62  0.89  1.75  4.99
+                    auto        0.61  0.53  0.51  0.45  0.27
     """
     kh, kw = kernel.shape[:2]
     if rate == 1 or (kh == 1 and kw == 1) or _on_gpu(x):
@@ -288,7 +297,7 @@ class AtrousConv2D(keras.layers.Layer):
         y = atrous_conv2d(x, tf.cast(self.kernel, x.dtype), self.dilation_rate,
                           implementation=self.implementation)
         if self.bias is not None:
-            y = y + tf.cast(self.bias, y.dtype)
+            y = tf.nn.bias_add(y, tf.cast(self.bias, y.dtype))
         return y
 
     def compute_output_shape(self, input_shape):
