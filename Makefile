@@ -26,8 +26,12 @@ test-slow: $(STAMP)
 	$(PY) -m pytest tests --run-slow
 
 demo: $(STAMP)
-	$(PY) scripts/make_synthetic_voc.py --root $(DEMO_DATA) --num-train 240 --num-val 120 --seed 0
-	$(PY) scripts/show_batch.py --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png
+	@start=$$(date +%s) && set -e && \
+	$(PY) scripts/make_synthetic_voc.py --root $(DEMO_DATA) --num-train 240 --num-val 120 --seed 0 && \
+	$(PY) scripts/show_batch.py --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png && \
+	$(PY) -m research.train --config demo --workdir $(DEMO_RUN) && \
+	$(PY) -m research.evaluate --workdir $(DEMO_RUN) --subset test && \
+	$(PY) scripts/demo_report.py --workdir $(DEMO_RUN) --started-at $$start
 
 # Benchmarks are not part of `make test`. Saved runs are kept per host, because
 # pytest-benchmark's machine id holds only the OS and Python version.

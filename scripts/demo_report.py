@@ -1,0 +1,103 @@
+"""Writes the `make demo` report: training curve, test metrics against a majority baseline.
+
+    python scripts/demo_report.py --workdir runs/demo [--started-at EPOCH_SECONDS]
+
+Reads WORKDIR/train_log.csv and WORKDIR/eval/metrics.json (written by research.train
+and research.evaluate) and writes WORKDIR/REPORT.md. The baseline is what predicting
+every pixel as the test set's most frequent class scores: a model that learned nothing
+useful scores about that.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from research.data.voc import CLASS_NAMES  # noqa: E402
+from research.fileio import atomic_write_text  # noqa: E402
+
+
+def majority_baseline(confusion):
+    """Metrics of predicting the most frequent true class everywhere.
+
+    Args:
+      confusion: int [C, C], rows = true class, columns = predicted class.
+    Returns:
+      dict with class (index), pixel_accuracy, mean_iou (over classes in the labels).
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_counts = confusion.sum(axis=1)
+    majority = int(np.argmax(true_counts))
+    total = true_counts.sum()
+    present = true_counts > 0
+    # Predicting `majority` everywhere: its IoU is n_majority / total, every other
+    # labelled class has IoU 0 (no true positives, non-zero union).
+    iou = np.where(np.arange(len(true_counts)) == majority, true_counts[majority] / total, 0.0)
+    # Mean accuracy (recall averaged over labelled classes): 1 for `majority`, 0 elsewhere.
+    return {"class": majority, "pixel_accuracy": true_counts[majority] / total,
+            "mean_accuracy": 1.0 / present.sum(), "mean_iou": float(iou[present].mean())}
+
+
+def read_history(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def report_text(workdir, history, metrics, baseline, wall_seconds):
+    num_classes = len(metrics["confusion_matrix"])
+    names = list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
+    model = metrics["model"]
+    best = max(history, key=lambda r: float(r["val_mean_iou"]))
+    train_seconds = sum(float(r["epoch_seconds"]) for r in history)
+    lines = [
+        f"# Demo report: {os.path.basename(os.path.abspath(workdir))}",
+        "",
+        f"Test subset: {metrics['num_images']} images; model: {model.get('source')} "
+        f"(step {model.get('step')}).",
+        "",
+        "| | pixel accuracy | mean accuracy | mean IoU |",
+        "|---|---|---|---|",
+        f"| this model | {metrics['pixel_accuracy']:.4f} | {metrics['mean_accuracy']:.4f} | {metrics['mean_iou']:.4f} |",
+        f"| majority class everywhere ({names[baseline['class']]}) "
+        f"| {baseline['pixel_accuracy']:.4f} | {baseline['mean_accuracy']:.4f} | {baseline['mean_iou']:.4f} |",
+        "",
+        f"Training: {len(history)} epochs, {history[-1]['step']} steps, {train_seconds:.0f} s "
+        f"({float(history[-1]['images_per_second']):.1f} images/s in the last epoch); "
+        f"best val mean IoU {float(best['val_mean_iou']):.4f} at epoch {best['epoch']}.",
+    ]
+    if wall_seconds is not None:
+        lines.append(f"Wall time of the whole demo (data, training, evaluation): {wall_seconds / 60:.1f} min.")
+    lines += ["", "| epoch | loss | val loss | val mean IoU | learning rate |", "|---|---|---|---|---|"]
+    for row in history:
+        lines.append(f"| {row['epoch']} | {float(row['loss']):.4f} | {float(row['val_loss']):.4f} | "
+                     f"{float(row['val_mean_iou']):.4f} | {float(row['learning_rate']):.3g} |")
+    lines += ["", "Pictures: eval/samples.png (image | truth | prediction | errors), eval/hardest.png, "
+              "eval/confusion.png; per-class table: eval/per_class.csv.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write the demo's REPORT.md from a trained and evaluated run.")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--started-at", type=float, default=None,
+                        help="Unix time the demo started, for the wall time")
+    args = parser.parse_args(argv)
+    history = read_history(os.path.join(args.workdir, "train_log.csv"))
+    with open(os.path.join(args.workdir, "eval", "metrics.json")) as f:
+        metrics = json.load(f)
+    baseline = majority_baseline(metrics["confusion_matrix"])
+    wall = time.time() - args.started_at if args.started_at else None
+    text = report_text(args.workdir, history, metrics, baseline, wall)
+    atomic_write_text(os.path.join(args.workdir, "REPORT.md"), text)
+    print(text)
+    print(f"report: {os.path.join(args.workdir, 'REPORT.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
