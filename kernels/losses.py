@@ -71,7 +71,11 @@ def loss_normalizers(labels, num_classes, ignore_label=255, class_weighted=True)
       weights w_i, and a replica count of 1 (so the all-reduced sum counts replicas).
     """
     valid, safe = _valid_labels(labels, num_classes, ignore_label)
-    weights = _pixel_weights(valid, safe, num_classes, class_weighted)
+    return _local_normalizers(valid, _pixel_weights(valid, safe, num_classes, class_weighted))
+
+
+def _local_normalizers(valid, weights):
+    """[M, S, 1] of this batch from the valid mask and the pixel weights."""
     return tf.stack([tf.reduce_sum(tf.cast(valid, tf.float32)), tf.reduce_sum(weights), 1.0])
 
 
@@ -142,8 +146,7 @@ def ce_dice_loss(labels, logits, num_classes, ignore_label=255, smooth=1.0, *,
     valid, safe = _valid_labels(labels, num_classes, ignore_label)
     weights = _pixel_weights(valid, safe, num_classes, class_weighted)
     if normalizers is None:
-        normalizers = tf.stack([tf.reduce_sum(tf.cast(valid, tf.float32)),
-                                tf.reduce_sum(weights), 1.0])
+        normalizers = _local_normalizers(valid, weights)
     logits32 = tf.cast(logits, tf.float32)  # autodiff casts the gradient back to logits' dtype
     return _fused_loss(logits32, safe, weights, tf.stop_gradient(normalizers),
                        float(smooth), float(ce_weight), float(dice_weight))
