@@ -8,6 +8,8 @@ not to the mask (or vice versa) shows as labelled pixels of the wrong brightness
 """
 import io
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -42,6 +44,24 @@ def jpeg_bytes(image, quality=95):
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def png_header_only(width, height):
+    """A PNG whose header declares width x height RGB pixels (and holds no pixel data):
+    a decompression bomb as a reader sees it before decoding."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+def jpeg_header_claiming(width, height):
+    """A real baseline JPEG whose frame header (SOF0) is patched to declare width x height."""
+    data = bytearray(jpeg_bytes(Image.fromarray(np.zeros((8, 8, 3), np.uint8))))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)   # after marker, length, precision
+    return bytes(data)
 
 
 def write_bytes(path, data):
@@ -130,6 +150,14 @@ def _mask_gray_palette(voc_root, image_id):
     write_bytes(voc.mask_path(voc_root, image_id), png_bytes(image))
 
 
+def _header_bomb_jpeg(voc_root, image_id):
+    write_bytes(voc.image_path(voc_root, image_id), jpeg_header_claiming(30000, 30000))
+
+
+def _header_bomb_png(voc_root, image_id):
+    write_bytes(voc.mask_path(voc_root, image_id), png_header_only(30000, 30000))
+
+
 def _remove(path_of):
     return lambda voc_root, image_id: os.remove(path_of(voc_root, image_id))
 
@@ -152,6 +180,9 @@ BROKEN = {
     "rgb_mask": (_rgb_mask, voc.mask_path, "mask_mode", "RGB image, not a palettized"),
     "mask_16bit": (_mask_16bit, voc.mask_path, "mask_mode", "16/32-bit"),
     "mask_palette": (_mask_gray_palette, voc.mask_path, "mask_palette", "not the VOC palette"),
+    # 30000 x 30000 declared in the header (900 MP): refused before any pixel is decoded.
+    "bomb_jpeg": (_header_bomb_jpeg, voc.image_path, "too_large", "too many pixels"),
+    "bomb_png": (_header_bomb_png, voc.mask_path, "too_large", "too many pixels"),
 }
 
 
@@ -189,12 +220,25 @@ def _gray16_png(path, rgb):
     return gray8[:, :, None].repeat(3, axis=2), 0
 
 
+def _exif_rotated_jpeg(path, rgb):
+    # Orientation 6 ("rotate 90 degrees clockwise to display"): training reads the STORED
+    # pixels, which the mask is aligned with; only research.predict applies the rotation.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95, exif=exif)
+    write_bytes(path, buffer.getvalue())
+    assert Image.open(path).getexif()[0x0112] == 6
+    return np.asarray(Image.open(path).convert("RGB")), 0
+
+
 UNUSUAL_PHOTOS = {
     "grayscale_jpeg": _gray_jpeg,
     "cmyk_jpeg": _cmyk_jpeg,
     "rgba_png_named_jpg": _rgba_png,
     "palette_png_named_jpg": _palette_png,
     "gray16_png_named_jpg": _gray16_png,
+    "exif_rotated_jpeg": _exif_rotated_jpeg,
 }
 
 
