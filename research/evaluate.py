@@ -593,6 +593,12 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1
+    except tf.errors.InvalidArgumentError as e:
+        message = pipeline.bad_file_message(e)
+        if message is None:
+            raise
+        log.error("%s (a run whose config has skip_bad true leaves bad samples out)", message)
+        return 1
     return 0
 
 

@@ -634,6 +634,12 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         log.error("%s", e)
         return 1
+    except tf.errors.InvalidArgumentError as e:
+        message = pipeline.bad_file_message(e)
+        if message is None:
+            raise
+        log.error("%s (--set skip_bad=true leaves bad samples out)", message)
+        return 1
     if result["history"]:
         last = result["history"][-1]
         log.info("done: %d epochs, step %d; val mean IoU %.4f, best %s %.5g at epoch %s",

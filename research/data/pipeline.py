@@ -58,6 +58,20 @@ def dataset_size(voc_root, subset, split_seed=0):
     return len(voc.read_split(voc_root, subset, split_seed))
 
 
+def bad_file_message(error):
+    """The ``"<file>: <problem>"`` of a bad sample that stopped a pipeline, or None.
+
+    Without skip_bad, a bad file surfaces while iterating as a tf.errors.InvalidArgumentError
+    whose long message (TF's iterator path, a Python traceback) holds the line
+    ``BadFileError: <file>: <problem>``; command lines print just that line.
+    """
+    text = getattr(error, "message", None) or str(error)
+    marker = "BadFileError: "
+    if marker not in text:
+        return None
+    return text.split(marker, 1)[1].splitlines()[0].strip()
+
+
 class SkippedSamples:
     """The bad samples a ``make_dataset(..., skip_bad=True)`` pipeline has left out.
 
