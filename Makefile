@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/synthetic
 DEMO_RUN ?= runs/demo
-HOST := $(shell hostname)
+MACHINE := $(shell $(PYTHON) scripts/machine_id.py)
 
 .PHONY: install test test-slow demo bench bench-check speedups clean
 
@@ -33,13 +33,19 @@ demo: $(STAMP)
 	$(PY) -m research.evaluate --workdir $(DEMO_RUN) --subset test && \
 	$(PY) scripts/demo_report.py --workdir $(DEMO_RUN) --started-at $$start
 
-# Benchmarks are not part of `make test`. Saved runs are kept per host, because
-# pytest-benchmark's machine id holds only the OS and Python version.
+# Benchmarks are not part of `make test`. Saved runs are kept per machine
+# (scripts/machine_id.py), because pytest-benchmark's machine id holds only the OS and
+# Python version. `make bench` saves a run; `make bench-check` compares a new run with
+# the latest saved one on the same machine and fails on a mean-time regression.
+BENCH_STORAGE := benchmarks/baselines/$(MACHINE)
+BENCH_FLAGS ?=
+
 bench: $(STAMP)
-	$(PY) -m pytest benchmarks --benchmark-storage=benchmarks/baselines/$(HOST) --benchmark-autosave
+	$(PY) -m pytest benchmarks -s --benchmark-storage=$(BENCH_STORAGE) --benchmark-autosave $(BENCH_FLAGS)
 
 bench-check: $(STAMP)
-	$(PY) -m pytest benchmarks --benchmark-storage=benchmarks/baselines/$(HOST) --benchmark-compare --benchmark-compare-fail=mean:25%
+	$(PY) -m pytest benchmarks -s --benchmark-storage=$(BENCH_STORAGE) --benchmark-compare \
+		--benchmark-compare-fail=mean:25% $(BENCH_FLAGS)
 
 speedups: $(STAMP)
 	$(PY) scripts/check_speedups.py

@@ -11,14 +11,12 @@ off takes 18-30 s a call, so the slow cases get one timed round.
     pytest benchmarks/bench_atrous.py            # about 2-3 minutes on 2 idle cores
 """
 import json
-import os
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import record_items_per_second  # benchmarks/ has no __init__: on sys.path
+from conftest import WorkerProcess, record_items_per_second  # benchmarks/ is on sys.path
 
 SHAPE = (4, 24, 24, 2048)
 FILTERS = 256
@@ -79,29 +77,6 @@ def _worker():
 # ----------------------------------------------------------------------------------------
 # pytest side
 
-class Worker:
-    """A worker process for one oneDNN setting."""
-
-    def __init__(self, onednn):
-        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=str(int(onednn)), TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env=env,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-    def request(self, op, case, rate):
-        self.process.stdin.write(json.dumps({"op": op, "case": case, "rate": rate}) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"atrous benchmark worker died (exit {self.process.wait()})")
-        return json.loads(line)
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-
-
 @pytest.fixture(scope="module")
 def workers():
     """workers(onednn) -> that setting's Worker, started on first use; one at a time."""
@@ -112,7 +87,7 @@ def workers():
             for other in started.values():  # an idle worker still holds memory: stop it
                 other.close()
             started.clear()
-            started[onednn] = Worker(onednn)
+            started[onednn] = WorkerProcess(__file__, onednn)
         return started[onednn]
 
     yield get
@@ -128,14 +103,14 @@ CASES = [(onednn, rate, case) for onednn in (False, True) for rate in RATES
     f"onednn_{'on' if o else 'off'}-r{r}-{c}" for o, r, c in CASES])
 def test_atrous(benchmark, workers, comparison_table, onednn, rate, case):
     worker = workers(onednn)
-    built = worker.request("build", case, rate)  # trace + first call, untimed
+    built = worker.request({"op": "build", "case": case, "rate": rate})  # trace + first call, untimed
     assert built["onednn"] == onednn, "TF_ENABLE_ONEDNN_OPTS did not take effect"
     group = f"atrous fwd+bwd oneDNN {'on' if onednn else 'off'} r={rate}"
     benchmark.group = group
     benchmark.extra_info.update(onednn=onednn, rate=rate, auto_choice=built["auto_choice"])
     rounds = 1 if built["seconds"] > SLOW_CALL_S else 3
     inner = []
-    benchmark.pedantic(lambda: inner.append(worker.request("run", case, rate)["seconds"]),
+    benchmark.pedantic(lambda: inner.append(worker.request({"op": "run", "case": case, "rate": rate})["seconds"]),
                        rounds=rounds, warmup_rounds=0, iterations=1)
     if benchmark.disabled:
         return

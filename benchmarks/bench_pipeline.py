@@ -17,15 +17,14 @@ import tensorflow as tf
 from conftest import record_items_per_second  # benchmarks/ has no __init__: on sys.path
 from research.data import voc
 from research.data.pipeline import make_dataset
-from research.data.synthetic import make_synthetic_voc
 
 BATCH = 8
 TRAINING = dict(resize_to_before_crop=444, augmentation=True, shuffle=True)
 
 
 @pytest.fixture(scope="session")
-def voc_root(tmp_path_factory):
-    return make_synthetic_voc(str(tmp_path_factory.mktemp("bench_voc")), 64, 16, seed=0, progress=False)
+def voc_root(bench_voc_root):
+    return bench_voc_root
 
 
 def _epoch(iterator, batches):

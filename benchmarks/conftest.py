@@ -3,11 +3,16 @@
 pytest-benchmark's `ops` is calls per second; what we care about is items per second
 (images, pixels), so every benchmark records it in `extra_info` via `throughput`.
 """
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def record_items_per_second(benchmark, items_per_call):
@@ -41,3 +46,40 @@ def comparison_table(request):
     with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
         for line in lines:
             reporter.write_line(line)
+
+
+class WorkerProcess:
+    """A benchmark's worker: `python SCRIPT --worker` with its own oneDNN setting.
+
+    TF_ENABLE_ONEDNN_OPTS is read when TensorFlow is imported, so a setting needs its
+    own process. The worker reads one JSON request per line on stdin and answers one
+    JSON line on stdout; the pipe costs well under a millisecond, so pytest-benchmark
+    can time `request` calls that run one step each.
+    """
+
+    def __init__(self, script, onednn):
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=str(int(onednn)), TF_CPP_MIN_LOG_LEVEL="2")
+        self.name = os.path.basename(script)
+        self.process = subprocess.Popen([sys.executable, script, "--worker"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+    def request(self, message):
+        """Sends one request (a JSON-able dict); returns the worker's reply (a dict)."""
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def bench_voc_root(tmp_path_factory):
+    """voc_root of an embedded dataset for benchmarks: 64 train, 16 val images (200-500 px)."""
+    from research.data.synthetic import make_synthetic_voc
+
+    return make_synthetic_voc(str(tmp_path_factory.mktemp("bench_voc")), 64, 16, seed=0, progress=False)

@@ -1,0 +1,245 @@
+"""Train-step throughput: the custom tf.function loop against plain Keras `fit`.
+
+DeepLab v3 (OS16) at the book's 384 x 384 input, batch 2, float32, one fixed batch
+from the embedded dataset's training pipeline, the same initial weights (seeded; each
+worker reports a checksum and the test checks they agree). Cases:
+
+  custom  research.train.make_train_step: AtrousConv2D, fused loss, XLA on/off
+  fit     research.fit_baseline: dilated Conv2D, reference loss as a Keras loss,
+          Keras metrics, `model.fit` with Keras' jit_compile="auto" (off on CPU)
+
+each with oneDNN off (TF's default on this CPU) and on; the custom loop also with one
+optimization switched off at a time (reference loss, Conv2D atrous) so the gain of
+each shows; U-Net custom vs fit. `TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow is
+imported, so every setting runs in its own worker process (this file with --worker),
+which builds the step, runs it once (tracing/compiling, untimed) and then one step per
+request; pytest-benchmark times the requests (the pipe costs well under 1 ms of a
+1-20 s step). Items are images.
+
+Achieved compute: every worker also reports the training FLOPs of one step, counted
+analytically from the model's layers (see `training_flops`), and the FLOP/s of a large
+dense 3x3 convolution measured in the same process, so the table shows what fraction
+of this machine's reachable peak the step gets.
+
+    pytest benchmarks/bench_train_step.py -s     # about 20 minutes on 2 idle cores
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import WorkerProcess, record_items_per_second  # benchmarks/ is on sys.path
+
+SIZE = 384
+BATCH = 2
+DENSE_CONV = (4, 32, 32, 256)  # [B, H, W, C] -> 256 filters, 3x3: the reachable-peak probe
+
+
+# ----------------------------------------------------------------------------------------
+# FLOPs, counted from the model (used in the worker)
+
+def training_flops(model, input_size, batch):
+    """FLOPs of one training step: 3 x the forward pass of every conv/dense layer.
+
+    Forward FLOPs of a convolution are 2 * H_out * W_out * KH * KW * C_in * C_out per
+    image (a multiply and an add per weight per output position; a dilated conv counts
+    its nine taps, as a dense conv with holes does). The backward pass costs about twice
+    the forward pass (gradients for the input and for the weights), hence x3. Element-
+    wise layers (BatchNorm, ReLU, resize, softmax) are left out: they are memory-bound
+    and a few percent of the FLOPs. The model is rebuilt with a static input size so
+    every layer's output shape is known.
+    """
+    import keras
+
+    sized = keras.Model.from_config(_with_input_size(model.get_config(), input_size))
+    forward = 0
+    for layer in sized.layers:
+        weights = getattr(layer, "kernel", None)
+        if weights is None:
+            continue
+        kernel = tuple(weights.shape)
+        out_h, out_w = layer.output.shape[1:3]
+        if len(kernel) == 4:                      # conv: [KH, KW, Cin, Cout]
+            forward += 2 * out_h * out_w * int(np.prod(kernel))
+    return 3 * forward * batch
+
+
+def _with_input_size(config, input_size):
+    config = json.loads(json.dumps(config))
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [None, input_size, input_size, 3]
+    return config
+
+
+def dense_conv_flops_per_second():
+    """FLOP/s of a dense 3x3 conv [4, 32, 32, 256] -> 256, forward + backward."""
+    import tensorflow as tf
+
+    x = tf.random.stateless_normal(DENSE_CONV, seed=[0, 1])
+    kernel = tf.Variable(tf.random.stateless_normal([3, 3, DENSE_CONV[3], 256], seed=[0, 2]))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.conv2d(x, kernel, 1, "SAME")
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [x, kernel])
+
+    step()[0].numpy()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        step()[0].numpy()
+        times.append(time.perf_counter() - start)
+    flops = 3 * 2 * DENSE_CONV[0] * DENSE_CONV[1] * DENSE_CONV[2] * 9 * DENSE_CONV[3] * 256
+    return flops / min(times)
+
+
+# ----------------------------------------------------------------------------------------
+# Worker side (its own process; imports TensorFlow with the oneDNN setting it was given)
+
+def _build(case, batch_file):
+    """Builds one case's step; returns (run_one_step, facts)."""
+    import keras
+    import tensorflow as tf
+    import kernels
+    from research import config as config_lib
+    from research import fit_baseline, runtime, train
+
+    data = np.load(batch_file)
+    images, labels = tf.constant(data["images"]), tf.constant(data["labels"])
+    config = config_lib.load_config("deeplabv3_voc").replace(
+        model=case["model"], weights=None, batch_size=BATCH, precision="float32",
+        input_size=(SIZE, SIZE), loss_impl=case.get("loss", "fused"),
+        atrous=case.get("atrous", "kernels"))
+    keras.utils.set_random_seed(0)
+    if case["trainer"] == "fit":
+        model = fit_baseline.build_compiled_model(config)
+        dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+        def run():
+            model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
+    else:
+        model = train.build_model(config)
+        optimizer = train.make_optimizer(config, "float32")
+        optimizer.build(model.trainable_variables)
+        confusion = kernels.StreamingConfusionMatrix(config.num_classes)
+        step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config,
+                                     confusion, use_xla=case["xla"], loss_scaling=False)
+
+        def run():
+            float(step(images, labels)[0])  # float(): waits for the step
+    checksum = float(sum(np.sum(np.abs(w)) for w in model.get_weights()))
+    facts = {"onednn": runtime.onednn_state()["enabled"], "weights_checksum": checksum,
+             "flops_per_step": training_flops(model, SIZE, BATCH),
+             "dense_conv_flops_per_s": dense_conv_flops_per_second()}
+    return run, facts
+
+
+def _worker():
+    """Answers JSON requests on stdin: {"op": "build", "case", "batch_file"} | {"op": "run"}."""
+    import research  # noqa: F401  (the project's runtime defaults, as the command lines)
+
+    run = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        reply = {}
+        if request["op"] == "build":
+            run, reply = _build(request["case"], request["batch_file"])
+        start = time.perf_counter()
+        run()
+        reply["seconds"] = time.perf_counter() - start
+        print(json.dumps(reply), flush=True)
+
+
+# ----------------------------------------------------------------------------------------
+# pytest side
+
+def _case_id(case):
+    parts = [case["model"], case["trainer"], "onednn_" + ("on" if case["onednn"] else "off")]
+    if case["trainer"] == "custom":
+        parts.append("xla_" + ("on" if case["xla"] else "off"))
+    parts += [f"{k}_{case[k]}" for k in ("loss", "atrous") if k in case]
+    return "-".join(parts)
+
+
+def _cases():
+    cases = []
+    for onednn in (False, True):
+        cases.append(dict(model="deeplab_v3", trainer="fit", onednn=onednn))
+        for xla in (False, True):
+            cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=xla))
+        # One optimization off at a time (XLA on/off is covered above).
+        cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
+                          loss="reference"))
+        cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
+                          atrous="keras"))
+    for onednn in (False, True):
+        cases.append(dict(model="unet", trainer="fit", onednn=onednn))
+        cases.append(dict(model="unet", trainer="custom", onednn=onednn, xla=not onednn))
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.fixture(scope="module")
+def batch_file(bench_voc_root, tmp_path_factory):
+    """One training batch (384 px crops of the embedded dataset) saved for the workers."""
+    from research.data.pipeline import make_dataset
+
+    dataset = make_dataset(bench_voc_root, "train", BATCH, SIZE, resize_to_before_crop=444,
+                           augmentation=True, shuffle=True, seed=0, drop_remainder=True)
+    images, labels = next(iter(dataset))
+    path = str(tmp_path_factory.mktemp("train_step") / "batch.npz")
+    np.savez(path, images=images.numpy(), labels=labels.numpy())
+    return path
+
+
+@pytest.fixture(scope="module")
+def checksums():
+    return {}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_train_step(benchmark, case, batch_file, checksums, comparison_table):
+    worker = WorkerProcess(__file__, onednn=case["onednn"])
+    try:
+        built = worker.request({"op": "build", "case": case, "batch_file": batch_file})
+        assert built["onednn"] == case["onednn"], "TF_ENABLE_ONEDNN_OPTS did not take effect"
+        # Same model, same initial weights in every process (Conv2D and AtrousConv2D too).
+        first = checksums.setdefault(case["model"], built["weights_checksum"])
+        assert built["weights_checksum"] == pytest.approx(first, rel=1e-6)
+        benchmark.group = f"train step {case['model']} {SIZE}px batch {BATCH}"
+        inner = []
+        rounds = 2 if built["seconds"] > 60 else 3
+        benchmark.pedantic(lambda: inner.append(worker.request({"op": "run"})["seconds"]),
+                           rounds=rounds, warmup_rounds=1, iterations=1)
+    finally:
+        worker.close()
+    if benchmark.disabled:
+        return
+    images_per_s = record_items_per_second(benchmark, BATCH)
+    step_seconds = benchmark.stats.stats.mean
+    achieved = built["flops_per_step"] / step_seconds
+    benchmark.extra_info.update(
+        case=case, worker_seconds=inner, first_call_seconds=built["seconds"],
+        flops_per_step=built["flops_per_step"], achieved_flops_per_s=achieved,
+        dense_conv_flops_per_s=built["dense_conv_flops_per_s"],
+        fraction_of_dense_conv=achieved / built["dense_conv_flops_per_s"])
+    baseline = case["trainer"] == "fit" and not case["onednn"]
+    comparison_table.append((benchmark.group, _case_id(case)[len(case["model"]) + 1:],
+                             step_seconds, images_per_s, baseline))
+    print(f"\n{_case_id(case)}: {step_seconds:.2f} s/step, {images_per_s:.3f} images/s, "
+          f"{achieved / 1e9:.1f} GFLOP/s = {100 * achieved / built['dense_conv_flops_per_s']:.0f}% "
+          f"of a dense 3x3 conv ({built['dense_conv_flops_per_s'] / 1e9:.1f} GFLOP/s); "
+          f"{built['flops_per_step'] / 1e9:.0f} GFLOP per step")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
+    _worker()
