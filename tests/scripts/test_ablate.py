@@ -1,0 +1,190 @@
+"""scripts/ablate.py: the grid, the budget, skipping and resuming runs, the table and chart.
+
+One real training run (the smoke config, 2 steps); everything else uses a stand-in
+trainer that writes a train_log.csv, so the grid logic is checked in milliseconds.
+"""
+import csv
+import json
+import os
+import runpy
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from research import config as config_lib
+from research import plots
+from research.fileio import atomic_write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "scripts", "ablate.py")
+ablate = types.SimpleNamespace(**runpy.run_path(SCRIPT))
+
+# The smoke config trains CE + dice, class-weighted, DeepLab v3 OS16, float32, no XLA:
+# these cells are the base run itself.
+SMOKE_BASE_CELLS = {"loss-ce+dice-weighted", "model-deeplab-os16", "xla-off", "precision-float32"}
+
+
+@pytest.fixture
+def smoke(synthetic_voc_root):
+    return config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cells_change_one_axis_from_the_base_within_the_budget(smoke):
+    base, cells = ablate.make_cells(smoke, list(ablate.AXES), steps=6, evals=3, overrides=["batch_size=3"])
+    assert len(cells) == sum(len(values) for values in ablate.AXES.values()) == 14
+    assert {c.name for c in cells if c.run == ablate.BASE_RUN} == SMOKE_BASE_CELLS
+    assert len(ablate.unique_runs(cells)) == 14 - len(SMOKE_BASE_CELLS) + 1
+    assert list(ablate.unique_runs(cells))[0] == ablate.BASE_RUN
+    for config in [base] + [c.config for c in cells]:
+        assert config.epochs * config.steps_per_epoch == 6 and config.epochs == 3
+        assert config.early_stop_patience > config.epochs and config.plateau_patience > config.epochs
+        assert config.batch_size == 3 and not config.export_best
+    fields = base.to_dict()
+    for cell in cells:
+        changed = {k for k, v in cell.config.to_dict().items() if v != fields[k] and k != "name"}
+        assert changed <= set(cell.overrides), cell.name
+        assert all(getattr(cell.config, k) == v for k, v in cell.overrides.items()), cell.name
+        assert bool(changed) == (cell.run != ablate.BASE_RUN), cell.name
+
+
+def test_cell_overrides_win_over_set_and_auto_is_resolved(smoke):
+    base, cells = ablate.make_cells(smoke.replace(jit_compile="auto", precision="auto"), ["model", "xla"],
+                                    steps=4, evals=2, overrides=["model=unet"])
+    assert base.model == "unet" and base.precision == "float32" and base.jit_compile in (True, False)
+    runs = {c.name: c for c in cells}
+    assert runs["model-unet"].run == ablate.BASE_RUN
+    assert runs["model-deeplab-os8"].config.model == "deeplab_v3"
+    # "auto" resolved: exactly one of the two XLA cells is the base run
+    assert sorted(c.run == ablate.BASE_RUN for c in cells if c.axis == "xla") == [False, True]
+
+
+@pytest.mark.parametrize("steps, evals, axes, phrase", [
+    (10, 3, ["loss"], "not a multiple"),
+    (0, 1, ["loss"], "positive"),
+    (6, 3, ["loss", "optimizer"], "unknown axes optimizer"),
+])
+def test_bad_budget_or_axis_is_a_clear_error(smoke, steps, evals, axes, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        ablate.make_cells(smoke, axes, steps, evals)
+
+
+def fake_trainer(calls, ious):
+    """Writes config.json and a train_log.csv as research.train would (val mIoU from `ious`)."""
+    def train(config, workdir):
+        calls.append(os.path.basename(workdir))
+        os.makedirs(workdir, exist_ok=True)
+        atomic_write_json(os.path.join(workdir, "config.json"), {"config": config.to_dict(), "runtime": {}})
+        iou = ious[os.path.basename(workdir)]
+        with open(os.path.join(workdir, "train_log.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch", "step", "val_mean_iou", "val_loss",
+                                                   "val_pixel_accuracy", "epoch_seconds"])
+            writer.writeheader()
+            for epoch in range(1, config.epochs + 1):
+                writer.writerow({"epoch": epoch, "step": epoch * config.steps_per_epoch,
+                                 "val_mean_iou": iou * epoch / config.epochs, "val_loss": 1.0 / epoch,
+                                 "val_pixel_accuracy": 0.5, "epoch_seconds": 10.0 if epoch == 1 else 2.0})
+        return "trained"
+    return train
+
+
+def test_grid_outputs_shared_base_rows_and_chart(smoke, tmp_path):
+    base, cells = ablate.make_cells(smoke.replace(batch_size=2), ["model", "loss"], steps=9, evals=3)
+    ious = {run: 0.1 + 0.05 * i for i, run in enumerate(ablate.unique_runs(cells))}
+    calls = []
+    rows = ablate.run_grid(base, cells, str(tmp_path), "python scripts/ablate.py ...",
+                           train=fake_trainer(calls, ious))
+    assert calls == list(ablate.unique_runs(cells))            # each run trained once, base first
+    table = read_csv(tmp_path / "ablation.csv")
+    assert [r["cell"] for r in table] == [c.name for c in cells] == [r["cell"] for r in rows]
+    by_cell = {r["cell"]: r for r in table}
+    base_row = by_cell["model-deeplab-os16"]
+    assert base_row["run"] == by_cell["loss-ce+dice-weighted"]["run"] == ablate.BASE_RUN
+    assert base_row["final_val_mean_iou"] == by_cell["loss-ce+dice-weighted"]["final_val_mean_iou"]
+    unet = by_cell["model-unet"]
+    assert float(unet["final_val_mean_iou"]) == pytest.approx(ious["model-unet"])
+    assert int(unet["best_step"]) == int(unet["steps"]) == 9
+    # images/s from epochs 2 and 3 only: 6 steps x 2 images in 4 s
+    assert float(unet["images_per_second"]) == pytest.approx(3.0)
+    assert unet["overrides"] == 'model="unet"'
+
+    markdown = (tmp_path / "ablation.md").read_text()
+    table_lines = [line for line in markdown.splitlines() if line.startswith("| loss") or line.startswith("| model")]
+    assert [line.split("|")[1].strip() for line in table_lines] == ["loss"] * 6 + ["model"] * 3
+    assert "| ce+dice-weighted (base)" not in markdown and "loss-ce+dice-weighted (base)" in markdown
+    assert "python scripts/ablate.py ..." in markdown
+
+    picture = np.asarray(Image.open(tmp_path / "ablation.png").convert("RGB"))
+    assert picture.shape == (560, 960, 3)
+    runs = list(ablate.unique_runs(cells))
+    histories = {run: ablate.read_history(str(tmp_path / "cells" / run)) for run in runs}
+    series = [(run, [r["step"] for r in h], [r["val_mean_iou"] for r in h]) for run, h in histories.items()]
+    layout = plots.chart_layout(series, width=960, height=560)
+    for index, run in enumerate(runs[:3]):
+        column, row = layout.to_pixel(9, ious[run])              # each run's last point
+        patch = picture[row - 1:row + 2, column - 1:column + 2].reshape(-1, 3)
+        assert (patch == plots.PALETTE[index]).all(axis=1).any(), run
+
+
+def test_finished_runs_are_skipped_and_another_config_is_refused(smoke, tmp_path):
+    base, cells = ablate.make_cells(smoke, ["model"], steps=4, evals=2)
+    calls = []
+    train = fake_trainer(calls, {run: 0.2 for run in ablate.unique_runs(cells)})
+    ablate.run_grid(base, cells, str(tmp_path), train=train)
+    os.remove(tmp_path / "cells" / "model-unet" / "train_log.csv")   # as if killed before its first eval
+    calls.clear()
+    rows = ablate.run_grid(base, cells, str(tmp_path), train=train)
+    assert calls == ["model-unet"]
+    assert {r["run"]: r["status"] for r in rows}[ablate.BASE_RUN] == "done before"
+
+    other_base, other_cells = ablate.make_cells(smoke, ["model"], steps=6, evals=2)
+    with pytest.raises(ValueError, match="different config.*steps_per_epoch"):
+        ablate.run_grid(other_base, other_cells, str(tmp_path), train=train)
+
+
+def test_real_run_then_skip_then_resume(smoke, tmp_path, monkeypatch, capsys):
+    """One real smoke run through main(); the re-run skips it; a truncated log is resumed."""
+    voc_root = smoke.voc_root
+    only_base = [("ce+dice-weighted", dict(ce_weight=1.0, dice_weight=1.0, class_weighted=True))]
+    monkeypatch.setitem(ablate.AXES, "loss", only_base)
+    argv = ["--base", "smoke", "--axes", "loss", "--steps", "2", "--evals", "2", "--out", str(tmp_path),
+            "--set", f"voc_root={json.dumps(voc_root)}", "--set", "eval_steps=1", "--set", "tensorboard_images=0"]
+    assert ablate.main(argv) == 0
+    workdir = tmp_path / "cells" / ablate.BASE_RUN
+    log = read_csv(workdir / "train_log.csv")
+    assert [int(r["step"]) for r in log] == [1, 2]
+    row, = read_csv(tmp_path / "ablation.csv")
+    assert row["status"] == "trained" and int(row["steps"]) == 2
+    assert 0.0 <= float(row["final_val_mean_iou"]) <= 1.0 and float(row["wall_seconds"]) > 0
+    assert (tmp_path / "ablation.png").stat().st_size > 0
+    assert "[1/1] base" in capsys.readouterr().out
+
+    assert ablate.main(argv) == 0
+    assert read_csv(tmp_path / "ablation.csv")[0]["status"] == "done before"
+
+    with open(workdir / "train_log.csv") as f:
+        header, first, _ = f.read().splitlines()
+    (workdir / "train_log.csv").write_text(f"{header}\n{first}\n")   # as if killed before the last eval
+    assert ablate.main(argv) == 0
+    row, = read_csv(tmp_path / "ablation.csv")
+    assert row["status"] == "resumed" and [int(r["step"]) for r in read_csv(workdir / "train_log.csv")] == [1, 2]
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    assert plots.nice_ticks(0.031, 0.118) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.12])
+    assert plots.nice_ticks(20, 100) == [20, 40, 60, 80, 100]
+    ticks = plots.nice_ticks(0.5, 0.5)
+    assert len(ticks) > 1 and ticks[0] < 0.5 < ticks[-1]
+
+
+def test_help():
+    result = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--steps" in result.stdout and "--axes" in result.stdout
