@@ -40,6 +40,7 @@ class Config:
     backbone_blocks: tuple = (3, 4, 6, 3)      # ResNet-50; smaller for smoke tests
     backbone_width: int = 64
     atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
+    bn_momentum: float = 0.99                  # BatchNorm moving averages; 0.9 for short runs
 
     # --- Loss ---------------------------------------------------------------
     loss_impl: str = "fused"                   # "fused" (kernels.ce_dice_loss) or "reference"

@@ -9,7 +9,7 @@ from research.models.weights import load_resnet50_weights, resolve_resnet50_weig
 def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, weights=None,
                preprocessing=None, aspp_filters=256, atrous="kernels",
                blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, dropout=0.0,
-               sync_batchnorm=False, name="deeplab_v3"):
+               bn_momentum=0.99, sync_batchnorm=False, name="deeplab_v3"):
     """Builds DeepLab v3 on ResNet-50: images in [0, 255] -> per-pixel class logits.
 
     Backbone: ResNet-50 unchanged up to conv4; conv5 with stride 1 and dilation 2 (output
@@ -51,6 +51,7 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
       dropout: dropout rate after the projection; 0 (default) adds no layer. Off by
         default like the book; the reference implementation uses 0.1 (keep_prob 0.9),
         torchvision 0.5: an ablation knob.
+      bn_momentum: BatchNorm moving-average momentum (see `layers.conv_bn_relu`).
       sync_batchnorm: BatchNorm statistics over all tf.distribute replicas (see
         `layers.conv_bn_relu`); the training loop turns it on with several replicas.
       name: model name.
@@ -80,9 +81,9 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
 
     images = keras.Input(input_shape, dtype="float32", name="images")
     x = Preprocessing(preprocessing, name="preprocessing")(images)
-    features = resnet50(x, strides, dilations, blocks_per_stage, width, atrous,
-                        sync_batchnorm=sync_batchnorm)[-1]
-    x = _aspp(features, aspp_filters, rates, atrous, sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    features = resnet50(x, strides, dilations, blocks_per_stage, width, atrous, **batchnorm)[-1]
+    x = _aspp(features, aspp_filters, rates, atrous, batchnorm)
     if dropout:
         x = keras.layers.Dropout(dropout, name="aspp_dropout")(x)
     x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
@@ -95,16 +96,16 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
     return model
 
 
-def _aspp(x, filters, rates, atrous, sync_batchnorm):
+def _aspp(x, filters, rates, atrous, batchnorm):
     """Atrous spatial pyramid pooling: five branches, concatenated, projected."""
-    branches = [conv_bn_relu(x, filters, 1, "aspp_1x1", sync_batchnorm=sync_batchnorm)]
+    branches = [conv_bn_relu(x, filters, 1, "aspp_1x1", **batchnorm)]
     for index, rate in enumerate(rates, start=1):
         branches.append(conv_bn_relu(x, filters, 3, f"aspp_atrous{index}", dilation_rate=rate,
-                                     atrous=atrous, sync_batchnorm=sync_batchnorm))
+                                     atrous=atrous, **batchnorm))
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool_avg")(x)
-    pooled = conv_bn_relu(pooled, filters, 1, "aspp_pool", sync_batchnorm=sync_batchnorm)
+    pooled = conv_bn_relu(pooled, filters, 1, "aspp_pool", **batchnorm)
     # Resize the 1x1 conv's output (not the 2048-channel mean, as the book does) to the
     # feature map's run-time size (not a factor fixed for one input size).
     branches.append(ResizeLike(name="aspp_pool_resize")([pooled, x]))
     x = keras.layers.Concatenate(name="aspp_concat")(branches)
-    return conv_bn_relu(x, filters, 1, "aspp_project", sync_batchnorm=sync_batchnorm)
+    return conv_bn_relu(x, filters, 1, "aspp_project", **batchnorm)

@@ -143,7 +143,8 @@ def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kerne
 
 
 def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
-                 atrous="kernels", use_bias=False, epsilon=1e-3, relu=True, sync_batchnorm=False):
+                 atrous="kernels", use_bias=False, epsilon=1e-3, relu=True, bn_momentum=0.99,
+                 sync_batchnorm=False):
     """Convolution, BatchNormalization and (optionally) ReLU: layers `{prefix}_conv`,
     `{prefix}_bn`, `{prefix}_relu`.
 
@@ -157,6 +158,9 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
       prefix: layer-name prefix.
       epsilon: BatchNormalization epsilon.
       relu: whether to end with a ReLU.
+      bn_momentum: BatchNormalization's moving-average momentum. Keras' 0.99 averages
+        the last ~100 steps; a short from-scratch run needs less (0.9), or inference
+        uses statistics of a network that no longer exists.
       sync_batchnorm: compute batch statistics over the global batch across
         tf.distribute replicas (Keras' `synchronized=True`), so N replicas train like
         one device on the whole batch; off for a single device, where it only costs.
@@ -168,8 +172,8 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
     """
     x = conv2d(filters, kernel_size, f"{prefix}_conv", strides=strides,
                dilation_rate=dilation_rate, atrous=atrous, use_bias=use_bias)(x)
-    x = keras.layers.BatchNormalization(epsilon=epsilon, synchronized=sync_batchnorm,
-                                        name=f"{prefix}_bn")(x)
+    x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=bn_momentum,
+                                        synchronized=sync_batchnorm, name=f"{prefix}_bn")(x)
     if relu:
         x = keras.layers.Activation("relu", name=f"{prefix}_relu")(x)
     return x

@@ -12,7 +12,7 @@ RESNET50_WIDTH = 64
 
 def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
              blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, atrous="kernels",
-             sync_batchnorm=False):
+             bn_momentum=0.99, sync_batchnorm=False):
     """Adds a ResNet-50 v1 to the functional graph at `x`; returns its five feature maps.
 
     Layer names are those of `keras.applications.ResNet50` (conv1_pad, conv1_conv,
@@ -42,8 +42,7 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
       width: base number of filters (64 = ResNet-50): conv1 has `width`, stage k's
         bottleneck has `width * 2**(k-2)` and its output four times that.
       atrous: "kernels" or "keras", which layer computes the dilated convolutions.
-      sync_batchnorm: BatchNorm statistics over all tf.distribute replicas (see
-        `layers.conv_bn_relu`).
+      bn_momentum, sync_batchnorm: BatchNorm settings (see `layers.conv_bn_relu`).
 
     Returns:
       A tuple of five Keras tensors of x's batch and compute dtype, at strides 2, 4, 8,
@@ -67,8 +66,8 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
         raise ValueError(f"stage_strides must be 1 or 2; got {stage_strides!r}")
 
     x = keras.layers.ZeroPadding2D(padding=3, name="conv1_pad")(x)
-    x = conv_bn_relu(x, width, 7, "conv1", strides=2, use_bias=True, epsilon=BN_EPSILON,
-                     sync_batchnorm=sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    x = conv_bn_relu(x, width, 7, "conv1", strides=2, use_bias=True, epsilon=BN_EPSILON, **batchnorm)
     features = [x]
     x = keras.layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -80,14 +79,14 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
             # it has a stride and a projection shortcut.
             x = _bottleneck(x, filters, stride if block == 1 else 1, rate,
                             projection=block == 1, atrous=atrous,
-                            name=f"conv{stage}_block{block}", sync_batchnorm=sync_batchnorm)
+                            name=f"conv{stage}_block{block}", batchnorm=batchnorm)
         features.append(x)
     return tuple(features)
 
 
-def _bottleneck(x, filters, stride, rate, projection, atrous, name, sync_batchnorm):
+def _bottleneck(x, filters, stride, rate, projection, atrous, name, batchnorm):
     """1x1 (strided) -> 3x3 (dilated) -> 1x1 (4*filters), plus shortcut, then ReLU."""
-    common = dict(use_bias=True, epsilon=BN_EPSILON, sync_batchnorm=sync_batchnorm)
+    common = dict(use_bias=True, epsilon=BN_EPSILON, **batchnorm)
     if projection:
         shortcut = conv_bn_relu(x, 4 * filters, 1, f"{name}_0", strides=stride, relu=False,
                                 **common)

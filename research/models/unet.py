@@ -8,7 +8,7 @@ from research.models.weights import load_resnet50_weights, resolve_resnet50_weig
 
 def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessing=None,
          decoder_filters=(256, 128, 64, 32, 16), blocks_per_stage=RESNET50_BLOCKS,
-         width=RESNET50_WIDTH, sync_batchnorm=False, name="unet"):
+         width=RESNET50_WIDTH, bn_momentum=0.99, sync_batchnorm=False, name="unet"):
     """Builds a U-Net: ResNet-50 encoder, five decoder blocks, per-pixel class logits.
 
     Encoder: ResNet-50 with its standard strides (output stride 32). Decoder: starting
@@ -34,8 +34,7 @@ def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessin
       decoder_filters: 5 ints, filters of the decoder blocks from coarse to fine.
       blocks_per_stage, width: encoder depth and base width; smaller values build a
         reduced model for smoke tests (then `weights` must be None).
-      sync_batchnorm: BatchNorm statistics over all tf.distribute replicas (see
-        `layers.conv_bn_relu`).
+      bn_momentum, sync_batchnorm: BatchNorm settings (see `layers.conv_bn_relu`).
       name: model name.
 
     Returns:
@@ -60,16 +59,16 @@ def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessin
 
     images = keras.Input(input_shape, dtype="float32", name="images")
     x = Preprocessing(preprocessing, name="preprocessing")(images)
-    c1, c2, c3, c4, x = resnet50(x, blocks_per_stage=blocks_per_stage, width=width,
-                                 sync_batchnorm=sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    c1, c2, c3, c4, x = resnet50(x, blocks_per_stage=blocks_per_stage, width=width, **batchnorm)
     targets = (c4, c3, c2, c1, images)
     for index, (filters, target) in enumerate(zip(decoder_filters, targets), start=1):
         prefix = f"decoder{index}"
         x = ResizeLike(name=f"{prefix}_upsample")([x, target])
         if target is not images:
             x = keras.layers.Concatenate(name=f"{prefix}_concat")([x, target])
-        x = conv_bn_relu(x, filters, 3, f"{prefix}_1", sync_batchnorm=sync_batchnorm)
-        x = conv_bn_relu(x, filters, 3, f"{prefix}_2", sync_batchnorm=sync_batchnorm)
+        x = conv_bn_relu(x, filters, 3, f"{prefix}_1", **batchnorm)
+        x = conv_bn_relu(x, filters, 3, f"{prefix}_2", **batchnorm)
     x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     model = keras.Model(images, logits, name=name)
