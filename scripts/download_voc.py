@@ -6,8 +6,9 @@ Result: DATA_DIR/VOCdevkit/VOC2012 (the voc_root the rest of the project takes).
 - A partial download (DATA_DIR/<name>.tar.part) is resumed with an HTTP Range request.
 - The tar is used only if its MD5 matches.
 - Extraction refuses any member that could write outside the target (absolute paths,
-  "..", links pointing outside, device files, FIFOs); every member is checked before
-  anything is written, and tarfile's "data" filter checks again while extracting.
+  "..", links pointing outside, paths or link targets going through another link of the
+  archive, device files, FIFOs); every member is checked before anything is written,
+  and tarfile's "data" filter checks again while extracting.
 - Extraction goes to a hidden staging folder that is moved into place in one rename, so
   a killed run never leaves a VOC2012 folder that looks complete.
 - An extracted dataset, or a verified tar, is not fetched again.
@@ -17,6 +18,7 @@ import glob
 import hashlib
 import http.client
 import os
+import posixpath
 import shutil
 import socket
 import sys
@@ -141,18 +143,49 @@ def _inside(target, path):
     return os.path.commonpath([target, os.path.realpath(path)]) == target
 
 
-def check_member(member, target):
+def _through_link(path, links):
+    """The archive symlink (in `links`) that the archive path `path` is or passes through.
+
+    Prefixes are compared after lexical normalisation, which is exact up to the first
+    symlink: every component before it is a real folder.
+    """
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    for end in range(1, len(parts) + 1):
+        prefix = posixpath.normpath("/".join(parts[:end]))
+        if prefix in links:
+            return prefix
+    return None
+
+
+def check_member(member, target, links=frozenset()):
     """Raises UnsafeArchiveError when extracting `member` into `target` could write or
-    point outside it, or would create anything but files, folders and links."""
+    point outside it, or would create anything but files, folders and links.
+
+    `links`: the (normalised) names of the symlinks among the members before this one.
+    The checks here are lexical; a member that goes through, or replaces, one of those
+    links (or a link whose target does) is refused, since the lexical path says nothing
+    about where it really lands.
+    """
     name = member.name
     if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchiveError(f"refusing to extract {name!r}: absolute path")
     if not _inside(target, os.path.join(target, name)):
         raise UnsafeArchiveError(f"refusing to extract {name!r}: path leaves the target folder")
+    via = _through_link(name, links)
+    if via is not None:
+        raise UnsafeArchiveError(f"refusing to extract {name!r}: goes through or replaces the "
+                                 f"link {via!r} of the archive")
     if member.issym() or member.islnk():
         if os.path.isabs(member.linkname):
             raise UnsafeArchiveError(f"refusing to extract {name!r}: link to absolute path "
                                      f"{member.linkname!r}")
+        # a symlink's target is relative to its own folder; a hard link's to the archive root
+        pointed = (posixpath.join(posixpath.dirname(name), member.linkname) if member.issym()
+                   else member.linkname)
+        via = _through_link(pointed, links)
+        if via is not None:
+            raise UnsafeArchiveError(f"refusing to extract {name!r}: link to {member.linkname!r} "
+                                     f"goes through the link {via!r} of the archive")
         # a symlink is relative to its own folder; a hard link to the archive root
         base = os.path.dirname(os.path.join(target, name)) if member.issym() else target
         if not _inside(target, os.path.join(base, member.linkname)):
@@ -174,8 +207,11 @@ def safe_extract(tar_path, data_dir, progress=True):
     try:
         with tarfile.open(tar_path) as archive:
             members = archive.getmembers()
+            links = set()
             for member in members:                       # all checked before any write
-                check_member(member, staging)
+                check_member(member, staging, links)
+                if member.issym():
+                    links.add(posixpath.normpath(member.name.replace("\\", "/")))
             bar = ProgressBar(total=len(members), desc="extract", unit="file") if progress else None
             for member in members:
                 if hasattr(tarfile, "data_filter"):      # Python >= 3.11.4
