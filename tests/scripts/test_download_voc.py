@@ -182,7 +182,51 @@ def _evil_tar(kind):
             info.type = tarfile.CHRTYPE if kind == "device" else tarfile.FIFOTYPE
             info.devmajor, info.devminor = 1, 3
             archive.addfile(info)
+        else:
+            for info, data in _MORE_EVIL[kind]:
+                archive.addfile(info, None if data is None else io.BytesIO(data))
     return buffer.getvalue()
+
+
+def _link(name, target, type=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = type, target
+    return info, None
+
+
+def _file(name, data=b"evil"):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _block_device():
+    info = tarfile.TarInfo("VOCdevkit/VOC2012/disk")
+    info.type, info.devmajor, info.devminor = tarfile.BLKTYPE, 8, 0
+    return info, None
+
+
+# Members that each look harmless to a lexical check but, after the links before them
+# are created, write or point outside the target (the first three), or that are
+# outside on their own (the rest).
+_MORE_EVIL = {
+    # up -> VOCdevkit (inside); "up/../../escape.txt" is VOCdevkit/escape.txt on paper,
+    # really the folder above the target.
+    "dotdot_through_link": [_link("VOCdevkit/VOC2012/up", ".."),
+                            _file("VOCdevkit/VOC2012/up/../../escape.txt")],
+    # d -> the target root (inside); d/up -> ".." is VOC2012 on paper, really the folder
+    # above the target; then a file through both.
+    "link_chain": [_link("VOCdevkit/VOC2012/d", "../.."), _link("VOCdevkit/VOC2012/d/up", ".."),
+                   _file("VOCdevkit/VOC2012/d/up/escape.txt")],
+    # e -> d/.. is VOC2012 on paper, really the folder above the target.
+    "link_target_through_link": [_link("VOCdevkit/VOC2012/d", "../.."), _link("VOCdevkit/VOC2012/e", "d/.."),
+                                 _file("VOCdevkit/VOC2012/e/escape.txt")],
+    # a file replacing a link would be written through it
+    "file_over_link": [_link("VOCdevkit/VOC2012/l", "ok.txt"), _file("VOCdevkit/VOC2012/l")],
+    "absolute_symlink": [_link("VOCdevkit/VOC2012/passwd", "/etc/passwd")],
+    "absolute_hardlink": [_link("VOCdevkit/VOC2012/passwd", "/etc/passwd", tarfile.LNKTYPE)],
+    "block_device": [_block_device()],
+}
 
 
 @pytest.mark.parametrize("kind, phrase", [
@@ -202,6 +246,42 @@ def test_malicious_members_are_refused_before_anything_is_written(tmp_path, kind
                      for d, dirs, files in os.walk(tmp_path) for f in files + dirs)
     assert written == ["sandbox", os.path.join("sandbox", "data"), os.path.join("sandbox", "data", "voc.tar")]
     assert not os.path.exists("/tmp/evil_voc_absolute.txt")
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("dotdot_through_link", "goes through or replaces the link 'VOCdevkit/VOC2012/up'"),
+    ("link_chain", "goes through or replaces the link 'VOCdevkit/VOC2012/d'"),
+    ("link_target_through_link", "goes through the link 'VOCdevkit/VOC2012/d'"),
+    ("file_over_link", "goes through or replaces the link 'VOCdevkit/VOC2012/l'"),
+    ("absolute_symlink", "link to absolute path '/etc/passwd'"),
+    ("absolute_hardlink", "link to absolute path '/etc/passwd'"),
+    ("block_device", "device file")])
+def test_links_through_links_absolute_links_and_block_devices_are_refused(tmp_path, kind, phrase, capsys):
+    sandbox = tmp_path / "sandbox"
+    data_dir = sandbox / "data"
+    data_dir.mkdir(parents=True)
+    evil = _evil_tar(kind)
+    (data_dir / "voc.tar").write_bytes(evil)
+    assert _run(data_dir, "http://127.0.0.1:9/voc.tar", _md5(evil)) == 1
+    err = capsys.readouterr().err
+    assert "refusing to extract" in err and phrase in err and "Traceback" not in err
+    written = sorted(os.path.relpath(os.path.join(d, f), tmp_path)
+                     for d, dirs, files in os.walk(tmp_path) for f in files + dirs)
+    assert written == ["sandbox", os.path.join("sandbox", "data"), os.path.join("sandbox", "data", "voc.tar")]
+
+
+@pytest.mark.parametrize("kind", ["traversal", "absolute", "symlink", "hardlink", "device", "fifo"]
+                         + sorted(_MORE_EVIL))
+def test_every_member_is_checked_before_anything_is_extracted(tmp_path, kind, monkeypatch):
+    """The checks refuse these archives up front: tarfile's data filter (a second line of
+    defence, absent on older Pythons) never has to."""
+    (tmp_path / "voc.tar").write_bytes(_evil_tar(kind))
+    extracted = []
+    monkeypatch.setattr(tarfile.TarFile, "extract", lambda self, member, *a, **k: extracted.append(member))
+    with pytest.raises(download_voc.UnsafeArchiveError, match="refusing to extract"):
+        download_voc.safe_extract(str(tmp_path / "voc.tar"), str(tmp_path / "data"), progress=False)
+    assert extracted == []
+    assert os.listdir(tmp_path / "data") == []
 
 
 def test_killed_extraction_leaves_no_dataset_that_looks_complete(tmp_path, tar_bytes, monkeypatch):
