@@ -192,7 +192,7 @@ def test_random_kills_mini_chaos(synthetic_voc_root, tmp_path):
     window = ref_launch.seconds - ref_launch.first_progress_seconds
     plans = [
         [chaos.Kill("point", point="export", count=1), chaos.Kill("point", point="checkpoint", count=2)],
-        [chaos.Kill("timer", delay=0.5 * window), chaos.Kill("point", point="step", count=2)],
+        [chaos.Kill("timer", delay=0.3 * window), chaos.Kill("point", point="step", count=2)],
         [chaos.Kill("point", point="atomic_replace", count=3)],
         chaos.random_plan(1, 0, 2, window, ref_launch.first_progress_seconds),
     ]
