@@ -271,12 +271,23 @@ def read_checkpoint(path):
 
 
 def stale_files(workdir):
-    """Leftover temporaries of interrupted atomic writes (harmless, never read)."""
+    """Leftovers of interrupted writes (harmless, never read): temporary files and folders
+    of atomic writes, and checkpoint files the `checkpoints/checkpoint` index does not list
+    (a kill after TF wrote them, before the index named them)."""
+    import tensorflow as tf
+
     found = []
     for folder, subfolders, files in os.walk(workdir):
         for name in subfolders + files:
             if STALE.search(name):
                 found.append(os.path.relpath(os.path.join(folder, name), workdir))
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    listed = {os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])}
+    for name in sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else []:
+        prefix = name.split(".", 1)[0]
+        if re.fullmatch(r"ckpt-\d+", prefix) and prefix not in listed:
+            found.append(os.path.join("checkpoints", name))
     return sorted(found)
 
 
