@@ -1,9 +1,9 @@
 """DeepLab v3 (Chen et al. 2017, "Rethinking Atrous Convolution"): dilated ResNet-50 + ASPP."""
 import keras
 
-from research.models.layers import Preprocessing, ResizeLike, conv_bn_relu
+from research.models.layers import ResizeLike, conv_bn_relu
 from research.models.resnet import RESNET50_BLOCKS, RESNET50_WIDTH, resnet50
-from research.models.weights import load_resnet50_weights, resolve_resnet50_weights
+from research.models.weights import image_input, load_resnet50_weights
 
 
 def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, weights=None,
@@ -75,12 +75,7 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
         strides, dilations, rates = (1, 2, 1, 1), (1, 1, 2, 4), (12, 24, 36)
     else:
         raise ValueError(f"output_stride must be 16 or 8; got {output_stride!r}")
-    weights_file = resolve_resnet50_weights(weights, blocks_per_stage, width)
-    if preprocessing is None:
-        preprocessing = "caffe" if weights_file else "unit"
-
-    images = keras.Input(input_shape, dtype="float32", name="images")
-    x = Preprocessing(preprocessing, name="preprocessing")(images)
+    images, x, weights_file = image_input(input_shape, weights, preprocessing, blocks_per_stage, width)
     batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
     features = resnet50(x, strides, dilations, blocks_per_stage, width, atrous, **batchnorm)[-1]
     x = _aspp(features, aspp_filters, rates, atrous, batchnorm)

@@ -1,9 +1,9 @@
 """U-Net (Ronneberger et al. 2015) with a ResNet-50 encoder and a resize-conv decoder."""
 import keras
 
-from research.models.layers import Preprocessing, ResizeLike, conv_bn_relu
+from research.models.layers import ResizeLike, conv_bn_relu
 from research.models.resnet import RESNET50_BLOCKS, RESNET50_WIDTH, resnet50
-from research.models.weights import load_resnet50_weights, resolve_resnet50_weights
+from research.models.weights import image_input, load_resnet50_weights
 
 
 def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessing=None,
@@ -53,12 +53,7 @@ def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessin
     if len(decoder_filters) != 5:
         raise ValueError(f"decoder_filters needs 5 ints (strides 16, 8, 4, 2, 1); got "
                          f"{decoder_filters!r}")
-    weights_file = resolve_resnet50_weights(weights, blocks_per_stage, width)
-    if preprocessing is None:
-        preprocessing = "caffe" if weights_file else "unit"
-
-    images = keras.Input(input_shape, dtype="float32", name="images")
-    x = Preprocessing(preprocessing, name="preprocessing")(images)
+    images, x, weights_file = image_input(input_shape, weights, preprocessing, blocks_per_stage, width)
     batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
     c1, c2, c3, c4, x = resnet50(x, blocks_per_stage=blocks_per_stage, width=width, **batchnorm)
     targets = (c4, c3, c2, c1, images)

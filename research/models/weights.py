@@ -13,6 +13,7 @@ import socket
 import h5py
 import keras
 
+from research.models.layers import Preprocessing
 from research.models.resnet import RESNET50_BLOCKS, RESNET50_WIDTH
 
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -157,3 +158,23 @@ def _socket_timeout(seconds):
         yield
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def image_input(input_shape, weights, preprocessing, blocks_per_stage, width):
+    """The model's image input and the preprocessing its backbone weights expect.
+
+    Args:
+      input_shape: (H, W, 3); None for sizes fixed at call time.
+      weights, blocks_per_stage, width: as `resolve_resnet50_weights`.
+      preprocessing: "caffe", "unit", or None = "caffe" with pretrained weights (what
+        they were trained with), else "unit".
+    Returns:
+      (images, preprocessed, weights_file): the float32 Keras input "images" in
+      [0, 255], its preprocessed tensor, and the weights file to load afterwards
+      (None for random initialization).
+    """
+    weights_file = resolve_resnet50_weights(weights, blocks_per_stage, width)
+    if preprocessing is None:
+        preprocessing = "caffe" if weights_file else "unit"
+    images = keras.Input(input_shape, dtype="float32", name="images")
+    return images, Preprocessing(preprocessing, name="preprocessing")(images), weights_file
