@@ -25,6 +25,10 @@ What it does:
      sigterm:S, sigint:S   the polite signals, S seconds after the first progress line:
                      the launch must exit 130 with a checkpoint at the step it stopped
                      (or 0 when the run had already finished its last step).
+   The plan draws a timer as a fraction of a window; S is that fraction of what recent
+   launches on this machine took (`Windows`: the median of the last few), so timers keep
+   landing while the machine's load changes. Points and fractions are seeded; the
+   moment a timer lands is not (it is a time).
    A planned kill that does not land (the launch finished first) is counted as missed.
 4. after every killed launch: train_log.csv (if any) parses with the exact header, has
    epochs 1..k in order with no torn or duplicated row, and equals the first k rows of
@@ -101,11 +105,14 @@ class Kill:
     kind: str                 # "point", "timer", "setup_timer", "sigterm", "sigint"
     point: str = None         # for "point"
     count: int = None         # for "point"
-    delay: float = None       # seconds, for the others
+    delay: float = None       # seconds, for the others (or set from `fraction` at launch)
+    fraction: float = None    # of the current window (`Windows`), drawn by the plan
 
     def __str__(self):
         if self.kind == "point":
             return f"{self.point}:{self.count}"
+        if self.delay is None:
+            return f"{self.kind}:{self.fraction:.2f}w"
         return f"{self.kind}:{self.delay:.2f}s"
 
     @property
@@ -449,31 +456,71 @@ def _check_export(export_dir, expected_info):
 # ---------------------------------------------------------------------------------
 # Plans and runs.
 # ---------------------------------------------------------------------------------
-def random_kill(rng, window, setup_window):
-    """One random `Kill`; timer delays are drawn from [0, window] (or setup_window)."""
+class Windows:
+    """How long launches take on this machine now, for timer kills (the load changes).
+
+    `train`: seconds from a launch's first progress line to its exit; `setup`: from its
+    start to its first progress line. Each is the median of the last few completed
+    launches (resumed ones included, which have less left to do), starting from the
+    reference run's.
+    """
+
+    def __init__(self, reference_launch, keep=6):
+        self.train, self.setup = [], []
+        self.keep = keep
+        self.record(reference_launch)
+
+    def record(self, result):
+        if result.first_progress_seconds is not None:
+            self.setup = (self.setup + [result.first_progress_seconds])[-self.keep:]
+            if result.returncode == 0:
+                self.train = (self.train + [result.seconds - result.first_progress_seconds])[-self.keep:]
+
+    @staticmethod
+    def _median(values):
+        values = sorted(values)
+        return values[len(values) // 2] if values else 10.0
+
+    def delay(self, kill):
+        """Sets and returns `kill.delay` from its fraction of the current window."""
+        window = self._median(self.setup if kill.kind == "setup_timer" else self.train)
+        kill.delay = kill.fraction * 0.9 * window   # a resumed launch has less left to do
+        return kill.delay
+
+
+def random_kill(rng):
+    """One random `Kill`: a kill point and pass count, or a timer/signal with a fraction
+    of the window (turned into seconds by `Windows.delay` when it is launched)."""
     kinds, weights = zip(*KIND_WEIGHTS.items())
     kind = rng.choices(kinds, weights)[0]
     if kind.startswith("point:"):
         point = kind.split(":", 1)[1]
         return Kill("point", point=point, count=rng.randint(1, POINT_PASSES[point]))
-    return Kill(kind, delay=rng.uniform(0.0, setup_window if kind == "setup_timer" else window))
+    return Kill(kind, fraction=rng.random())
 
 
-def random_plan(seed, run, max_kills, window, setup_window):
+def random_plan(seed, run, max_kills):
+    """The seeded plan of run `run`: 1..max_kills `Kill`s."""
     rng = random.Random(f"chaos:{seed}:{run}")
-    return [random_kill(rng, window, setup_window) for _ in range(rng.randint(1, max_kills))]
+    return [random_kill(rng) for _ in range(rng.randint(1, max_kills))]
 
 
-def resume_until_done(workdir, voc_root, plan, max_launches=None):
+def resume_until_done(workdir, voc_root, plan, max_launches=None, windows=None, sets=CHAOS_SETS):
     """Applies `plan` (one kill per launch), then launches cleanly until a launch exits 0.
 
+    `windows` (a `Windows`) turns timer fractions into delays and learns from each launch.
     Checks the state after every interrupted launch. Returns the list of `Launch`es.
     """
     launches = []
     queue = list(plan) + [None]
     while True:
         kill = queue.pop(0) if queue else None
-        result = launch(workdir, voc_root, kill)
+        if kill is not None and kill.delay is None and kill.fraction is not None:
+            _require(windows is not None, f"{kill}: a fraction of the window needs `windows`")
+            windows.delay(kill)
+        result = launch(workdir, voc_root, kill, sets=sets)
+        if windows is not None:
+            windows.record(result)
         launches.append(result)
         if result.returncode == 0:
             return launches
@@ -519,28 +566,29 @@ def main(argv=None):
           flush=True)
     ref_dir, ref_launch = run_reference(root, voc_root)
     reference = Reference.from_workdir(ref_dir)
-    window = ref_launch.seconds - (ref_launch.first_progress_seconds or 0.0)
-    setup_window = ref_launch.first_progress_seconds or ref_launch.seconds
-    print(f"reference ({ref_launch.seconds:.1f} s, first step at {setup_window:.1f} s): "
+    windows = Windows(ref_launch)
+    print(f"reference ({ref_launch.seconds:.1f} s, first step at {ref_launch.first_progress_seconds:.1f} s): "
           f"{reference.summary()}", flush=True)
 
     results = []
     for run in range(args.runs):
-        plan = random_plan(args.seed, run, args.max_kills, window, setup_window)
+        plan = random_plan(args.seed, run, args.max_kills)
         workdir = os.path.join(root, f"run_{run:03d}")
         if os.path.exists(workdir):
             shutil.rmtree(workdir)
         run_start = time.monotonic()
-        record = {"run": run, "plan": [str(k) for k in plan], "workdir": workdir}
+        record = {"run": run, "workdir": workdir}
         launches = []
         try:
-            launches = resume_until_done(workdir, voc_root, plan, max_launches=len(plan) + 3)
+            launches = resume_until_done(workdir, voc_root, plan, max_launches=len(plan) + 3,
+                                         windows=windows)
             facts = check_finished(workdir, reference)
             record.update(verdict="ok", **facts)
         except VerificationError as e:
             record.update(verdict="FAILED", reason=str(e))
         except Exception as e:  # noqa: BLE001 - a crash of a check is a failed run too
             record.update(verdict="FAILED", reason=f"{type(e).__name__}: {e}")
+        record["plan"] = [str(k) for k in plan]   # timer delays as applied, in seconds
         landed = [r for r in launches if r.landed]
         kills = [str(r.kill) for r in landed if r.killed]
         stops = [str(r.kill) for r in landed if not r.killed]

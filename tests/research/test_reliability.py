@@ -189,17 +189,18 @@ def test_random_kills_mini_chaos(synthetic_voc_root, tmp_path):
     ref_dir, ref_launch = chaos.run_reference(str(tmp_path), synthetic_voc_root)
     reference = chaos.Reference.from_workdir(ref_dir)
     assert reference.export_info["epoch"] == 1
-    window = ref_launch.seconds - ref_launch.first_progress_seconds
+    windows = chaos.Windows(ref_launch)
     plans = [
         [chaos.Kill("point", point="export", count=1), chaos.Kill("point", point="checkpoint", count=2)],
-        [chaos.Kill("timer", delay=0.3 * window), chaos.Kill("point", point="step", count=2)],
+        [chaos.Kill("timer", fraction=0.3), chaos.Kill("point", point="step", count=2)],
         [chaos.Kill("point", point="atomic_replace", count=3)],
-        chaos.random_plan(1, 0, 2, window, ref_launch.first_progress_seconds),
+        chaos.random_plan(1, 0, 2),
     ]
     landed = set()
     for number, plan in enumerate(plans):
         workdir = str(tmp_path / f"run{number}")
-        launches = chaos.resume_until_done(workdir, synthetic_voc_root, plan, max_launches=len(plan) + 3)
+        launches = chaos.resume_until_done(workdir, synthetic_voc_root, plan, max_launches=len(plan) + 3,
+                                           windows=windows)
         chaos.check_finished(workdir, reference)
         landed |= {r.kill.label for r in launches if r.landed}
     assert {"export", "checkpoint", "step", "timer", "atomic_replace"} <= landed
