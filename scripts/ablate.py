@@ -1,10 +1,13 @@
 """Ablation grid: train a base config and one-change variants of it for the same step budget.
 
-    python scripts/ablate.py --base demo --axes loss,model --steps 100 \\
-        --set input_size=[64,64] --set resize_to_before_crop=[74,74] --out runs/ablation
+    python scripts/ablate.py --base demo --axes loss,model,seed --steps 400 \\
+        --set input_size=[64,64] --set resize_to_before_crop=[74,74] \\
+        --set backbone_blocks=[1,1,1,1] --out runs/ablation
 
 Axes are varied one at a time from the base config (not the cartesian product); the
-cells of each axis are listed in `AXES` below. A cell whose config equals the base's
+cells of each axis are listed in `AXES` below. The `seed` axis (not in the default
+set) trains the base again with other seeds: the spread it shows is the noise any
+other difference must beat. A cell whose config equals the base's
 (e.g. "CE + dice, class-weighted" when the base trains with that loss) is not trained
 again: it shares the base's run, `OUT/cells/base`. Every other cell trains in
 `OUT/cells/<axis>-<cell>` with `research.train.train_and_evaluate`, so a killed ablation
@@ -66,11 +69,22 @@ AXES = {
         ("mixed_float16", dict(precision="mixed_float16")),
         ("mixed_bfloat16", dict(precision="mixed_bfloat16")),
     ],
+    # Not an ablation but its noise floor: the base cell with other seeds (weights
+    # and data order). A difference between cells smaller than this one is noise.
+    "seed": [
+        ("0", dict(seed=0)),
+        ("1", dict(seed=1)),
+        ("2", dict(seed=2)),
+    ],
 }
 BASE_RUN = "base"
 CSV_FIELDS = ("cell", "axis", "run", "overrides", "steps", "final_val_mean_iou", "best_val_mean_iou",
               "best_step", "final_val_loss", "final_val_pixel_accuracy", "images_per_second",
               "wall_seconds", "status")
+
+
+class GridInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run after its checkpoint: the same command resumes."""
 
 
 @dataclasses.dataclass
@@ -163,7 +177,10 @@ def read_history(workdir):
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        try:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not a train_log.csv of numbers ({error})") from None
 
 
 def is_finished(workdir, config):
@@ -188,12 +205,12 @@ def _wall_file(workdir):
 
 
 def read_wall_seconds(workdir):
-    """Seconds spent in train_and_evaluate for this run so far (over resumed sessions)."""
+    """Seconds spent in train_and_evaluate for this run so far (over resumed sessions), or None."""
     try:
         with open(_wall_file(workdir)) as f:
             return float(json.load(f)["wall_seconds"])
     except FileNotFoundError:
-        return 0.0
+        return None
 
 
 def train_cell(config, workdir):
@@ -210,10 +227,12 @@ def train_cell(config, workdir):
     except train.NonFiniteLossError as error:
         status = f"failed: {error}"
         print(f"  {status}", flush=True)
+    except train.TrainingInterrupted as error:
+        raise GridInterrupted(str(error)) from None
     finally:
         # Also on Ctrl-C (TrainingInterrupted), so a resumed run's time adds up.
         atomic_write_json(_wall_file(workdir),
-                          {"wall_seconds": read_wall_seconds(workdir) + time.perf_counter() - start})
+                          {"wall_seconds": (read_wall_seconds(workdir) or 0.0) + time.perf_counter() - start})
     return status
 
 
@@ -280,26 +299,40 @@ def markdown_table(rows, header_lines=()):
     return "\n".join(lines) + "\n"
 
 
+def describe_base(base):
+    """A sentence naming what the base run trains: model, data size, loss, runtime, budget."""
+    every = base.steps_per_epoch
+    model = base.model + (f" (output stride {base.output_stride})" if base.model == "deeplab_v3" else "")
+    return (f"Base: config `{base.name}` with model {model}, backbone blocks {list(base.backbone_blocks)} "
+            f"width {base.backbone_width}, weights {base.weights or 'none (from scratch)'}, BatchNorm "
+            f"momentum {base.bn_momentum}, input {base.input_size[0]}x{base.input_size[1]}, batch "
+            f"{base.batch_size}, ce_weight {base.ce_weight}, dice_weight {base.dice_weight}, class_weighted "
+            f"{str(base.class_weighted).lower()}, precision {base.precision}, XLA "
+            f"{'on' if base.jit_compile else 'off'}. Each cell trains {base.epochs * every} steps at "
+            f"learning rate {base.learning_rate:g} and is evaluated on val every {every} steps.")
+
+
+def seed_spread(rows):
+    """(low, high, count) of the final val mean IoU over the seed axis' runs, or None."""
+    values = [r["final_val_mean_iou"] for r in rows
+              if r["axis"] == "seed" and math.isfinite(r.get("final_val_mean_iou", math.nan))]
+    return (min(values), max(values), len(values)) if len(values) > 1 else None
+
+
 def write_outputs(out, rows, histories, base, command):
     """Writes ablation.csv, ablation.md and ablation.png in `out` (each atomically)."""
     from research.plots import line_chart
     from research.visualize import write_png
 
     write_csv(os.path.join(out, "ablation.csv"), rows)
-    every = base.steps_per_epoch
-    header = [
-        "# Ablation",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Base: config `{base.name}` with model {base.model}"
-        + (f" (output stride {base.output_stride})" if base.model == "deeplab_v3" else "")
-        + f", input {base.input_size[0]}x{base.input_size[1]}, batch {base.batch_size}, "
-          f"ce_weight {base.ce_weight}, dice_weight {base.dice_weight}, class_weighted "
-          f"{str(base.class_weighted).lower()}, precision {base.precision}, XLA "
-          f"{'on' if base.jit_compile else 'off'}. Each cell trains {base.epochs * every} steps "
-          f"at learning rate {base.learning_rate:g} and is evaluated on val every {every} steps.",
-        "",
+    header = ["# Ablation", "", f"Command: `{command}`", "", describe_base(base), ""]
+    spread = seed_spread(rows)
+    if spread:
+        low, high, count = spread
+        header += [f"Noise floor: the base with {count} seeds ends between {low:.4f} and {high:.4f} "
+                   f"final val mean IoU (spread {high - low:.4f}); smaller differences between cells "
+                   "are not evidence.", ""]
+    header += [
         "val loss is each cell's own training loss: compare it only between cells with the "
         "same loss. images/s is training throughput after the first evaluation (which "
         "includes tracing and compilation); wall s includes everything.",
@@ -309,7 +342,8 @@ def write_outputs(out, rows, histories, base, command):
     series = [(run, [r["step"] for r in history], [r["val_mean_iou"] for r in history])
               for run, history in histories.items() if history]
     if series:
-        picture = line_chart(series, title=f"val mean IoU against step ({base.epochs * every} steps per cell)",
+        picture = line_chart(series, title=f"val mean IoU against step ({base.epochs * base.steps_per_epoch} "
+                                           "steps per cell)",
                              x_label="step", y_label="val mean IoU", width=960, height=560)
         write_png(os.path.join(out, "ablation.png"), picture)
 
@@ -340,16 +374,17 @@ def run_grid(base, cells, out, command="", train=train_cell):
 
     for index, (run, config) in enumerate(runs.items(), start=1):
         workdir = os.path.join(out, "cells", run)
-        names = ", ".join(c.name for c in cells if c.run == run)
+        shared = [c.name for c in cells if c.run == run and c.name != run]
+        names = f" (= {', '.join(shared)})" if shared else ""
         if is_finished(workdir, config):
             statuses[run] = "done before"
-            print(f"[{index}/{len(runs)}] {run} ({names}): finished earlier, skipped", flush=True)
+            print(f"[{index}/{len(runs)}] {run}{names}: finished earlier, skipped", flush=True)
         else:
             remaining = sum(1 for r in list(runs)[index - 1:]
                             if not is_finished(os.path.join(out, "cells", r), runs[r]))
             eta = (format_seconds(remaining * steps * trained_seconds / trained_steps)
                    if trained_steps else "after the first run")
-            print(f"[{index}/{len(runs)}] {run} ({names}): {steps} steps; grid ETA {eta}", flush=True)
+            print(f"[{index}/{len(runs)}] {run}{names}: {steps} steps; grid ETA {eta}", flush=True)
             done_before = len(read_history(workdir)) * config.steps_per_epoch
             start = time.perf_counter()
             statuses[run] = train(config, workdir)
@@ -366,7 +401,8 @@ def parse_args(argv=None):
                     "precision) for a fixed step budget; write a table and a chart.")
     parser.add_argument("--base", default="demo", help="named config or .json file (default demo)")
     parser.add_argument("--axes", default="loss,model,xla,precision",
-                        help=f"comma-separated subset of {','.join(AXES)} (default: all)")
+                        help=f"comma-separated subset of {','.join(AXES)} (default: "
+                             "loss,model,xla,precision; add seed for a noise reference)")
     parser.add_argument("--steps", type=int, default=100, help="training steps per cell (default 100)")
     parser.add_argument("--evals", type=int, default=5,
                         help="val evaluations per cell, evenly spaced; --steps must be a multiple (default 5)")
@@ -388,6 +424,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except GridInterrupted as error:
+        print(f"interrupted: {error}; run the same command to resume", file=sys.stderr)
+        return 130
     print(f"wrote {os.path.join(args.out, 'ablation.csv')}, ablation.md and ablation.png "
           f"({len(rows)} cells, {len(unique_runs(cells))} runs)")
     return 0

@@ -23,9 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(REPO, "scripts", "ablate.py")
 ablate = types.SimpleNamespace(**runpy.run_path(SCRIPT))
 
-# The smoke config trains CE + dice, class-weighted, DeepLab v3 OS16, float32, no XLA:
+# The smoke config trains CE + dice, class-weighted, DeepLab v3 OS16, float32, no XLA, seed 0:
 # these cells are the base run itself.
-SMOKE_BASE_CELLS = {"loss-ce+dice-weighted", "model-deeplab-os16", "xla-off", "precision-float32"}
+SMOKE_BASE_CELLS = {"loss-ce+dice-weighted", "model-deeplab-os16", "xla-off", "precision-float32", "seed-0"}
 
 
 @pytest.fixture
@@ -40,9 +40,9 @@ def read_csv(path):
 
 def test_cells_change_one_axis_from_the_base_within_the_budget(smoke):
     base, cells = ablate.make_cells(smoke, list(ablate.AXES), steps=6, evals=3, overrides=["batch_size=3"])
-    assert len(cells) == sum(len(values) for values in ablate.AXES.values()) == 14
+    assert len(cells) == sum(len(values) for values in ablate.AXES.values()) == 17
     assert {c.name for c in cells if c.run == ablate.BASE_RUN} == SMOKE_BASE_CELLS
-    assert len(ablate.unique_runs(cells)) == 14 - len(SMOKE_BASE_CELLS) + 1
+    assert len(ablate.unique_runs(cells)) == 17 - len(SMOKE_BASE_CELLS) + 1
     assert list(ablate.unique_runs(cells))[0] == ablate.BASE_RUN
     for config in [base] + [c.config for c in cells]:
         assert config.epochs * config.steps_per_epoch == 6 and config.epochs == 3
@@ -97,7 +97,7 @@ def fake_trainer(calls, ious):
 
 
 def test_grid_outputs_shared_base_rows_and_chart(smoke, tmp_path):
-    base, cells = ablate.make_cells(smoke.replace(batch_size=2), ["model", "loss"], steps=9, evals=3)
+    base, cells = ablate.make_cells(smoke.replace(batch_size=2), ["model", "loss", "seed"], steps=9, evals=3)
     ious = {run: 0.1 + 0.05 * i for i, run in enumerate(ablate.unique_runs(cells))}
     calls = []
     rows = ablate.run_grid(base, cells, str(tmp_path), "python scripts/ablate.py ...",
@@ -117,8 +117,10 @@ def test_grid_outputs_shared_base_rows_and_chart(smoke, tmp_path):
     assert unet["overrides"] == 'model="unet"'
 
     markdown = (tmp_path / "ablation.md").read_text()
-    table_lines = [line for line in markdown.splitlines() if line.startswith("| loss") or line.startswith("| model")]
-    assert [line.split("|")[1].strip() for line in table_lines] == ["loss"] * 6 + ["model"] * 3
+    table_lines = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [line.split("|")[1].strip() for line in table_lines] == ["loss"] * 6 + ["model"] * 3 + ["seed"] * 3
+    seeds = sorted(ious[run] for run in ("base", "seed-1", "seed-2"))
+    assert f"between {seeds[0]:.4f} and {seeds[-1]:.4f} final val mean IoU" in markdown
     assert "| ce+dice-weighted (base)" not in markdown and "loss-ce+dice-weighted (base)" in markdown
     assert "python scripts/ablate.py ..." in markdown
 
