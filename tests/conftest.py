@@ -32,3 +32,11 @@ def synthetic_voc_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_voc")
     make_synthetic_voc(str(root), num_train=8, num_val=6, seed=0)
     return os.path.join(str(root), "VOCdevkit", "VOC2012")
+
+
+@pytest.fixture(scope="session")
+def smoke_config(synthetic_voc_root):
+    """The `smoke` config (reduced ResNet, 32 px, a few steps) on the embedded test dataset."""
+    from research import config as config_lib
+
+    return config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)

@@ -6,7 +6,6 @@ flipping commutes with it; a constant model predicts background everywhere, so e
 expected colour and loss is known). The DeepLab tests use the smoke config's reduced
 backbone with random weights.
 """
-import csv
 import json
 import os
 
@@ -17,6 +16,7 @@ import keras
 from PIL import Image
 
 import kernels
+from tests.helpers import read_csv
 from research import config as config_lib
 from research import evaluate as evaluate_lib
 from research import export as export_lib
@@ -106,16 +106,6 @@ def expected_metrics(confusion):
             "mean_accuracy": np.mean(tp[rows > 0] / rows[rows > 0]),
             "mean_iou": np.mean(iou),
             "frequency_weighted_iou": np.sum(rows[union > 0] * iou) / m.sum()}
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def smoke_config(synthetic_voc_root):
-    return config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)
 
 
 @pytest.fixture(scope="module")

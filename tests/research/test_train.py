@@ -3,7 +3,6 @@
 Runs use the `smoke` config: a reduced ResNet (one block per stage, width 8), 32 px
 inputs, a few steps per epoch, so every test here takes seconds.
 """
-import csv
 import glob
 import json
 import math
@@ -16,18 +15,9 @@ import tensorflow as tf
 import keras
 
 import kernels
+from tests.helpers import read_csv
 from research import config as config_lib
 from research import train as train_lib
-
-
-@pytest.fixture
-def smoke(synthetic_voc_root):
-    return config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def event_tags(folder):
@@ -113,29 +103,29 @@ def _step_pieces(config, precision="float32", use_xla=False, seed=0):
     return model, optimizer, step
 
 
-def test_loss_decreases_on_a_fixed_batch(smoke):
+def test_loss_decreases_on_a_fixed_batch(smoke_config):
     images, labels = _tiny_batch()
-    model, _, step = _step_pieces(smoke.replace(learning_rate=3e-3))
+    model, _, step = _step_pieces(smoke_config.replace(learning_rate=3e-3))
     losses = [float(step(images, labels)[0]) for _ in range(25)]
     assert losses[-1] < 0.6 * losses[0], losses
 
 
-def test_xla_on_and_off_give_the_same_loss(smoke):
+def test_xla_on_and_off_give_the_same_loss(smoke_config):
     images, labels = _tiny_batch()
     # Same initial weights, same batch: the first loss must agree tightly; the second
     # (after one Adam update, which amplifies round-off in near-zero gradients) closely.
     losses = {}
     for use_xla in (False, True):
-        _, _, step = _step_pieces(smoke, use_xla=use_xla)
+        _, _, step = _step_pieces(smoke_config, use_xla=use_xla)
         losses[use_xla] = [float(step(images, labels)[0]) for _ in range(2)]
     assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
     assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-3)
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_steps_run_on_cpu(smoke, precision):
+def test_mixed_precision_steps_run_on_cpu(smoke_config, precision):
     images, labels = _tiny_batch()
-    model, optimizer, step = _step_pieces(smoke, precision=precision)
+    model, optimizer, step = _step_pieces(smoke_config, precision=precision)
     assert model(images[:1]).dtype == tf.float32  # float32 logits under a mixed policy
     assert any(layer.compute_dtype != "float32" for layer in model.layers)
     loss, finite = step(images, labels)
@@ -156,11 +146,11 @@ def test_bfloat16_with_xla_on_cpu_falls_back(caplog):
     assert train_lib.runtime.resolve_jit_compile(True, "gpu", "mixed_float16", 2, False)[0] is False
 
 
-def test_loss_scale_skips_overflowing_steps(smoke, tmp_path):
+def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
     # float16 gradients overflow when the initial loss scale is absurd: the optimizer
     # skips those steps (weights unchanged), halves the scale, and the loop counts them.
     images, labels = _tiny_batch()
-    model, optimizer, step = _step_pieces(smoke, precision="mixed_float16")
+    model, optimizer, step = _step_pieces(smoke_config, precision="mixed_float16")
     optimizer.dynamic_scale.assign(2.0 ** 60)
     before = [w.numpy().copy() for w in model.trainable_weights]
     loss, finite = step(images, labels)
@@ -266,8 +256,8 @@ def poison_after_step(monkeypatch, global_step):
     monkeypatch.setattr(train_lib.ProgressBar, "update", update)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(smoke, tmp_path, monkeypatch):
-    config = smoke.replace(epochs=3, checkpoint_every_steps=2, export_best=False)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(smoke_config, tmp_path, monkeypatch):
+    config = smoke_config.replace(epochs=3, checkpoint_every_steps=2, export_best=False)
     poison_after_step(monkeypatch, 4)
     workdir = str(tmp_path / "run")
     with pytest.raises(train_lib.NonFiniteLossError, match=r"loss nan at step 5 \(epoch 2\).*ckpt-4"):
@@ -282,8 +272,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(smoke, tmp_path, monkeypa
     assert len(read_csv(os.path.join(workdir, "train_log.csv"))) == 1
 
 
-def test_nan_policy_restore_lowers_learning_rate(smoke, tmp_path, monkeypatch):
-    config = smoke.replace(epochs=2, checkpoint_every_steps=2, nan_policy="restore", nan_lr_factor=0.5,
+def test_nan_policy_restore_lowers_learning_rate(smoke_config, tmp_path, monkeypatch):
+    config = smoke_config.replace(epochs=2, checkpoint_every_steps=2, nan_policy="restore", nan_lr_factor=0.5,
                            export_best=False)
     poison_after_step(monkeypatch, 4)
     result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))

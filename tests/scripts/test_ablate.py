@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import read_csv
 from research import config as config_lib
 from research import plots
 from research.fileio import atomic_write_json
@@ -28,18 +29,8 @@ ablate = types.SimpleNamespace(**runpy.run_path(SCRIPT))
 SMOKE_BASE_CELLS = {"loss-ce+dice-weighted", "model-deeplab-os16", "xla-off", "precision-float32", "seed-0"}
 
 
-@pytest.fixture
-def smoke(synthetic_voc_root):
-    return config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_cells_change_one_axis_from_the_base_within_the_budget(smoke):
-    base, cells = ablate.make_cells(smoke, list(ablate.AXES), steps=6, evals=3, overrides=["batch_size=3"])
+def test_cells_change_one_axis_from_the_base_within_the_budget(smoke_config):
+    base, cells = ablate.make_cells(smoke_config, list(ablate.AXES), steps=6, evals=3, overrides=["batch_size=3"])
     assert len(cells) == sum(len(values) for values in ablate.AXES.values()) == 17
     assert {c.name for c in cells if c.run == ablate.BASE_RUN} == SMOKE_BASE_CELLS
     assert len(ablate.unique_runs(cells)) == 17 - len(SMOKE_BASE_CELLS) + 1
@@ -56,8 +47,8 @@ def test_cells_change_one_axis_from_the_base_within_the_budget(smoke):
         assert bool(changed) == (cell.run != ablate.BASE_RUN), cell.name
 
 
-def test_cell_overrides_win_over_set_and_auto_is_resolved(smoke):
-    base, cells = ablate.make_cells(smoke.replace(jit_compile="auto", precision="auto"), ["model", "xla"],
+def test_cell_overrides_win_over_set_and_auto_is_resolved(smoke_config):
+    base, cells = ablate.make_cells(smoke_config.replace(jit_compile="auto", precision="auto"), ["model", "xla"],
                                     steps=4, evals=2, overrides=["model=unet"])
     assert base.model == "unet" and base.precision == "float32" and base.jit_compile in (True, False)
     runs = {c.name: c for c in cells}
@@ -72,9 +63,9 @@ def test_cell_overrides_win_over_set_and_auto_is_resolved(smoke):
     (0, 1, ["loss"], "positive"),
     (6, 3, ["loss", "optimizer"], "unknown axes optimizer"),
 ])
-def test_bad_budget_or_axis_is_a_clear_error(smoke, steps, evals, axes, phrase):
+def test_bad_budget_or_axis_is_a_clear_error(smoke_config, steps, evals, axes, phrase):
     with pytest.raises(ValueError, match=phrase):
-        ablate.make_cells(smoke, axes, steps, evals)
+        ablate.make_cells(smoke_config, axes, steps, evals)
 
 
 def fake_trainer(calls, ious):
@@ -96,8 +87,8 @@ def fake_trainer(calls, ious):
     return train
 
 
-def test_grid_outputs_shared_base_rows_and_chart(smoke, tmp_path):
-    base, cells = ablate.make_cells(smoke.replace(batch_size=2), ["model", "loss", "seed"], steps=9, evals=3)
+def test_grid_outputs_shared_base_rows_and_chart(smoke_config, tmp_path):
+    base, cells = ablate.make_cells(smoke_config.replace(batch_size=2), ["model", "loss", "seed"], steps=9, evals=3)
     ious = {run: 0.1 + 0.05 * i for i, run in enumerate(ablate.unique_runs(cells))}
     calls = []
     rows = ablate.run_grid(base, cells, str(tmp_path), "python scripts/ablate.py ...",
@@ -136,8 +127,8 @@ def test_grid_outputs_shared_base_rows_and_chart(smoke, tmp_path):
         assert (patch == plots.PALETTE[index]).all(axis=1).any(), run
 
 
-def test_finished_runs_are_skipped_and_another_config_is_refused(smoke, tmp_path):
-    base, cells = ablate.make_cells(smoke, ["model"], steps=4, evals=2)
+def test_finished_runs_are_skipped_and_another_config_is_refused(smoke_config, tmp_path):
+    base, cells = ablate.make_cells(smoke_config, ["model"], steps=4, evals=2)
     calls = []
     train = fake_trainer(calls, {run: 0.2 for run in ablate.unique_runs(cells)})
     ablate.run_grid(base, cells, str(tmp_path), train=train)
@@ -147,14 +138,14 @@ def test_finished_runs_are_skipped_and_another_config_is_refused(smoke, tmp_path
     assert calls == ["model-unet"]
     assert {r["run"]: r["status"] for r in rows}[ablate.BASE_RUN] == "done before"
 
-    other_base, other_cells = ablate.make_cells(smoke, ["model"], steps=6, evals=2)
+    other_base, other_cells = ablate.make_cells(smoke_config, ["model"], steps=6, evals=2)
     with pytest.raises(ValueError, match="different config.*steps_per_epoch"):
         ablate.run_grid(other_base, other_cells, str(tmp_path), train=train)
 
 
-def test_real_run_then_skip_then_resume(smoke, tmp_path, monkeypatch, capsys):
+def test_real_run_then_skip_then_resume(smoke_config, tmp_path, monkeypatch, capsys):
     """One real smoke run through main(); the re-run skips it; a truncated log is resumed."""
-    voc_root = smoke.voc_root
+    voc_root = smoke_config.voc_root
     only_base = [("ce+dice-weighted", dict(ce_weight=1.0, dice_weight=1.0, class_weighted=True))]
     monkeypatch.setitem(ablate.AXES, "loss", only_base)
     argv = ["--base", "smoke", "--axes", "loss", "--steps", "2", "--evals", "2", "--out", str(tmp_path),
