@@ -34,11 +34,13 @@ What it does:
    epochs 1..k in order with no torn or duplicated row, and equals the first k rows of
    the latest checkpoint's history, which is k or k + 1 epochs long; the latest
    checkpoint loads;
-5. after the last launch: exit 0; the latest checkpoint is at the reference's final step,
-   restores into a freshly built model (every model variable matched), holds finite
-   values and the reference's variables, learning rate, step, epoch, best value and
-   epoch, plateau and early-stop waits and stop flag; train_log.csv has the reference's
-   rows (same epochs, steps, learning rates; losses and metrics within a relative 1e-3);
+5. after the last launch: exit 0; the latest checkpoint ends the run (step = epochs x
+   steps, or stopped early), restores into a freshly built model (every model variable
+   matched), holds finite values, and its learning rate, best value and epoch, plateau
+   and early-stop waits and stop flag are what the rules give for the logged monitored
+   values (`check_consistent_finish`) AND what the reference ended with (same variables,
+   step, epoch); train_log.csv equals the checkpoint's history and the reference's rows
+   (same epochs, steps, learning rates; losses and metrics within a relative 1e-3);
    export/ is complete (model.keras loads, SavedModel present) with the reference's
    export facts.
 
@@ -381,14 +383,76 @@ class Reference:
                 f"{s['early_stop_wait']}")
 
 
-def check_finished(workdir, reference, restore=True):
-    """The finished (resumed) run equals the reference. Returns a dict of facts."""
+def replay_schedules(rows, config):
+    """Replays research.train's plateau and early-stop rules over the epoch rows.
+
+    Returns (LoopState, learning rate after the last epoch) as an uninterrupted run with
+    these monitored values ends. Checks on the way that each row's learning rate is the
+    one the rules give (a resume that lost the plateau state would show here). The
+    learning rate lives in a float32 variable, so each new value is rounded to float32.
+    """
+    import numpy as np
+
+    from research import config as config_lib
+    from research import train as train_lib
+
+    state = train_lib.LoopState()
+    mode = config_lib.monitor_mode(config)
+    learning_rate = float(np.float32(config.learning_rate))
+    for row in rows:
+        _require(row["learning_rate"] == learning_rate,
+                 f"train_log.csv epoch {row['epoch']}: learning rate {row['learning_rate']!r}, the "
+                 f"plateau rule gives {learning_rate!r}")
+        state.epoch += 1
+        new_rate, _ = train_lib.update_schedules(state, row[config.monitor], config, mode, learning_rate)
+        if new_rate != learning_rate:
+            learning_rate = float(np.float32(new_rate))
+    return state, learning_rate
+
+
+def check_consistent_finish(workdir, restore=True):
+    """Checks a finished run on its own (no reference): the latest checkpoint is finite,
+    restores into the model and ends the run (last epoch, or stopped early, at step
+    epochs x steps_per_epoch); train_log.csv equals its history; the learning rate, best
+    value and epoch, plateau and early-stop waits and stop flag are what the rules give
+    for the logged monitored values. Returns (checkpoint path, its contents, rows)."""
+    from research import config as config_lib
+
+    config = config_lib.load_config_file(os.path.join(workdir, "config.json"))
     path = latest_checkpoint(workdir)
     _require(path is not None, f"{workdir}: no checkpoint after the run finished")
-    _require(os.path.basename(path) == reference.checkpoint,
-             f"latest checkpoint is {os.path.basename(path)}, expected {reference.checkpoint}")
     ckpt = read_checkpoint(path)
     _require(ckpt["finite"], f"{path}: holds NaN/Inf values")
+    state = ckpt["loop_state"]
+    _require(state["epoch"] == config.epochs or state["stopped_early"],
+             f"{path}: epoch {state['epoch']} of {config.epochs} and not stopped early: unfinished")
+    _require(state["step"] == state["epoch"] * config.steps_per_epoch and state["epoch_steps"] == 0,
+             f"{path}: step {state['step']} after {state['epoch']} epochs of {config.steps_per_epoch}")
+    _require(path.endswith(f"ckpt-{state['step']}"), f"{path}: is not the checkpoint of step {state['step']}")
+    if restore:
+        _restore_into_model(workdir, path)
+    rows = read_train_log(os.path.join(workdir, "train_log.csv"))
+    _require(len(rows) == len(state["history"]) == state["epoch"],
+             f"train_log.csv has {len(rows)} rows, the checkpoint {len(state['history'])} epochs")
+    for got, want in zip(rows, state["history"]):
+        _same_row(got, want, f"train_log.csv epoch {got['epoch']} vs {path}")
+        _require(got["step"] == got["epoch"] * config.steps_per_epoch,
+                 f"train_log.csv epoch {got['epoch']}: step {got['step']}")
+    replayed, learning_rate = replay_schedules(rows, config)
+    for name in ("best", "best_epoch", "plateau_wait", "early_stop_wait", "stopped_early"):
+        _require(state[name] == getattr(replayed, name),
+                 f"{path}: loop state {name} is {state[name]!r}, the rules give {getattr(replayed, name)!r}")
+    _require(ckpt["learning_rate"] == learning_rate,
+             f"{path}: learning rate {ckpt['learning_rate']!r}, the plateau rule gives {learning_rate!r}")
+    return path, ckpt, rows
+
+
+def check_finished(workdir, reference, restore=True):
+    """The finished (resumed) run is consistent on its own (`check_consistent_finish`)
+    and equals the reference. Returns a dict of facts."""
+    path, ckpt, rows = check_consistent_finish(workdir, restore)
+    _require(os.path.basename(path) == reference.checkpoint,
+             f"latest checkpoint is {os.path.basename(path)}, expected {reference.checkpoint}")
     _require(ckpt["shapes"] == reference.shapes, f"{path}: its variables differ from the reference's")
     state, expected = ckpt["loop_state"], reference.state
     for name in ("step", "epoch", "best_epoch", "plateau_wait", "early_stop_wait", "stopped_early",
@@ -399,17 +463,11 @@ def check_finished(workdir, reference, restore=True):
              f"{path}: best {state['best']!r}, expected {expected['best']!r}")
     _require(ckpt["learning_rate"] == reference.learning_rate,
              f"{path}: learning rate {ckpt['learning_rate']!r}, expected {reference.learning_rate!r}")
-    if restore:
-        _restore_into_model(workdir, path)
-
-    rows = read_train_log(os.path.join(workdir, "train_log.csv"))
     _require(len(rows) == len(reference.rows),
              f"train_log.csv has {len(rows)} rows, the reference {len(reference.rows)}")
     worst = 0.0
     for got, want in zip(rows, reference.rows):
         worst = max(worst, _same_row(got, want, f"train_log.csv epoch {got['epoch']}"))
-    for got, want in zip(rows, state["history"]):
-        _same_row(got, want, f"train_log.csv epoch {got['epoch']} vs the checkpoint")
 
     export_dir = os.path.join(workdir, "export")
     if reference.export_info is None:
