@@ -36,7 +36,10 @@ demo: $(STAMP)
 # Benchmarks are not part of `make test`. Saved runs are kept per machine
 # (scripts/machine_id.py), because pytest-benchmark's machine id holds only the OS and
 # Python version. `make bench` saves a run; `make bench-check` compares a new run with
-# the latest saved one on the same machine and fails on a mean-time regression.
+# the latest saved one on the same machine and fails when the project's own code (not the
+# baselines it is compared with: benchmarks/conftest.py bench_case) got 25% slower. It
+# compares minimum times: timing noise on a shared VM only ever adds time, and a
+# millisecond kernel's mean moved 26% between two quiet runs of unchanged code here.
 BENCH_STORAGE := benchmarks/baselines/$(MACHINE)
 BENCH_FLAGS ?=
 
@@ -44,8 +47,8 @@ bench: $(STAMP)
 	$(PY) -m pytest benchmarks -s --benchmark-storage=$(BENCH_STORAGE) --benchmark-autosave $(BENCH_FLAGS)
 
 bench-check: $(STAMP)
-	$(PY) -m pytest benchmarks -s --benchmark-storage=$(BENCH_STORAGE) --benchmark-compare \
-		--benchmark-compare-fail=mean:25% $(BENCH_FLAGS)
+	$(PY) -m pytest benchmarks -s -m "not baseline" --benchmark-storage=$(BENCH_STORAGE) --benchmark-compare \
+		--benchmark-compare-fail=min:25% $(BENCH_FLAGS)
 
 speedups: $(STAMP)
 	$(PY) scripts/check_speedups.py

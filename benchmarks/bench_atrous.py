@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import WorkerProcess, record_items_per_second  # benchmarks/ is on sys.path
+from conftest import WorkerProcess, bench_case, record_items_per_second  # benchmarks/ is on sys.path
 
 SHAPE = (4, 24, 24, 2048)
 FILTERS = 256
@@ -99,8 +99,9 @@ CASES = [(onednn, rate, case) for onednn in (False, True) for rate in RATES
          for case in ("keras", "fast")]
 
 
-@pytest.mark.parametrize("onednn,rate,case", CASES, ids=[
-    f"onednn_{'on' if o else 'off'}-r{r}-{c}" for o, r, c in CASES])
+@pytest.mark.parametrize("onednn,rate,case", [
+    bench_case(o, r, c, id=f"onednn_{'on' if o else 'off'}-r{r}-{c}", baseline=c == "keras")
+    for o, r, c in CASES])
 def test_atrous(benchmark, workers, comparison_table, onednn, rate, case):
     worker = workers(onednn)
     built = worker.request({"op": "build", "case": case, "rate": rate})  # trace + first call, untimed

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import record_items_per_second  # benchmarks/ has no __init__: on sys.path
+from conftest import bench_case, record_items_per_second  # benchmarks/ has no __init__: on sys.path
 from kernels import confusion_matrix, reference_confusion_matrix
 
 SHAPE = (8, 384, 384)
@@ -32,7 +32,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [bench_case(name, id=name, baseline=name.startswith("reference"))
+                                  for name in CASES])
 def test_confusion(benchmark, pixels, comparison_table, case):
     fn, xla = CASES[case]
     step = tf.function(lambda l, p: fn(l, p, NUM_CLASSES), jit_compile=xla, autograph=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import record_items_per_second  # benchmarks/ has no __init__: on sys.path
+from conftest import bench_case, record_items_per_second  # benchmarks/ has no __init__: on sys.path
 from kernels import ce_dice_loss, reference_ce_dice_loss
 
 SHAPE = (8, 384, 384)
@@ -57,7 +57,8 @@ def _value_and_grad(loss_fn, labels, logits):
     return loss, tape.gradient(loss, logits)
 
 
-@pytest.mark.parametrize("name,xla", CASES, ids=[f"{n}-{'xla' if x else 'plain'}" for n, x in CASES])
+@pytest.mark.parametrize("name,xla", [
+    bench_case(n, x, id=f"{n}-{'xla' if x else 'plain'}", baseline=n != "fused") for n, x in CASES])
 def test_loss(benchmark, batch, comparison_table, name, xla):
     labels, logits = batch
     step = tf.function(lambda l, z: _value_and_grad(LOSSES[name], l, z), jit_compile=xla,

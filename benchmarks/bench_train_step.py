@@ -31,7 +31,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import WorkerProcess, record_items_per_second  # benchmarks/ is on sys.path
+from conftest import WorkerProcess, bench_case, record_items_per_second  # benchmarks/ is on sys.path
 
 SIZE = 384
 BATCH = 2
@@ -206,7 +206,9 @@ def checksums():
     return {}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", [
+    bench_case(c, id=_case_id(c), baseline=c["trainer"] == "fit" or c.get("atrous") == "keras")
+    for c in CASES])
 def test_train_step(benchmark, case, batch_file, checksums, comparison_table):
     worker = WorkerProcess(__file__, onednn=case["onednn"])
     try:

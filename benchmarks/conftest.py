@@ -15,6 +15,17 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def bench_case(*values, id, baseline=False):
+    """One parametrized benchmark case; `baseline=True` marks the comparison side.
+
+    Baselines (Keras layers and `fit`, the book's formulations, the plain `reference_*`
+    twins) are measured for the speed-up ratios; `make bench-check` leaves them out
+    (`-m "not baseline"`), because a slower Keras or TF op is not a regression of this
+    project's code, and Keras `fit`'s step time here is too erratic to hold to 25%.
+    """
+    return pytest.param(*values, id=id, marks=[pytest.mark.baseline] if baseline else [])
+
+
 def record_items_per_second(benchmark, items_per_call):
     """Stores items/s (from the mean call time) in the benchmark's extra_info; returns it."""
     mean = benchmark.stats.stats.mean
