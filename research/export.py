@@ -43,6 +43,10 @@ def predict_masks(model, images, input_size):
     return tf.cast(tf.argmax(predict_logits(model, images, input_size), axis=-1), tf.uint8)
 
 
+# What `export_model` writes into an export folder, each atomically.
+EXPORT_NAMES = ("model.keras", "saved_model", "export.json")
+
+
 def export_model(model, export_dir, config, info=None):
     """Writes model.keras, saved_model/ and export.json into `export_dir` atomically.
 

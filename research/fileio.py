@@ -7,6 +7,7 @@ folder, flush and fsync it, then `os.replace` it over the target (atomic on POSI
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -101,3 +102,47 @@ def _nan_to_none(obj):
     if isinstance(obj, (list, tuple)):
         return [_nan_to_none(v) for v in obj]
     return obj
+
+
+def remove_interrupted_writes(folder, names):
+    """Removes what a process killed in the middle of writing `names` in `folder` left.
+
+    `atomic_path` and `atomic_directory` write `NAME` through a temporary
+    `.STEM.<random>.tmp[.SUFFIX]` beside it, and `atomic_directory` moves an old folder
+    aside as `NAME.old-<random>` for a moment. A SIGKILL at the wrong time leaves them
+    behind. They are never read, but a SavedModel's can be hundreds of MB. Only the
+    leftovers of the given names are touched (another process may be writing other
+    files in `folder` right now), and a leftover folder is kept while `NAME` itself is
+    missing: it may then hold the only complete copy.
+
+    Must only be called while no other process writes these names (the one training
+    process of a workdir, before it writes anything).
+
+    Args:
+      folder: the folder to clean (missing: nothing to do).
+      names: file or folder names written there atomically, e.g. ["train_log.csv"].
+    Returns:
+      the paths removed, sorted.
+    """
+    if not os.path.isdir(folder):
+        return []
+    patterns = []
+    for name in names:
+        stem, dot, suffix = name.partition(".")
+        temporary = rf"\.{re.escape(stem)}\.[^.]+\.tmp" + (rf"\.{re.escape(suffix)}" if dot else "")
+        patterns.append((name, re.compile(rf"^(?:{temporary}|{re.escape(name)}\.old-[^.]+)$")))
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        for name, pattern in patterns:
+            if not pattern.match(entry):
+                continue
+            path = os.path.join(folder, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                if not os.path.exists(os.path.join(folder, name)):
+                    break           # maybe the only complete copy: keep it
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            removed.append(path)
+            break
+    return removed

@@ -27,6 +27,8 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
 import signal
 import sys
 import time
@@ -41,7 +43,7 @@ from research import export as export_lib
 from research import runtime
 from research.data import pipeline, voc
 from research.faults import kill_point
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_write_json, atomic_write_text, remove_interrupted_writes
 from research.models import deeplab_v3, unet
 from research.progress import ProgressBar
 
@@ -381,10 +383,30 @@ def train_and_evaluate(config, workdir, resume=True):
         raise ValueError(f"monitor {config.monitor!r} is not a train_log.csv column: {', '.join(CSV_COLUMNS)}")
     log_handler = _add_log_file(workdir)
     try:
+        _remove_leftovers(workdir, ckpt_dir)
         return _train(config, workdir, ckpt_dir, mode)
     finally:
         log.removeHandler(log_handler)
         log_handler.close()
+
+
+def _remove_leftovers(workdir, ckpt_dir):
+    """Deletes what a killed earlier run of this workdir left half-written (never read).
+
+    Temporary files of its atomic writes (train_log.csv, config.json, the export), and
+    checkpoint folders TF had not finished: it writes a checkpoint's files into
+    `ckpt-N_temp/` and moves them out, then names them in the index, when whole.
+    """
+    removed = remove_interrupted_writes(workdir, ["config.json", "train_log.csv"])
+    removed += remove_interrupted_writes(os.path.join(workdir, "export"), export_lib.EXPORT_NAMES)
+    if os.path.isdir(ckpt_dir):
+        for entry in sorted(os.listdir(ckpt_dir)):
+            if re.fullmatch(r"ckpt-\d+_temp", entry):
+                shutil.rmtree(os.path.join(ckpt_dir, entry), ignore_errors=True)
+                removed.append(os.path.join(ckpt_dir, entry))
+    if removed:
+        log.info("removed %d leftover(s) of interrupted writes: %s", len(removed),
+                 ", ".join(os.path.relpath(p, workdir) for p in removed))
 
 
 def _train(config, workdir, ckpt_dir, mode):

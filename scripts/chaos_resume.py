@@ -42,7 +42,8 @@ What it does:
    step, epoch); train_log.csv equals the checkpoint's history and the reference's rows
    (same epochs, steps, learning rates; losses and metrics within a relative 1e-3);
    export/ is complete (model.keras loads, SavedModel present) with the reference's
-   export facts.
+   export facts; no temporary file or folder of an interrupted write is left (each
+   launch removes those of the launches killed before it).
 
 Prints a line per run and a summary ("N/N runs resumed correctly, K kills total"),
 writes WORKDIR_ROOT/chaos_summary.json, and exits 1 if any run failed. A run's workdir
@@ -475,7 +476,13 @@ def check_finished(workdir, reference, restore=True):
                  "an export exists but the reference has none")
     else:
         _check_export(export_dir, reference.export_info)
-    return {"max_relative_deviation": worst, "stale": stale_files(workdir)}
+    stale = stale_files(workdir)
+    # The last launch started clean and removed what earlier killed launches left
+    # half-written (research.train._remove_leftovers); checkpoint files that the index
+    # does not list may stay (the next save of that step overwrites them).
+    leftovers = [p for p in stale if STALE.search(os.path.basename(p))]
+    _require(not leftovers, f"leftovers of interrupted writes were not removed: {', '.join(leftovers)}")
+    return {"max_relative_deviation": worst, "stale": stale}
 
 
 def _restore_into_model(workdir, path):
@@ -655,7 +662,8 @@ def main(argv=None):
                       launches=len(launches), seconds=round(time.monotonic() - run_start, 1),
                       returncodes=[r.returncode for r in launches])
         results.append(record)
-        stale = f", {len(record.get('stale', []))} stale temp file(s)" if record.get("stale") else ""
+        stale = (f", {len(record.get('stale', []))} unlisted checkpoint file(s)"
+                 if record.get("stale") else "")
         missed = f", missed {record['missed']}" if record["missed"] else ""
         stopped = f" + {len(stops)} clean stop(s) [{', '.join(stops)}]" if stops else ""
         print(f"run {run + 1:2d}/{args.runs}: plan [{', '.join(record['plan'])}] -> {len(kills)} kill(s) "

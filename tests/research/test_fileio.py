@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from research.fileio import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
+from research.fileio import (atomic_directory, atomic_path, atomic_write_json, atomic_write_text,
+                            remove_interrupted_writes)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -58,3 +59,35 @@ def test_outputs_get_normal_permissions(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "m.json").st_mode & 0o777 == 0o644
     assert os.stat(tmp_path / "saved").st_mode & 0o777 == 0o755
+
+
+
+def _touch(folder, *names):
+    for name in names:
+        open(os.path.join(folder, name), "w").close()
+
+
+def test_remove_interrupted_writes_takes_only_leftovers_of_the_named_files(tmp_path):
+    # What killed atomic writes leave: temporary files, a temporary folder, an old
+    # folder moved aside; and things that must stay: the targets, another file's
+    # temporary (maybe being written by another process right now), look-alikes.
+    _touch(tmp_path, "train_log.csv", ".train_log.a1_b2.tmp.csv", ".model.x9.tmp.keras",
+           ".eval.q1.tmp", ".train_log.z.tmp.csvx", "train_log.csv.bak")
+    os.mkdir(tmp_path / "saved_model")
+    os.mkdir(tmp_path / ".saved_model.k3.tmp")
+    os.mkdir(tmp_path / "saved_model.old-m4")
+    removed = remove_interrupted_writes(tmp_path, ["train_log.csv", "model.keras", "saved_model"])
+    assert sorted(os.path.basename(p) for p in removed) == [
+        ".model.x9.tmp.keras", ".saved_model.k3.tmp", ".train_log.a1_b2.tmp.csv", "saved_model.old-m4"]
+    assert sorted(os.listdir(tmp_path)) == [
+        ".eval.q1.tmp", ".train_log.z.tmp.csvx", "saved_model", "train_log.csv", "train_log.csv.bak"]
+
+
+def test_remove_interrupted_writes_keeps_a_folder_that_may_be_the_only_copy(tmp_path):
+    # Killed between moving saved_model aside and moving the new one in: both the old
+    # and the new version exist only as leftovers.
+    os.mkdir(tmp_path / ".saved_model.k3.tmp")
+    os.mkdir(tmp_path / "saved_model.old-m4")
+    assert remove_interrupted_writes(tmp_path, ["saved_model"]) == []
+    assert remove_interrupted_writes(tmp_path / "missing", ["saved_model"]) == []
+    assert sorted(os.listdir(tmp_path)) == [".saved_model.k3.tmp", "saved_model.old-m4"]

@@ -30,6 +30,7 @@ and the kill tests here.
 """
 import csv
 import glob
+import io
 import json
 import logging
 import os
@@ -76,7 +77,8 @@ def _stage(workdir, result):
     return types.SimpleNamespace(
         launch=result, facts=facts, checkpoint=chaos.latest_checkpoint(workdir),
         csv=open(csv_path, encoding="utf-8").read() if os.path.exists(csv_path) else None,
-        temp_csvs=sorted(glob.glob(os.path.join(workdir, ".train_log.*.tmp.csv"))))
+        temp_csvs={path: open(path, encoding="utf-8").read()   # read now: the next launch removes them
+                   for path in sorted(glob.glob(os.path.join(workdir, ".train_log.*.tmp.csv")))})
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +122,17 @@ def test_sigkill_during_the_csv_write_leaves_the_old_csv_and_a_good_checkpoint(k
     assert stage.checkpoint.endswith("ckpt-3")
     assert facts["csv_rows"] == 0
     assert stage.csv == ",".join(train_lib.CSV_COLUMNS) + "\n"
-    [temp] = stage.temp_csvs
-    rows = list(csv.DictReader(open(temp, encoding="utf-8")))
+    [text] = stage.temp_csvs.values()
+    rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["epoch"] for r in rows] == ["1"]
+
+
+def test_the_next_launch_removes_the_killed_writes_leftover(kill_chain):
+    [temp] = kill_chain.stages["sigkill"].temp_csvs
+    resumed = kill_chain.stages["sigterm"]
+    assert resumed.temp_csvs == {}
+    assert any("removed 1 leftover(s) of interrupted writes: " + os.path.basename(temp) in line
+               for line in resumed.launch.lines), resumed.launch.tail()
 
 
 def _stopped(stage, name):
