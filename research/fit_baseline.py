@@ -157,8 +157,9 @@ def fit(config, workdir):
         keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.early_stop_patience, mode=mode),
         keras.callbacks.CSVLogger(os.path.join(workdir, "fit_log.csv")),
     ]
+    # shuffle=False: the pipeline shuffles; Keras cannot shuffle a Dataset (it warns).
     return model.fit(train, steps_per_epoch=steps, validation_data=val, epochs=config.epochs,
-                     callbacks=callbacks, verbose=2)
+                     callbacks=callbacks, verbose=2, shuffle=False)
 
 
 def main(argv=None):
