@@ -112,8 +112,9 @@ def remove_interrupted_writes(folder, names):
     aside as `NAME.old-<random>` for a moment. A SIGKILL at the wrong time leaves them
     behind. They are never read, but a SavedModel's can be hundreds of MB. Only the
     leftovers of the given names are touched (another process may be writing other
-    files in `folder` right now), and a leftover folder is kept while `NAME` itself is
-    missing: it may then hold the only complete copy.
+    files in `folder` right now). One case is kept: `NAME` missing while a
+    `NAME.old-*` exists means a folder swap was interrupted between its two renames,
+    and the old and the new folder are then the only complete copies.
 
     Must only be called while no other process writes these names (the one training
     process of a workdir, before it writes anything).
@@ -126,23 +127,20 @@ def remove_interrupted_writes(folder, names):
     """
     if not os.path.isdir(folder):
         return []
-    patterns = []
+    entries = sorted(os.listdir(folder))
+    removed = []
     for name in names:
         stem, dot, suffix = name.partition(".")
-        temporary = rf"\.{re.escape(stem)}\.[^.]+\.tmp" + (rf"\.{re.escape(suffix)}" if dot else "")
-        patterns.append((name, re.compile(rf"^(?:{temporary}|{re.escape(name)}\.old-[^.]+)$")))
-    removed = []
-    for entry in sorted(os.listdir(folder)):
-        for name, pattern in patterns:
-            if not pattern.match(entry):
-                continue
+        temporary = re.compile(rf"^\.{re.escape(stem)}\.[^.]+\.tmp" + (rf"\.{re.escape(suffix)}$" if dot else "$"))
+        moved_aside = re.compile(rf"^{re.escape(name)}\.old-[^.]+$")
+        leftovers = [e for e in entries if temporary.match(e) or moved_aside.match(e)]
+        if name not in entries and any(moved_aside.match(e) for e in leftovers):
+            continue            # an interrupted swap: keep both copies
+        for entry in leftovers:
             path = os.path.join(folder, entry)
             if os.path.isdir(path) and not os.path.islink(path):
-                if not os.path.exists(os.path.join(folder, name)):
-                    break           # maybe the only complete copy: keep it
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.remove(path)
             removed.append(path)
-            break
-    return removed
+    return sorted(removed)

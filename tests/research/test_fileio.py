@@ -83,11 +83,15 @@ def test_remove_interrupted_writes_takes_only_leftovers_of_the_named_files(tmp_p
         ".eval.q1.tmp", ".train_log.z.tmp.csvx", "saved_model", "train_log.csv", "train_log.csv.bak"]
 
 
-def test_remove_interrupted_writes_keeps_a_folder_that_may_be_the_only_copy(tmp_path):
-    # Killed between moving saved_model aside and moving the new one in: both the old
-    # and the new version exist only as leftovers.
+def test_remove_interrupted_writes_keeps_both_copies_of_an_interrupted_swap(tmp_path):
+    # Killed between moving saved_model aside and moving the new one in: the old and
+    # the new version exist only as leftovers. Without the moved-aside folder, a
+    # temporary folder is a first write that never completed its rename: removed.
     os.mkdir(tmp_path / ".saved_model.k3.tmp")
     os.mkdir(tmp_path / "saved_model.old-m4")
     assert remove_interrupted_writes(tmp_path, ["saved_model"]) == []
     assert remove_interrupted_writes(tmp_path / "missing", ["saved_model"]) == []
     assert sorted(os.listdir(tmp_path)) == [".saved_model.k3.tmp", "saved_model.old-m4"]
+    os.rmdir(tmp_path / "saved_model.old-m4")
+    assert remove_interrupted_writes(tmp_path, ["saved_model"]) == [str(tmp_path / ".saved_model.k3.tmp")]
+    assert os.listdir(tmp_path) == []
