@@ -5,8 +5,6 @@ mask shows whether the right pixels, in the right orientation, were used); expec
 masks are computed here with `research.export.predict_masks` on images decoded by PIL.
 """
 import os
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from research import train as train_lib
 from research import config as config_lib
 from research.data import voc
 from research.fileio import atomic_write_json
+from tests.research.data.voc_files import png_header_only
 
 C = 21
 
@@ -53,15 +52,6 @@ def read_output(path):
 
 def noise(height, width, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def png_header_only(width, height):
-    """A PNG whose header claims width x height pixels (no real pixel data)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
-            + chunk(b"IEND", b""))
 
 
 # ---------------------------------------------------------------- image modes

@@ -232,7 +232,14 @@ _MORE_EVIL = {
 @pytest.mark.parametrize("kind, phrase", [
     ("traversal", "path leaves the target folder"), ("absolute", "absolute path"),
     ("symlink", "points outside"), ("hardlink", "points outside"),
-    ("device", "device file"), ("fifo", "FIFO")])
+    ("device", "device file"), ("fifo", "FIFO"),
+    ("dotdot_through_link", "goes through or replaces the link 'VOCdevkit/VOC2012/up'"),
+    ("link_chain", "goes through or replaces the link 'VOCdevkit/VOC2012/d'"),
+    ("link_target_through_link", "goes through the link 'VOCdevkit/VOC2012/d'"),
+    ("file_over_link", "goes through or replaces the link 'VOCdevkit/VOC2012/l'"),
+    ("absolute_symlink", "link to absolute path '/etc/passwd'"),
+    ("absolute_hardlink", "link to absolute path '/etc/passwd'"),
+    ("block_device", "device file")])
 def test_malicious_members_are_refused_before_anything_is_written(tmp_path, kind, phrase, capsys):
     sandbox = tmp_path / "sandbox"
     data_dir = sandbox / "data"
@@ -246,28 +253,6 @@ def test_malicious_members_are_refused_before_anything_is_written(tmp_path, kind
                      for d, dirs, files in os.walk(tmp_path) for f in files + dirs)
     assert written == ["sandbox", os.path.join("sandbox", "data"), os.path.join("sandbox", "data", "voc.tar")]
     assert not os.path.exists("/tmp/evil_voc_absolute.txt")
-
-
-@pytest.mark.parametrize("kind, phrase", [
-    ("dotdot_through_link", "goes through or replaces the link 'VOCdevkit/VOC2012/up'"),
-    ("link_chain", "goes through or replaces the link 'VOCdevkit/VOC2012/d'"),
-    ("link_target_through_link", "goes through the link 'VOCdevkit/VOC2012/d'"),
-    ("file_over_link", "goes through or replaces the link 'VOCdevkit/VOC2012/l'"),
-    ("absolute_symlink", "link to absolute path '/etc/passwd'"),
-    ("absolute_hardlink", "link to absolute path '/etc/passwd'"),
-    ("block_device", "device file")])
-def test_links_through_links_absolute_links_and_block_devices_are_refused(tmp_path, kind, phrase, capsys):
-    sandbox = tmp_path / "sandbox"
-    data_dir = sandbox / "data"
-    data_dir.mkdir(parents=True)
-    evil = _evil_tar(kind)
-    (data_dir / "voc.tar").write_bytes(evil)
-    assert _run(data_dir, "http://127.0.0.1:9/voc.tar", _md5(evil)) == 1
-    err = capsys.readouterr().err
-    assert "refusing to extract" in err and phrase in err and "Traceback" not in err
-    written = sorted(os.path.relpath(os.path.join(d, f), tmp_path)
-                     for d, dirs, files in os.walk(tmp_path) for f in files + dirs)
-    assert written == ["sandbox", os.path.join("sandbox", "data"), os.path.join("sandbox", "data", "voc.tar")]
 
 
 @pytest.mark.parametrize("kind", ["traversal", "absolute", "symlink", "hardlink", "device", "fifo"]
