@@ -20,6 +20,17 @@ def _umask():
     return mask
 
 
+def _temporary_affixes(name):
+    """(prefix, suffix) of the hidden temporary an atomic write of `name` goes through:
+    `.STEM.<random>.tmp[.SUFFIX]`, keeping the suffix because some writers choose their
+    format by it. `remove_interrupted_writes` recognises leftovers by the same affixes."""
+    stem, dot, suffix = name.partition(".")
+    return f".{stem}.", f".tmp{dot}{suffix}"
+
+
+MOVED_ASIDE = ".old-"   # `atomic_directory` renames an old folder NAME to NAME.old-<random>
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path in `path`'s folder; on success it replaces `path`.
@@ -32,9 +43,8 @@ def atomic_path(path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    stem, dot, suffix = base.partition(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{dot}{suffix}", dir=folder)
+    prefix, suffix = _temporary_affixes(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
     try:
@@ -77,7 +87,8 @@ def atomic_directory(path):
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    prefix, suffix = _temporary_affixes(os.path.basename(path))
+    tmp = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir() would
     try:
         yield tmp
@@ -86,7 +97,7 @@ def atomic_directory(path):
         raise
     old = None
     if os.path.exists(path):
-        old = tempfile.mkdtemp(prefix=f"{os.path.basename(path)}.old-", dir=parent)
+        old = tempfile.mkdtemp(prefix=os.path.basename(path) + MOVED_ASIDE, dir=parent)
         os.rmdir(old)
         os.replace(path, old)
     os.replace(tmp, path)
@@ -130,9 +141,9 @@ def remove_interrupted_writes(folder, names):
     entries = sorted(os.listdir(folder))
     removed = []
     for name in names:
-        stem, dot, suffix = name.partition(".")
-        temporary = re.compile(rf"^\.{re.escape(stem)}\.[^.]+\.tmp" + (rf"\.{re.escape(suffix)}$" if dot else "$"))
-        moved_aside = re.compile(rf"^{re.escape(name)}\.old-[^.]+$")
+        prefix, suffix = _temporary_affixes(name)
+        temporary = re.compile(rf"^{re.escape(prefix)}[^.]+{re.escape(suffix)}$")
+        moved_aside = re.compile(rf"^{re.escape(name + MOVED_ASIDE)}[^.]+$")
         leftovers = [e for e in entries if temporary.match(e) or moved_aside.match(e)]
         if name not in entries and any(moved_aside.match(e) for e in leftovers):
             continue            # an interrupted swap: keep both copies
