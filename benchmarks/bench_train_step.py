@@ -109,7 +109,7 @@ def _build(case, batch_file):
     import tensorflow as tf
     import kernels
     from research import config as config_lib
-    from research import fit_baseline, runtime, train
+    from research import build, fit_baseline, runtime, train
 
     data = np.load(batch_file)
     images, labels = tf.constant(data["images"]), tf.constant(data["labels"])
@@ -125,8 +125,8 @@ def _build(case, batch_file):
         def run():
             model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
     else:
-        model = train.build_model(config)
-        optimizer = train.make_optimizer(config, "float32")
+        model = build.build_model(config)
+        optimizer = build.make_optimizer(config, "float32")
         optimizer.build(model.trainable_variables)
         confusion = kernels.StreamingConfusionMatrix(config.num_classes)
         step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config,

@@ -54,8 +54,7 @@ import keras
 import kernels
 from research import config as config_lib
 from research import export as export_lib
-from research import predict as predict_lib
-from research import train as train_lib
+from research import build
 from research import visualize
 from research.data import pipeline, voc
 from research.fileio import atomic_directory, atomic_write_json, atomic_write_text
@@ -103,7 +102,7 @@ def load_model(workdir, config, source="auto"):
     export_dir = os.path.join(workdir, "export")
     keras_file = os.path.join(export_dir, "model.keras")
     if source in ("auto", "export") and os.path.isfile(keras_file):
-        model, facts = predict_lib.load_export(export_dir)
+        model, facts = export_lib.load_export(export_dir)
         info = facts.get("info", {})
         return LoadedModel(model, facts["input_size"],
                            {"source": "export", "path": keras_file, "step": info.get("step"),
@@ -115,7 +114,7 @@ def load_model(workdir, config, source="auto"):
     path = tf.train.latest_checkpoint(checkpoint_dir)
     if path is None:
         raise FileNotFoundError(f"{workdir}: neither {keras_file} nor a checkpoint in {checkpoint_dir}")
-    model = train_lib.build_model(config)
+    model = build.build_model(config)
     # The optimizer and loop state in the checkpoint are not needed here.
     status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
     try:
@@ -236,7 +235,7 @@ def image_loss(label, logits, config):
     valid = (label != config.ignore_label) & (label < config.num_classes)
     if not valid.any():
         return float("nan")
-    _, kwargs = train_lib.loss_function(config)
+    _, kwargs = build.loss_function(config)
     loss = kernels.reference_ce_dice_loss(tf.constant(label[None]),
                                           tf.convert_to_tensor(logits)[None], **kwargs)
     return float(loss)

@@ -12,6 +12,7 @@
 `predict_masks` is the same computation in-process (research/predict.py uses it), so
 exported and in-process predictions agree.
 """
+import json
 import os
 
 import tensorflow as tf
@@ -78,3 +79,40 @@ def export_model(model, export_dir, config, info=None):
         "serving": "tf.saved_model.load(saved_model).serve(uint8 [B,H,W,3]) -> "
                    "{'masks': uint8 [B,H,W], 'logits': float32 [B,H,W,C]}",
     })
+
+
+# ---------------------------------------------------------------------------------
+# Reading an export (the other half of export_model).
+# ---------------------------------------------------------------------------------
+def find_export(model_dir):
+    """The export folder for `--model`: the folder itself or its `export/` subfolder."""
+    for folder in (model_dir, os.path.join(model_dir, "export")):
+        if os.path.isfile(os.path.join(folder, "export.json")) and \
+                os.path.isfile(os.path.join(folder, "model.keras")):
+            return folder
+    raise FileNotFoundError(f"{model_dir}: no model.keras + export.json here or in its export/ "
+                            "(pass an export folder or a run's workdir)")
+
+
+def load_export(folder):
+    """Loads an export folder's model.keras and export.json.
+
+    Returns (Keras model, the export.json dict with "input_size" as an (h, w) tuple).
+    Raises ValueError naming the file when either cannot be read (missing, truncated,
+    not JSON, no input_size, not a Keras file).
+    """
+    import research.models  # noqa: F401  (registers the custom layers for loading)
+
+    facts_file = os.path.join(folder, "export.json")
+    keras_file = os.path.join(folder, "model.keras")
+    try:
+        with open(facts_file, encoding="utf-8") as f:
+            facts = json.load(f)
+        facts["input_size"] = tuple(int(s) for s in facts["input_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{facts_file}: cannot read the export facts ({type(e).__name__}: {e})") from None
+    try:
+        model = keras.saving.load_model(keras_file, compile=False)
+    except Exception as e:  # zip, h5 and deserialization errors of every kind
+        raise ValueError(f"{keras_file}: cannot load the model ({type(e).__name__}: {e})") from None
+    return model, facts

@@ -1,6 +1,6 @@
 """The book's recipe with plain Keras `compile`/`fit`: the baseline the benchmarks beat.
 
-Same data pipeline and model-building code as research/train.py, so a benchmark
+Same data pipeline and model-building code (research/build.py) as research/train.py, so a benchmark
 compares only the training machinery. What differs, on purpose:
   - dilated `keras.layers.Conv2D` instead of `kernels.AtrousConv2D` (config atrous="keras");
   - the book's loss and metrics as Keras 3 objects, written correctly (ignored pixels
@@ -23,7 +23,7 @@ import keras
 import kernels
 from research import config as config_lib
 from research.data import pipeline
-from research.train import build_model
+from research.build import build_model
 
 log = logging.getLogger("research")
 

@@ -177,44 +177,6 @@ def read_display_image(path, orientation, max_pixels=voc.DEFAULT_MAX_PIXELS):
 # ---------------------------------------------------------------------------------
 # Model.
 # ---------------------------------------------------------------------------------
-def find_export(model_dir):
-    """The export folder for `--model`: the folder itself or its `export/` subfolder."""
-    for folder in (model_dir, os.path.join(model_dir, "export")):
-        if os.path.isfile(os.path.join(folder, "export.json")) and \
-                os.path.isfile(os.path.join(folder, "model.keras")):
-            return folder
-    raise FileNotFoundError(f"{model_dir}: no model.keras + export.json here or in its export/ "
-                            "(pass an export folder or a run's workdir)")
-
-
-def load_export(folder):
-    """Loads an export folder's model.keras and export.json.
-
-    Returns (Keras model, the export.json dict with "input_size" as an (h, w) tuple).
-    Raises ValueError naming the file when either cannot be read (missing, truncated,
-    not JSON, no input_size, not a Keras file).
-    """
-    import json
-
-    import keras
-
-    import research.models  # noqa: F401  (registers the custom layers for loading)
-
-    facts_file = os.path.join(folder, "export.json")
-    keras_file = os.path.join(folder, "model.keras")
-    try:
-        with open(facts_file, encoding="utf-8") as f:
-            facts = json.load(f)
-        facts["input_size"] = tuple(int(s) for s in facts["input_size"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{facts_file}: cannot read the export facts ({type(e).__name__}: {e})") from None
-    try:
-        model = keras.saving.load_model(keras_file, compile=False)
-    except Exception as e:  # zip, h5 and deserialization errors of every kind
-        raise ValueError(f"{keras_file}: cannot load the model ({type(e).__name__}: {e})") from None
-    return model, facts
-
-
 def load_predictor(model_dir):
     """Loads an exported model; returns `masks_fn(uint8 [B,H,W,3]) -> uint8 [B,H,W]`.
 
@@ -225,7 +187,7 @@ def load_predictor(model_dir):
 
     from research import export as export_lib
 
-    model, facts = load_export(find_export(model_dir))
+    model, facts = export_lib.load_export(export_lib.find_export(model_dir))
     input_size = facts["input_size"]
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
@@ -271,7 +233,9 @@ def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
     from research import visualize
 
     if predictor is None:
-        find_export(model_dir)  # a wrong --model fails before any work
+        from research import export as export_lib  # imports TensorFlow
+
+        export_lib.find_export(model_dir)  # a wrong --model fails before any work
     paths = find_images(inputs)
     names = output_names(paths, overlay)
     written, failed = {}, {}

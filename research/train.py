@@ -19,7 +19,6 @@ augmentation depend only on (seed, epoch), so the loop rebuilds the epoch and sk
 the batches it already trained on).
 """
 import argparse
-import contextlib
 import csv
 import dataclasses
 import io
@@ -38,13 +37,13 @@ import tensorflow as tf
 import keras
 
 import kernels
+from research import build
 from research import config as config_lib
 from research import export as export_lib
 from research import runtime
 from research.data import pipeline, voc
 from research.faults import kill_point
 from research.fileio import atomic_write_json, atomic_write_text, remove_interrupted_writes
-from research.models import deeplab_v3, unet
 from research.progress import ProgressBar
 
 log = logging.getLogger("research")
@@ -145,54 +144,6 @@ def write_csv_log(path, history):
 
 
 # ---------------------------------------------------------------------------------
-# Model, optimizer, loss.
-# ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Sets Keras' global dtype policy while layers are built, then restores it."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def build_model(config, precision="float32", num_replicas=1):
-    """The config's model: float32 [B,H,W,3] images in [0,255] -> float32 logits [B,H,W,C].
-
-    With several tf.distribute replicas, BatchNorm statistics are synchronized across
-    them, so N replicas compute what one device computes on the global batch.
-    """
-    common = dict(num_classes=config.num_classes, input_shape=(None, None, 3), weights=config.weights,
-                  blocks_per_stage=tuple(config.backbone_blocks), width=config.backbone_width,
-                  bn_momentum=config.bn_momentum, sync_batchnorm=num_replicas > 1)
-    with dtype_policy(precision):
-        if config.model == "deeplab_v3":
-            return deeplab_v3(output_stride=config.output_stride, atrous=config.atrous, **common)
-        return unet(**common)
-
-
-def make_optimizer(config, precision):
-    """Adam; wrapped in a dynamic LossScaleOptimizer for mixed_float16."""
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
-    if precision == "mixed_float16":
-        # Scales the loss up so float16 gradients do not underflow; unscales before the
-        # update, skips steps whose gradients overflowed and halves the scale then.
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def loss_function(config):
-    """(fn, kwargs): `fn(labels, logits, normalizers=..., **kwargs)` -> float32 scalar."""
-    fn = kernels.ce_dice_loss if config.loss_impl == "fused" else kernels.reference_ce_dice_loss
-    kwargs = dict(num_classes=config.num_classes, ignore_label=config.ignore_label,
-                  smooth=config.dice_smooth, ce_weight=config.ce_weight,
-                  dice_weight=config.dice_weight, class_weighted=config.class_weighted)
-    return fn, kwargs
-
-
-# ---------------------------------------------------------------------------------
 # Update step and eval step.
 # ---------------------------------------------------------------------------------
 def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss_scaling):
@@ -203,7 +154,7 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
     the shares (and the gradients, which the optimizer sums across replicas) add up to
     exactly the single-device loss on the global batch.
     """
-    loss_fn, loss_kwargs = loss_function(config)
+    loss_fn, loss_kwargs = build.loss_function(config)
     variables = model.trainable_variables
     num_replicas = strategy.num_replicas_in_sync
 
@@ -251,7 +202,7 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
 
 def make_eval_step(model, strategy, config, confusion, use_xla):
     """A tf.function `(images, labels) -> loss` that also updates `confusion`."""
-    loss_fn, loss_kwargs = loss_function(config)
+    loss_fn, loss_kwargs = build.loss_function(config)
     num_replicas = strategy.num_replicas_in_sync
 
     def replica_eval(images, labels):
@@ -457,8 +408,8 @@ def _train(config, workdir, ckpt_dir, mode):
 
     # ---------------------------------------------------------- Model and state ---
     with strategy.scope():
-        model = build_model(config, precision, strategy.num_replicas_in_sync)
-        optimizer = make_optimizer(config, precision)
+        model = build.build_model(config, precision, strategy.num_replicas_in_sync)
+        optimizer = build.make_optimizer(config, precision)
         optimizer.build(model.trainable_variables)  # slots exist before a restore
         train_confusion = kernels.StreamingConfusionMatrix(config.num_classes, config.ignore_label,
                                                            name="train_confusion")

@@ -502,12 +502,12 @@ def _restore_into_model(workdir, path):
 def _check_export(export_dir, expected_info):
     import keras
 
-    from research import predict
+    from research import export
 
     for name in ("model.keras", "export.json", os.path.join("saved_model", "saved_model.pb")):
         _require(os.path.isfile(os.path.join(export_dir, name)), f"{export_dir}/{name} is missing")
     try:
-        _, facts = predict.load_export(export_dir)
+        _, facts = export.load_export(export_dir)
     except ValueError as e:
         raise VerificationError(f"export does not load: {e}") from None
     info = facts.get("info", {})

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     import kernels
-    from research import config as config_lib, train
+    from research import build, config as config_lib, train
 
     config = config_lib.load_config("smoke")
     rng = np.random.default_rng(0)
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
     def one_step(strategy):
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = train.build_model(config, "float32", strategy.num_replicas_in_sync)
+            model = build.build_model(config, "float32", strategy.num_replicas_in_sync)
             # SGD: the update is linear in the gradient, so weights compare tightly
             # (Adam's first step is lr * sign(g), which round-off can flip for g ~ 0).
             optimizer = keras.optimizers.SGD(learning_rate=0.1)

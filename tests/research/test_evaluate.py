@@ -20,7 +20,7 @@ from tests.helpers import read_csv
 from research import config as config_lib
 from research import evaluate as evaluate_lib
 from research import export as export_lib
-from research import train as train_lib
+from research import build
 from research import visualize
 from research.data import voc
 from research.fileio import atomic_write_json
@@ -116,7 +116,7 @@ def pointwise_run(tmp_path_factory, smoke_config):
 @pytest.fixture(scope="module")
 def deeplab(smoke_config):
     keras.utils.set_random_seed(0)
-    return train_lib.build_model(smoke_config)
+    return build.build_model(smoke_config)
 
 
 # ---------------------------------------------------------------- metrics
@@ -254,7 +254,7 @@ def test_hardest_ranks_the_highest_real_loss_first(tmp_path, tiny_voc, smoke_con
     assert losses[0] > 2 * losses[1] > 0 and losses[2] == pytest.approx(0, abs=1e-6)
     assert [float(r["pixel_accuracy"]) for r in rows] == pytest.approx([0.5, 30 / 32, 1.0])
     # Each loss is the training loss of that image alone.
-    _, kwargs = train_lib.loss_function(config)
+    _, kwargs = build.loss_function(config)
     label = np.zeros((1, 32, 32), np.int32)
     label[:, 16:] = PERSON
     logits = constant_model(0)(np.zeros((1, 32, 32, 3), "float32"))

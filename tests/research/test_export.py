@@ -16,7 +16,7 @@ import keras
 
 from research import config as config_lib
 from research import export as export_lib
-from research import train as train_lib
+from research import build
 
 # Run in a fresh interpreter: loads the SavedModel, serves every images_*.npy, saves the
 # outputs, and fails if any project module was imported along the way.
@@ -41,7 +41,7 @@ PLAIN_TF_SCRIPT = textwrap.dedent("""
 def exported(tmp_path_factory):
     config = config_lib.load_config("smoke")
     keras.utils.set_random_seed(1)
-    model = train_lib.build_model(config)
+    model = build.build_model(config)
     folder = tmp_path_factory.mktemp("export_run")
     export_lib.export_model(model, str(folder / "export"), config, {"epoch": 2, "step": 6})
     return folder, model, tuple(config.input_size)

@@ -16,6 +16,7 @@ import keras
 
 import kernels
 from tests.helpers import read_csv
+from research import build
 from research import config as config_lib
 from research import train as train_lib
 
@@ -94,8 +95,8 @@ def _tiny_batch(size=32, batch=2, seed=0):
 def _step_pieces(config, precision="float32", use_xla=False, seed=0):
     keras.utils.set_random_seed(seed)
     strategy = tf.distribute.get_strategy()
-    model = train_lib.build_model(config, precision)
-    optimizer = train_lib.make_optimizer(config, precision)
+    model = build.build_model(config, precision)
+    optimizer = build.make_optimizer(config, precision)
     optimizer.build(model.trainable_variables)
     confusion = kernels.StreamingConfusionMatrix(config.num_classes, config.ignore_label)
     step = train_lib.make_train_step(model, optimizer, strategy, config, confusion, use_xla,
@@ -229,7 +230,7 @@ def poison_after_step(monkeypatch, global_step):
     step) and lowered by the loss function once used, so a restored run continues.
     """
     flag = tf.Variable(0, trainable=False)
-    real_loss_function = train_lib.loss_function
+    real_loss_function = build.loss_function
 
     def loss_function(config):
         fn, kwargs = real_loss_function(config)
@@ -252,7 +253,7 @@ def poison_after_step(monkeypatch, global_step):
         if steps["n"] == global_step:
             flag.assign(1)
 
-    monkeypatch.setattr(train_lib, "loss_function", loss_function)
+    monkeypatch.setattr(build, "loss_function", loss_function)
     monkeypatch.setattr(train_lib.ProgressBar, "update", update)
 
 
