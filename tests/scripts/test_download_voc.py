@@ -1,6 +1,5 @@
 """scripts/download_voc.py offline: a tiny VOC tar served from 127.0.0.1."""
 import hashlib
-import http.server
 import io
 import os
 import runpy
@@ -8,14 +7,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 import types
 
 import numpy as np
 import pytest
 
-from research.data import voc
+from research.data import download, voc
 from tests.research.data import voc_files
+from tests.scripts.http_files import FileServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "download_voc.py")
@@ -23,51 +22,6 @@ SCRIPT = os.path.join(REPO, "scripts", "download_voc.py")
 
 # The script's functions, without running its main (run_name is not "__main__").
 download_voc = types.SimpleNamespace(**runpy.run_path(SCRIPT))
-
-
-class _Server:
-    """Serves {path: bytes} over HTTP with Range support; records each request's Range."""
-
-    def __init__(self, files):
-        self.files = files
-        self.ranges = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                data = server.files.get(self.path)
-                requested = self.headers.get("Range")
-                server.ranges.append(requested)
-                if data is None:
-                    self.send_error(404, "Not Found")
-                    return
-                start = int(requested[len("bytes="):].split("-")[0]) if requested else 0
-                if start >= len(data) and requested:
-                    self.send_error(416, "Range Not Satisfiable")
-                    return
-                self.send_response(206 if requested else 200)
-                if requested:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                self.wfile.write(data[start:])
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _voc_tar(tmp_path):
@@ -98,7 +52,7 @@ def _run(data_dir, url, md5):
 
 def test_download_verify_extract_and_no_refetch(tmp_path, tar_bytes, capsys):
     data_dir = tmp_path / "data"
-    with _Server({"/voc.tar": tar_bytes}) as server:
+    with FileServer({"/voc.tar": tar_bytes}) as server:
         assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
         assert server.ranges == [None]
         voc_root = voc.voc_root_in(data_dir)
@@ -121,7 +75,7 @@ def test_partial_download_is_resumed_with_range(tmp_path, tar_bytes):
     data_dir.mkdir()
     half = len(tar_bytes) // 2
     (data_dir / "voc.tar.part").write_bytes(tar_bytes[:half])
-    with _Server({"/voc.tar": tar_bytes}) as server:
+    with FileServer({"/voc.tar": tar_bytes}) as server:
         assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
         assert server.ranges == [f"bytes={half}-"]
     assert (data_dir / "voc.tar").read_bytes() == tar_bytes
@@ -132,7 +86,7 @@ def test_complete_part_file_gets_416_and_is_used(tmp_path, tar_bytes):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "voc.tar.part").write_bytes(tar_bytes)
-    with _Server({"/voc.tar": tar_bytes}) as server:
+    with FileServer({"/voc.tar": tar_bytes}) as server:
         assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
         assert server.ranges == [f"bytes={len(tar_bytes)}-"]
     assert download_voc.is_extracted(data_dir)
@@ -140,7 +94,7 @@ def test_complete_part_file_gets_416_and_is_used(tmp_path, tar_bytes):
 
 def test_md5_mismatch_is_refused_and_nothing_extracted(tmp_path, tar_bytes, capsys):
     data_dir = tmp_path / "data"
-    with _Server({"/voc.tar": tar_bytes}) as server:
+    with FileServer({"/voc.tar": tar_bytes}) as server:
         assert _run(data_dir, server.url("/voc.tar"), "0" * 32) == 1
     err = capsys.readouterr().err
     assert f"is {_md5(tar_bytes)}, expected {'0' * 32}" in err and "Traceback" not in err
@@ -148,7 +102,7 @@ def test_md5_mismatch_is_refused_and_nothing_extracted(tmp_path, tar_bytes, caps
 
 
 def test_network_errors_are_one_clear_line(tmp_path, capsys):
-    with _Server({}) as server:
+    with FileServer({}) as server:
         assert _run(tmp_path / "d1", server.url("/missing.tar"), "0" * 32) == 1
         assert "HTTP 404" in capsys.readouterr().err
         port = server.httpd.server_address[1]
@@ -263,7 +217,7 @@ def test_every_member_is_checked_before_anything_is_extracted(tmp_path, kind, mo
     (tmp_path / "voc.tar").write_bytes(_evil_tar(kind))
     extracted = []
     monkeypatch.setattr(tarfile.TarFile, "extract", lambda self, member, *a, **k: extracted.append(member))
-    with pytest.raises(download_voc.UnsafeArchiveError, match="refusing to extract"):
+    with pytest.raises(download.UnsafeArchiveError, match="refusing to extract"):
         download_voc.safe_extract(str(tmp_path / "voc.tar"), str(tmp_path / "data"), progress=False)
     assert extracted == []
     assert os.listdir(tmp_path / "data") == []
@@ -297,7 +251,7 @@ def test_links_inside_the_target_are_allowed(tmp_path):
     target = str(tmp_path)
     inside = tarfile.TarInfo("VOCdevkit/VOC2012/link")
     inside.type, inside.linkname = tarfile.SYMTYPE, "JPEGImages/a.jpg"
-    download_voc.check_member(inside, target)       # no error
+    download.check_member(inside, target)       # no error
 
 
 def test_help():
