@@ -340,18 +340,18 @@ def _eval_size_stream(config, subset, ids, predict, batch_size):
     def names():
         bad = set(skipped.problems)
         return [i for i in ids if voc.image_path(config.voc_root, i) not in bad
-                and voc.mask_path(config.voc_root, i) not in bad]
+                and voc.mask_path(config.voc_root, i, subset) not in bad]
 
     return generate(), names
 
 
-def _full_resolution_stream(config, ids, predict):
+def _full_resolution_stream(config, subset, ids, predict):
     """One image at a time at its original size, read and checked by research.data.voc."""
     def generate():
         for position, image_id in enumerate(ids):
             try:
                 image, mask = voc.read_sample(voc.image_path(config.voc_root, image_id),
-                                              voc.mask_path(config.voc_root, image_id))
+                                              voc.mask_path(config.voc_root, image_id, subset))
             except voc.BadFileError as e:
                 if not config.skip_bad:
                     raise
@@ -481,7 +481,7 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
 
     Args:
       workdir: the run's folder (config.json plus export/ or checkpoints/).
-      subset: "test", "val", "train" or "trainval" (`research.data.voc.read_split`).
+      subset: "test", "val", "train", "trainval" or "train_aug" (`research.data.voc.read_split`).
       voc_root: the data's VOC2012 folder; default: the run config's `voc_root`.
       batch_size: images per batch at the evaluation size; default `eval_batch_size`.
       full_resolution: score at each image's original size (module doc).
@@ -502,6 +502,7 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
         raise ValueError(f"{out} exists and is not an evaluation folder (no metrics.json); "
                          "refusing to replace it")
     config = read_run_config(workdir, voc_root)
+    voc.check_voc_root(config.voc_root)     # before the model loads: a wrong folder fails fast
     scales = tuple(float(s) for s in scales)
     batch_size = int(batch_size or config.eval_batch_size)
     loaded = load_model(workdir, config, source)
@@ -513,7 +514,7 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
     run_sizes = check_scales(loaded.input_size, scales, feature_stride(config))
     predict = make_predictor(loaded.model, loaded.input_size, flip, scales)
     if full_resolution:
-        stream, names = _full_resolution_stream(config, ids, predict)
+        stream, names = _full_resolution_stream(config, subset, ids, predict)
     else:
         stream, names = _eval_size_stream(config, subset, ids, predict, batch_size)
     keeper = Keeper(len(ids), samples, hardest, seed)

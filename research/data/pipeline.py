@@ -114,9 +114,9 @@ class _DecodedStore:
     decoding, so decodes run in parallel.
     """
 
-    def __init__(self, voc_root, ids, cache, skip_bad, skipped, max_pixels):
+    def __init__(self, voc_root, subset, ids, cache, skip_bad, skipped, max_pixels):
         self.image_files = [voc.image_path(voc_root, i) for i in ids]
-        self.mask_files = [voc.mask_path(voc_root, i) for i in ids]
+        self.mask_files = [voc.mask_path(voc_root, i, subset) for i in ids]
         self.cache = cache
         self.skip_bad = skip_bad
         self.skipped = skipped
@@ -261,7 +261,9 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
 
     Args:
       voc_root: the ``.../VOCdevkit/VOC2012`` folder.
-      subset: "train", "val", "test" or "trainval" (see `voc.read_split`).
+      subset: "train", "val", "test", "trainval" or "train_aug" (see `voc.read_split`;
+        train_aug's masks come from SegmentationClassAug/). A train subset holding an id
+        of val.txt is refused (ValueError).
       batch_size: samples per batch.
       input_size: (h, w) (or an int) of the images.
       resize_to_before_crop: (h, w) to resize to before a random crop (needed, and at
@@ -293,7 +295,8 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
 
     Raises:
       ValueError: bad arguments (e.g. augmentation without resize_to_before_crop),
-        unknown subset or an empty one. FileNotFoundError: missing root or split list.
+        unknown subset or an empty one, val ids in a train subset. FileNotFoundError:
+        missing root or split list, or a root given one level too high.
       While iterating (skip_bad=False): tf.errors.InvalidArgumentError whose message
       contains "BadFileError: <file>: <problem>".
     """
@@ -307,7 +310,7 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
     if not ids:
         raise ValueError(f"subset {subset!r} of {voc_root} has no ids")
     skipped = skipped if skipped is not None else SkippedSamples()
-    store = _DecodedStore(voc_root, ids, cache, skip_bad, skipped, max_pixels)
+    store = _DecodedStore(voc_root, subset, ids, cache, skip_bad, skipped, max_pixels)
     num_samples = len(ids)
     seed = int(seed)
 
@@ -380,7 +383,7 @@ def make_decoded_dataset(voc_root, subset, *, split_seed=0, skip_bad=False, skip
     """
     ids = voc.read_split(voc_root, subset, split_seed)
     skipped = skipped if skipped is not None else SkippedSamples()
-    store = _DecodedStore(voc_root, ids, False, skip_bad, skipped, max_pixels)
+    store = _DecodedStore(voc_root, subset, ids, False, skip_bad, skipped, max_pixels)
 
     def load(index):
         ok, image, mask = tf.numpy_function(store.fetch, [index, tf.constant(0, tf.int64)],

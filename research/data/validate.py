@@ -2,11 +2,13 @@
 
     python -m research.data.validate data/synthetic/VOCdevkit/VOC2012 [--subset train ...]
 
-Checks: the split lists exist, parse (no duplicates) and are sane (train and val
-disjoint; trainval.txt, when present, equal to train + val); every listed id has a photo
-and a mask that decode (the same checked readers the pipeline uses: sizes match, mask
-values are classes or 255, palette is VOC's, no truncation). Exit status 1 when there
-are problems, 0 otherwise.
+Checks: the folder is a VOC root (given the folder above one, it says "did you mean
+.../VOCdevkit/VOC2012?"); the split lists exist, parse (no duplicates) and are sane
+(train and train_aug.txt, when present, hold no id of val.txt; trainval.txt, when
+present, equal to train + val); every listed id has a photo and a mask that decode (the
+same checked readers the pipeline uses: sizes match, mask values are classes or 255,
+palette is VOC's, no truncation); train_aug's masks are read from SegmentationClassAug/.
+Exit status 1 when there are problems, 0 otherwise.
 """
 import argparse
 import collections
@@ -20,7 +22,8 @@ import numpy as np
 from research.data import voc
 from research.progress import ProgressBar
 
-_LISTS = ("train", "val", "trainval")
+_LISTS = ("train", "val", "trainval", "train_aug")
+_OPTIONAL_LISTS = ("trainval", "train_aug")   # read_split falls back / prepare_sbd.py makes it
 
 
 @dataclasses.dataclass
@@ -89,8 +92,8 @@ def _read_lists(voc_root, report):
     lists = {}
     for name in _LISTS:
         path = voc.split_file(voc_root, name)
-        if name == "trainval" and not os.path.exists(path):
-            continue    # optional: read_split falls back to train + val
+        if name in _OPTIONAL_LISTS and not os.path.exists(path):
+            continue
         try:
             lists[name] = voc.read_id_list(path)
         except (OSError, ValueError) as error:
@@ -102,13 +105,15 @@ def _read_lists(voc_root, report):
 
 def _check_lists(voc_root, lists, report, split_seed):
     train, val = lists.get("train"), lists.get("val")
+    for name in voc.TRAIN_SUBSETS:      # a val id in a train list: a leak
+        if name in lists and val is not None:
+            shared = sorted(set(lists[name]) & set(val))
+            if shared:
+                path = voc.split_file(voc_root, "val")
+                report.problems.append(Problem(
+                    "split_overlap", path, f"{path}: {len(shared)} id(s) are also in {name}.txt, "
+                                           f"e.g. {shared[:5]}"))
     if train is not None and val is not None:
-        shared = sorted(set(train) & set(val))
-        if shared:
-            path = voc.split_file(voc_root, "val")
-            report.problems.append(Problem(
-                "split_overlap", path, f"{path}: {len(shared)} id(s) are also in train.txt, "
-                                       f"e.g. {shared[:5]}"))
         if "trainval" in lists:
             missing = sorted((set(train) | set(val)) - set(lists["trainval"]))
             extra = sorted(set(lists["trainval"]) - set(train) - set(val))
@@ -123,10 +128,10 @@ def _check_lists(voc_root, lists, report, split_seed):
         report.split_sizes["test half"] = len(voc.read_split(voc_root, "test", split_seed))
 
 
-def _check_sample(voc_root, image_id, max_pixels):
+def _check_sample(voc_root, image_id, subset, max_pixels):
     try:
-        _, mask = voc.read_sample(voc.image_path(voc_root, image_id), voc.mask_path(voc_root, image_id),
-                                  max_pixels)
+        _, mask = voc.read_sample(voc.image_path(voc_root, image_id),
+                                  voc.mask_path(voc_root, image_id, subset), max_pixels)
     except voc.BadFileError as error:
         return error
     return np.bincount(mask.ravel(), minlength=256)
@@ -137,7 +142,8 @@ def validate_voc(voc_root, subsets=None, split_seed=0, progress=True, max_pixels
 
     Args:
       voc_root: the ``.../VOCdevkit/VOC2012`` folder.
-      subsets: names from `voc.SUBSETS` whose samples to check (default: every listed id).
+      subsets: names from `voc.SUBSETS` whose samples to check (default: every listed id;
+        an id in train_aug.txt and another list is checked with both of its masks).
       split_seed: the val/test split whose sizes are reported.
       progress: show a progress bar on stderr.
       max_pixels: decompression-bomb guard per file.
@@ -149,24 +155,32 @@ def validate_voc(voc_root, subsets=None, split_seed=0, progress=True, max_pixels
     if not os.path.isdir(voc_root):
         report.problems.append(Problem("missing_root", voc_root, f"{voc_root}: VOC root does not exist"))
         return report
+    try:
+        voc.check_voc_root(voc_root)
+    except FileNotFoundError as error:      # one level too high: the hint, not 3 missing lists
+        report.problems.append(Problem("wrong_root", voc_root, str(error)))
+        return report
     lists = _read_lists(voc_root, report)
     _check_lists(voc_root, lists, report, split_seed)
+    # (id, the subset whose mask folder to read): train_aug's masks are elsewhere.
     if subsets is None:
-        ids = [image_id for name in _LISTS for image_id in lists.get(name, [])]
+        samples = [(image_id, name) for name in _LISTS for image_id in lists.get(name, [])]
     else:
-        ids = []
+        samples = []
         for subset in subsets:
             if subset not in voc.SUBSETS:
                 raise ValueError(f"unknown subset {subset!r}; valid subsets: {', '.join(voc.SUBSETS)}")
             try:
-                ids += voc.read_split(voc_root, subset, split_seed)
+                samples += [(image_id, subset) for image_id in voc.read_split(voc_root, subset, split_seed)]
             except (OSError, ValueError):
                 pass    # an unreadable list: already a problem in the report
-    ids = list(dict.fromkeys(ids))  # each id once, in list order
-    bar = ProgressBar(total=len(ids), desc="validate", unit="img") if progress else None
+    # each (photo, mask) pair once, in list order (the mask path names both)
+    samples = list({voc.mask_path(voc_root, image_id, subset): (image_id, subset)
+                    for image_id, subset in samples}.values())
+    bar = ProgressBar(total=len(samples), desc="validate", unit="img") if progress else None
     # PIL releases the GIL while decoding, so threads check files in parallel.
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for result in pool.map(lambda i: _check_sample(voc_root, i, max_pixels), ids):
+        for result in pool.map(lambda sample: _check_sample(voc_root, *sample, max_pixels), samples):
             report.samples_checked += 1
             if isinstance(result, voc.BadFileError):
                 report.problems.append(Problem(result.kind, result.path, str(result)))
@@ -185,7 +199,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m research.data.validate",
         description="Check a dataset in Pascal VOC layout (split lists, photos, palettized masks).")
-    parser.add_argument("voc_root", help="the .../VOCdevkit/VOC2012 folder")
+    parser.add_argument("voc_root", help="the .../VOCdevkit/VOC2012 folder (given the folder above "
+                                         "it, the report says which one was meant)")
     parser.add_argument("--subset", action="append", choices=voc.SUBSETS,
                         help="check only this subset's samples (repeatable; default: all listed ids)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the val/test split (default 0)")

@@ -4,7 +4,8 @@ Layout (``voc_root`` always means the ``.../VOCdevkit/VOC2012`` folder)::
 
     voc_root/JPEGImages/<id>.jpg                    RGB photos
     voc_root/SegmentationClass/<id>.png             palettized masks: pixel value = class index
-    voc_root/ImageSets/Segmentation/{train,val,trainval}.txt   one id per line
+    voc_root/SegmentationClassAug/<id>.png          train_aug's masks (scripts/prepare_sbd.py)
+    voc_root/ImageSets/Segmentation/{train,val,trainval,train_aug}.txt   one id per line
 
 Masks store class indices 0-20 and 255 ("ignore": object outlines and unclear regions);
 the palette only decides how they look. Everything here is numpy + PIL (no TensorFlow),
@@ -28,7 +29,13 @@ CLASS_NAMES = (
 )
 NUM_CLASSES = len(CLASS_NAMES)
 IGNORE_LABEL = 255
-SUBSETS = ("train", "val", "test", "trainval")
+SUBSETS = ("train", "val", "test", "trainval", "train_aug")
+# The subsets models train on: an id of val.txt (whose halves are "val" and "test") in
+# one of them would leak evaluation images into training, so reading one refuses it.
+TRAIN_SUBSETS = ("train", "train_aug")
+# Where train_aug's masks are: SBD's, converted, and VOC's own for ids that have one
+# (written by scripts/prepare_sbd.py; research/data/sbd.py).
+AUG_MASK_FOLDER = "SegmentationClassAug"
 
 # Refuse images with more pixels than this before decoding them (decompression bombs:
 # a tiny PNG can claim 50000 x 50000 pixels). VOC photos are at most 500 x 500.
@@ -143,14 +150,55 @@ def image_path(voc_root, image_id):
     return os.path.join(os.fspath(voc_root), "JPEGImages", image_id + ".jpg")
 
 
-def mask_path(voc_root, image_id):
-    """Path of the palettized PNG mask of `image_id`."""
-    return os.path.join(os.fspath(voc_root), "SegmentationClass", image_id + ".png")
+def mask_path(voc_root, image_id, subset=None):
+    """Path of the palettized PNG mask of `image_id` as `subset` reads it: train_aug's
+    masks are in SegmentationClassAug/, every other subset's (and subset None's) in
+    SegmentationClass/."""
+    folder = AUG_MASK_FOLDER if subset == "train_aug" else "SegmentationClass"
+    return os.path.join(os.fspath(voc_root), folder, image_id + ".png")
 
 
 def split_file(voc_root, name):
-    """Path of a split list, `name` in {"train", "val", "trainval"}."""
+    """Path of a split list, `name` in {"train", "val", "trainval", "train_aug"}."""
     return os.path.join(os.fspath(voc_root), "ImageSets", "Segmentation", name + ".txt")
+
+
+def voc_root_below(path):
+    """The VOC root just below `path`, when `path` is a folder above one, else None.
+
+    A dataset folder given one level too high is the usual slip: the folder that holds
+    VOCdevkit/ (what download_voc.py's --data-dir was given), or VOCdevkit/ itself.
+    `path` counts as a VOC root, and None is returned, when it has ImageSets/Segmentation/.
+
+    Returns:
+      `path`/VOCdevkit/VOC2012 or `path`/VOC2012 (the first that has
+      ImageSets/Segmentation/), or None.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(os.path.join(path, "ImageSets", "Segmentation")):
+        return None
+    for candidate in (voc_root_in(path), os.path.join(path, "VOC2012")):
+        if os.path.isdir(os.path.join(candidate, "ImageSets", "Segmentation")):
+            return candidate
+    return None
+
+
+def check_voc_root(voc_root):
+    """Raises FileNotFoundError when `voc_root` does not exist, or is a folder above a
+    VOC root (the message then says "did you mean <that root>?"). A folder that is
+    neither passes: its missing split lists are named when they are read.
+
+    We hint rather than silently use the folder below: `voc_root` is written into a
+    run's config.json and compared on resume, so it should be the path really read.
+    """
+    voc_root = os.fspath(voc_root)
+    if not os.path.isdir(voc_root):
+        raise FileNotFoundError(f"VOC root {voc_root} does not exist (expected the "
+                                f".../VOCdevkit/VOC2012 folder)")
+    below = voc_root_below(voc_root)
+    if below is not None:
+        raise FileNotFoundError(f"{voc_root} is not a VOC root (it has no ImageSets/Segmentation/ "
+                                f"folder); did you mean {below}?")
 
 
 def read_id_list(path):
@@ -201,20 +249,28 @@ def read_split(voc_root, subset, split_seed=0):
 
     Subsets: "train" (train.txt); "val" and "test", the two halves of val.txt after a
     shuffle fixed by `split_seed` (val gets the first len // 2; they are disjoint and
-    together are val.txt); "trainval" (trainval.txt, or train + val when it is absent).
+    together are val.txt); "trainval" (trainval.txt, or train + val when it is absent);
+    "train_aug" (train_aug.txt: VOC train + SBD minus VOC val, made by
+    scripts/prepare_sbd.py; its masks are in SegmentationClassAug/, see `mask_path`).
 
     Raises:
-      ValueError: unknown subset; duplicate ids within a list or between train and val.
-      FileNotFoundError: missing `voc_root` or split list, naming the path.
+      ValueError: unknown subset; duplicate ids within a list or between train and val;
+        an id of val.txt in a train subset (`TRAIN_SUBSETS`).
+      FileNotFoundError: missing `voc_root` or split list, naming the path; a
+        `voc_root` given one level too high (`check_voc_root`).
     """
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; valid subsets: {', '.join(SUBSETS)}")
     voc_root = os.fspath(voc_root)
-    if not os.path.isdir(voc_root):
-        raise FileNotFoundError(f"VOC root {voc_root} does not exist (expected the "
-                                f".../VOCdevkit/VOC2012 folder)")
-    if subset == "train":
-        return read_id_list(split_file(voc_root, "train"))
+    check_voc_root(voc_root)
+    if subset in TRAIN_SUBSETS:
+        path = split_file(voc_root, subset)
+        if subset == "train_aug" and not os.path.isfile(path):
+            raise FileNotFoundError(f"split list {path} does not exist; scripts/prepare_sbd.py "
+                                    f"makes it (and SegmentationClassAug/) from SBD")
+        ids = read_id_list(path)
+        check_no_val_ids(voc_root, path, ids)
+        return ids
     if subset in ("val", "test"):
         shuffled = _hash_order(read_id_list(split_file(voc_root, "val")), split_seed)
         half = len(shuffled) // 2
@@ -228,6 +284,22 @@ def read_split(voc_root, subset, split_seed=0):
         raise ValueError(f"{split_file(voc_root, 'train')} and {split_file(voc_root, 'val')} "
                          f"share {len(both)} id(s), e.g. {sorted(both)[:5]}")
     return train + val
+
+
+def check_no_val_ids(voc_root, path, ids):
+    """Raises ValueError when a train list (`path`, its `ids`) holds ids of val.txt.
+
+    Every id of val.txt is evaluated on (val and test are its halves), so one in a train
+    list is a leak, never allowed. Nothing to check when val.txt does not exist.
+    """
+    val_file = split_file(voc_root, "val")
+    if not os.path.isfile(val_file):
+        return
+    leaked = sorted(set(ids) & set(read_id_list(val_file)))
+    if leaked:
+        raise ValueError(f"{path}: {len(leaked)} id(s) of {val_file} are in this train list, "
+                         f"e.g. {leaked[:5]}; training on them would leak evaluation images "
+                         f"into training (remove them from the list)")
 
 
 # ---------------------------------------------------------------- checked file reads
@@ -337,17 +409,14 @@ def read_mask(path, expected_size=None, max_pixels=DEFAULT_MAX_PIXELS):
     """
     path = os.fspath(path)
     with _open_checked(path, max_pixels, ("PNG",)) as image:
-        if expected_size is not None and tuple(image.size) != tuple(expected_size):
-            raise BadFileError(path, "size_mismatch",
-                               f"mask is {image.size[0]}x{image.size[1]} (WxH) but its image "
-                               f"is {expected_size[0]}x{expected_size[1]}")
+        check_mask_size(path, image.size, expected_size)
         if image.mode != "P":
             raise BadFileError(path, "mask_mode", _mode_problem(image.mode))
         _load_checked(image, path)
         mask = np.asarray(image, dtype=np.uint8)
         palette = np.asarray(image.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
     counts = np.bincount(mask.ravel(), minlength=256)   # one pass; no sort (np.unique)
-    _check_mask_values(path, counts)
+    check_mask_values(path, counts)
     _check_palette(path, np.flatnonzero(counts), palette)
     return mask
 
@@ -361,7 +430,18 @@ def _mode_problem(mode):
     return f"mask has colour mode {mode}; VOC masks are 8-bit palettized PNGs (mode P)"
 
 
-def _check_mask_values(path, counts):
+def check_mask_size(path, size, expected_size):
+    """Raises BadFileError (kind "size_mismatch") when a mask's (width, height) `size`
+    differs from its photo's `expected_size` (None: nothing to compare)."""
+    if expected_size is not None and tuple(size) != tuple(expected_size):
+        raise BadFileError(path, "size_mismatch",
+                           f"mask is {size[0]}x{size[1]} (WxH) but its image "
+                           f"is {expected_size[0]}x{expected_size[1]}")
+
+
+def check_mask_values(path, counts):
+    """Raises BadFileError (kind "mask_values") naming the values of a mask that are
+    neither a class index nor 255. `counts`: int [256], the pixel count of each value."""
     counts = counts.copy()
     counts[:NUM_CLASSES] = 0
     counts[IGNORE_LABEL] = 0
