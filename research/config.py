@@ -23,6 +23,7 @@ class Config:
 
     # --- Data ---------------------------------------------------------------
     voc_root: str = "data/VOCdevkit/VOC2012"  # the folder holding JPEGImages/, SegmentationClass/
+    train_subset: str = "train"                # "train" (train.txt) or "train_aug" (+SBD: prepare_sbd.py)
     num_classes: int = 21
     ignore_label: int = 255
     input_size: tuple = (384, 384)             # (height, width) the model trains on
@@ -94,6 +95,7 @@ RESUMABLE_FIELDS = frozenset({
 
 _CHOICES = {
     "model": ("deeplab_v3", "unet"),
+    "train_subset": ("train", "train_aug"),
     "atrous": ("kernels", "keras"),
     "loss_impl": ("fused", "reference"),
     "monitor_mode": ("auto", "min", "max"),

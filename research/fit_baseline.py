@@ -130,10 +130,10 @@ def build_compiled_model(config):
 
 def make_datasets(config):
     """(train, val, steps_per_epoch): the same pipeline as the custom loop, repeated."""
-    num_train = pipeline.dataset_size(config.voc_root, "train", split_seed=config.split_seed)
+    num_train = pipeline.dataset_size(config.voc_root, config.train_subset, split_seed=config.split_seed)
     steps = config.steps_per_epoch or num_train // config.batch_size
     train = pipeline.make_dataset(
-        config.voc_root, "train", config.batch_size, tuple(config.input_size),
+        config.voc_root, config.train_subset, config.batch_size, tuple(config.input_size),
         resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
         shuffle=True, seed=config.seed, epochs=None, drop_remainder=True, split_seed=config.split_seed)
     val = pipeline.make_dataset(config.voc_root, "val", config.eval_batch_size, tuple(config.input_size),

@@ -379,10 +379,10 @@ def _train(config, workdir, ckpt_dir, mode):
                       {"config": config.to_dict(), "runtime": runtime_info})
 
     # ----------------------------------------------------------- Input pipeline ---
-    num_train = pipeline.dataset_size(config.voc_root, "train", split_seed=config.split_seed)
+    num_train = pipeline.dataset_size(config.voc_root, config.train_subset, split_seed=config.split_seed)
     batches_per_data_epoch = num_train // config.batch_size
     if batches_per_data_epoch == 0:
-        raise ValueError(f"{config.voc_root}: the train split has {num_train} images, "
+        raise ValueError(f"{config.voc_root}: the {config.train_subset} split has {num_train} images, "
                          f"fewer than batch_size {config.batch_size}")
     steps_per_epoch = config.steps_per_epoch or batches_per_data_epoch
 
@@ -391,7 +391,7 @@ def _train(config, workdir, ckpt_dir, mode):
         # rebuild the epoch we stopped in and skip what was already trained on.
         data_epoch, offset = divmod(start_step, batches_per_data_epoch)
         dataset = pipeline.make_dataset(
-            config.voc_root, "train", config.batch_size, tuple(config.input_size),
+            config.voc_root, config.train_subset, config.batch_size, tuple(config.input_size),
             resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
             shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
             drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed)
