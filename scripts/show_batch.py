@@ -64,7 +64,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     before_crop = args.resize_before_crop or round(args.input_size * 444 / 384)
     try:
-        sizes = {subset: dataset_size(args.voc_root, subset) for subset in ("train", "val", "test")}
+        sizes = {subset: dataset_size(args.voc_root, subset)
+                 for subset in dict.fromkeys(("train", "val", "test", args.subset))}
         dataset = make_dataset(args.voc_root, args.subset, args.batch_size, args.input_size,
                                resize_to_before_crop=before_crop, augmentation=True, shuffle=True,
                                seed=args.seed, epochs=2)

@@ -34,6 +34,7 @@ import re
 import struct
 
 import numpy as np
+import scipy.io
 
 from research.data import voc
 from research.fileio import atomic_write_text
@@ -102,8 +103,6 @@ def _mat_v5_truncated(path, size):
 
 def _load_mat(path):
     """scipy.io.loadmat of the GTcls variable, its errors turned into BadFileError."""
-    import scipy.io   # here, so that importing this module stays cheap
-
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
@@ -129,8 +128,6 @@ def _load_mat(path):
 def _segmentation(path, contents):
     """GTcls.Segmentation from loadmat's dict, or BadFileError (kind mat_key)."""
     if "GTcls" not in contents:
-        import scipy.io
-
         names = [name for name, _, _ in scipy.io.whosmat(path)]
         raise voc.BadFileError(path, "mat_key", f"has no GTcls variable (it has: "
                                             f"{', '.join(names) or 'none'})")

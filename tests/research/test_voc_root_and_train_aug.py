@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import runpy
 
 import pytest
 
@@ -11,6 +12,8 @@ from research import evaluate, fit_baseline
 from research import train as train_lib
 from research.data import sbd, validate, voc
 from tests.research.data import sbd_files, voc_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -78,3 +81,12 @@ def test_train_subset_selects_train_aug(data, tmp_path, caplog):
     assert train_lib.main(["--config", "smoke", "--workdir", str(tmp_path / "run2"), "--set",
                            f"voc_root={voc_root}", "--set", "train_subset=train_aug"]) == 1
     assert "would leak evaluation images into training" in caplog.text
+
+
+def test_show_batch_takes_train_aug(data, tmp_path, capsys):
+    _, voc_root = data
+    main = runpy.run_path(os.path.join(REPO, "scripts", "show_batch.py"))["main"]
+    out = str(tmp_path / "batch.png")
+    assert main(["--voc-root", voc_root, "--out", out, "--subset", "train_aug", "--batch-size", "2",
+                 "--input-size", "32", "--warm-batches", "1"]) == 0
+    assert "train_aug 5" in capsys.readouterr().out and os.path.isfile(out)
