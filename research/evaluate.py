@@ -3,13 +3,15 @@
     python -m research.evaluate --workdir runs/demo [--subset test] [--voc-root PATH]
         [--batch-size N] [--full-resolution] [--flip] [--scales 0.75,1,1.25]
         [--samples 8] [--hardest 8] [--seed 0] [--source auto|export|checkpoint] [--out DIR]
+        [--tflite FILE.tflite]
 
 `evaluate(workdir, ...)` does the work; the command line is a thin shell over it.
 
 The model: `WORKDIR/export/model.keras` (the best model by the run's monitor) when it
 exists, else the latest checkpoint in `WORKDIR/checkpoints` (`source="export"` or
 `"checkpoint"` forces one). Which one, its step and the export facts go into
-metrics.json. The config comes from `WORKDIR/config.json`; `voc_root` overrides where
+metrics.json. `--tflite FILE` scores a file of research/export_tflite.py instead (same
+data, streams and confusion-matrix kernel; outputs in `WORKDIR/eval_tflite_<stem>`). The config comes from `WORKDIR/config.json`; `voc_root` overrides where
 the data is.
 
 Two ways to score (both accumulate one int64 confusion matrix over every image):

@@ -16,7 +16,9 @@ Two parts, printed as Markdown tables with the date and the machine
    mode at their input size (with logits); test mIoU of each file (research.evaluate
    --tflite) against the float Keras model on the same images, and the share of a
    photograph's pixels (an embedded test JPEG at its own size) whose class equals the
-   Keras model's.
+   Keras model's: on the same uint8 frame the file gets (what conversion and
+   quantization change), and through research.export.predict_masks (float resize; adds
+   the rounding of the resized frame to uint8, see export_tflite.device_frame).
 
 Goals (issue 15): MobileNetV2 int8 257x257 <= 15 ms/frame on 1 thread and <= 10 ms on 2;
 int8 loses <= 1.0 point of test mIoU, float16 <= 0.1; agreement float32 >= 99.9%, int8 >= 97%.
@@ -83,7 +85,9 @@ def trained_run(name, workdir, voc_root, epochs):
 
 
 def accuracy_rows(label, workdir, voc_root):
-    """[(model, mode, bytes, test mIoU, delta vs Keras in points, photo agreement)]."""
+    """[(model, mode, bytes, test mIoU, delta vs Keras in points, photo agreement with the
+    Keras model on the same uint8 frame, and with research.export.predict_masks)]."""
+    import tensorflow as tf
     from PIL import Image
 
     from research import evaluate, export
@@ -95,14 +99,17 @@ def accuracy_rows(label, workdir, voc_root):
     ids = sorted(os.listdir(os.path.join(voc_root, "JPEGImages")))
     photo = np.asarray(Image.open(os.path.join(voc_root, "JPEGImages", ids[-1])).convert("RGB"))
     expected = export.predict_masks(model, photo[None], facts["input_size"]).numpy()
-    rows = [(label, "Keras float32", None, keras_report["mean_iou"], 0.0, 1.0)]
+    frame = et.device_frame(photo, facts["input_size"]).astype(np.float32)
+    same_frame = np.argmax(tf.image.resize(model(frame[None], training=False), photo.shape[:2]).numpy(), -1)
+    rows = [(label, "Keras float32", None, keras_report["mean_iou"], 0.0, 1.0, 1.0)]
     for mode in MODES:
         path = et.export_tflite(workdir, mode, logits=True, voc_root=voc_root)
         report = evaluate.evaluate(workdir, tflite=path, out_dir=os.path.join(workdir, f"eval_report_{mode}"),
                                    **quiet)
-        agreement = float((et.TFLiteModel(path).masks(photo[None]) == expected).mean())
+        masks = et.TFLiteModel(path).masks(photo[None])
         rows.append((label, mode, os.path.getsize(path), report["mean_iou"],
-                     100 * (report["mean_iou"] - keras_report["mean_iou"]), agreement))
+                     100 * (report["mean_iou"] - keras_report["mean_iou"]),
+                     float((masks == same_frame).mean()), float((masks == expected).mean())))
     return rows
 
 
@@ -140,14 +147,14 @@ def main(argv=None):
         runs = (("demo_mobile (MobileNetV2)", "demo_mobile", args.mobile_run),
                 ("demo (ResNet)", "demo", args.resnet_run))
         print("\n| trained on the embedded dataset | file | file MB | test mIoU | vs Keras (points) "
-              "| photo pixels = Keras |")
-        print("|---|---|---|---|---|---|")
+              "| photo pixels = Keras, same uint8 frame | = Keras, float resize (predict_masks) |")
+        print("|---|---|---|---|---|---|---|")
         for label, name, given in runs:
             workdir = given or trained_run(name, os.path.join(args.workdir, name), args.voc_root, args.epochs)
-            for row_label, mode, size_bytes, miou, delta, agreement in accuracy_rows(label, workdir, args.voc_root):
+            for row_label, mode, size_bytes, miou, delta, frame, floats in accuracy_rows(label, workdir, args.voc_root):
                 size_text = "-" if size_bytes is None else f"{size_bytes / 1e6:.2f}"
-                print(f"| {row_label} | {mode} | {size_text} | {miou:.4f} | {delta:+.2f} | {100 * agreement:.2f}% |",
-                      flush=True)
+                print(f"| {row_label} | {mode} | {size_text} | {miou:.4f} | {delta:+.2f} | {100 * frame:.2f}% "
+                      f"| {100 * floats:.2f}% |", flush=True)
     print(f"\n(wall time {time.time() - started:.0f} s)")
     return 0
 

@@ -1,7 +1,7 @@
 """research.export_tflite: every quantization mode, the file's contract, the mask it gives on a
 photograph against the Keras model's, predict/evaluate with a .tflite, and the errors.
 
-One smoke-sized MobileNetV2 DeepLab v3 (light head, 64 px) is trained for a few steps on
+One smoke-sized MobileNetV2 DeepLab v3 (light head, 64 px) is trained for 30 steps on
 the embedded dataset (a random network's logits are too flat for int8 to be judged on).
 The photograph is one of the embedded dataset's JPEGs (357x467: not the input size).
 """
@@ -19,8 +19,22 @@ from research import export_tflite as et
 from research import predict as predict_lib
 
 INPUT = (64, 64)
-# Share of the photograph's pixels whose class must equal the Keras model's.
-AGREEMENT = {"none": 0.999, "float16": 0.999, "dynamic": 0.97, "int8": 0.97}
+# Share of the photograph's pixels whose class must equal the Keras model's on the same
+# uint8 frame (what the conversion and quantization change) ...
+AGREEMENT = {"none": 0.999, "float16": 0.99, "dynamic": 0.97, "int8": 0.97}
+# ... and on the photograph through research.export.predict_masks, where the file's
+# uint8 input adds its rounding of the resized frame (1.1% of pixels on this barely
+# trained model, whose margins are small; see export_tflite.device_frame).
+AGREEMENT_WITH_FLOAT_PATH = {"none": 0.98, "float16": 0.98, "dynamic": 0.95, "int8": 0.95}
+
+
+def keras_masks_from_frame(model, image):
+    """The Keras model's mask at the image's size, run on the file's uint8 frame."""
+    import tensorflow as tf
+
+    frame = et.device_frame(image, INPUT).astype(np.float32)
+    logits = tf.image.resize(model(frame[None], training=False), image.shape[:2], method="bilinear")
+    return np.argmax(logits.numpy(), axis=-1).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +43,8 @@ def run(tmp_path_factory, smoke_config):
 
     config = smoke_config.replace(
         name="smoke_mobile", backbone="mobilenet_v2", backbone_blocks=(1,) * 7, backbone_width=8,
-        head="light", input_size=INPUT, resize_to_before_crop=(72, 72), epochs=2,
-        steps_per_epoch=8, bn_momentum=0.5, batch_size=4)
+        head="light", input_size=INPUT, resize_to_before_crop=(72, 72), epochs=3,
+        steps_per_epoch=10, bn_momentum=0.5, batch_size=4)
     workdir = str(tmp_path_factory.mktemp("tflite_run"))
     keras.utils.set_random_seed(0)
     train_lib.train_and_evaluate(config, workdir)
@@ -68,9 +82,12 @@ def test_every_mode_keeps_the_contract_and_the_keras_mask(run, exports, photo, m
     out = tflite.run(frame)
     assert out["mask"].dtype == np.uint8 and out["mask"].shape == INPUT
     np.testing.assert_array_equal(out["mask"], np.argmax(out["logits"], -1))  # argmax inside
-    expected = export_lib.predict_masks(model, photo[1][None], INPUT).numpy()
-    agreement = float((tflite.masks(photo[1][None]) == expected).mean())
+    masks = tflite.masks(photo[1][None])
+    agreement = float((masks == keras_masks_from_frame(model, photo[1])).mean())
     assert agreement >= AGREEMENT[mode], f"{mode}: {agreement:.4f} of pixels agree"
+    float_path = export_lib.predict_masks(model, photo[1][None], INPUT).numpy()
+    agreement = float((masks == float_path).mean())
+    assert agreement >= AGREEMENT_WITH_FLOAT_PATH[mode], f"{mode}: {agreement:.4f} of pixels agree"
 
 
 def test_int8_file_is_integer_inside(exports):
@@ -100,19 +117,34 @@ def test_predict_with_a_tflite_file(exports, photo, tmp_path):
     np.testing.assert_array_equal(written, et.TFLiteModel(exports["int8"]).masks(photo[1][None])[0])
 
 
+def predict_logits_on_uint8_frames(model, images, input_size):
+    """`research.export.predict_logits` with the resized frame rounded to uint8 values, as
+    the file's input is (the barely trained test model changes 5% of its pixels from that
+    rounding alone; the float32 file then equals Keras on every pixel)."""
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    resized = tf.image.resize(tf.cast(images, tf.float32), input_size, method="bilinear")
+    frames = tf.round(tf.clip_by_value(resized, 0.0, 255.0))  # half to even, like np.rint
+    logits = tf.cast(model(frames, training=False), tf.float32)
+    return tf.image.resize(logits, tf.shape(images)[1:3], method="bilinear")
+
+
 @pytest.mark.parametrize("full_resolution", [False, True])
-def test_evaluate_scores_the_file_like_the_keras_model(run, exports, tmp_path, full_resolution):
+def test_evaluate_scores_the_file_like_the_keras_model(run, exports, tmp_path, monkeypatch,
+                                                       full_resolution):
     workdir, _, _ = run
     common = dict(subset="test", full_resolution=full_resolution, samples=0, hardest=2)
-    keras_report = evaluate_lib.evaluate(workdir, out_dir=str(tmp_path / "keras"), **common)
     file_report = evaluate_lib.evaluate(workdir, tflite=exports["none"], out_dir=str(tmp_path / "lite"),
                                         **common)
-    assert file_report["model"]["source"] == "tflite"
+    monkeypatch.setattr(evaluate_lib.export_lib, "predict_logits", predict_logits_on_uint8_frames)
+    keras_report = evaluate_lib.evaluate(workdir, out_dir=str(tmp_path / "keras"), **common)
+    assert file_report["model"]["source"] == "tflite" and keras_report["model"]["source"] == "export"
     assert file_report["num_images"] == keras_report["num_images"]
     a, b = np.array(keras_report["confusion_matrix"]), np.array(file_report["confusion_matrix"])
     assert a.sum() == b.sum()  # the same labelled pixels, counted by the same kernel
     assert np.abs(a - b).sum() <= 0.002 * a.sum()  # float32: the same predictions
-    assert abs(keras_report["mean_iou"] - file_report["mean_iou"]) < 0.01
+    assert abs(keras_report["mean_iou"] - file_report["mean_iou"]) < 0.005
     assert json.load(open(tmp_path / "lite" / "metrics.json"))["model"]["path"] == exports["none"]
 
 
