@@ -34,7 +34,8 @@ def build_model(config, precision="float32", num_replicas=1):
                   bn_momentum=config.bn_momentum, sync_batchnorm=num_replicas > 1)
     with dtype_policy(precision):
         if config.model == "deeplab_v3":
-            return deeplab_v3(output_stride=config.output_stride, atrous=config.atrous, **common)
+            return deeplab_v3(output_stride=config.output_stride, atrous=config.atrous,
+                              backbone=config.backbone, head=config.head, **common)
         return unet(**common)
 
 

@@ -40,6 +40,9 @@ class Config:
     weights: typing.Optional[str] = "imagenet" # None, "imagenet" or a path to ResNet-50 weights
     backbone_blocks: tuple = (3, 4, 6, 3)      # ResNet-50; smaller for smoke tests
     backbone_width: int = 64
+    backbone: str = "resnet50"                 # DeepLab v3: "resnet50" or "mobilenet_v2" (7 stages:
+                                               # blocks (1,2,3,4,3,3,1), width 32 = alpha 1.0)
+    head: str = "aspp"                         # DeepLab v3: "aspp" or "light" (1x1 + image pooling)
     atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
     bn_momentum: float = 0.99                  # BatchNorm moving averages; 0.9 for short runs
 
@@ -96,6 +99,8 @@ RESUMABLE_FIELDS = frozenset({
 _CHOICES = {
     "model": ("deeplab_v3", "unet"),
     "train_subset": ("train", "train_aug"),
+    "backbone": ("resnet50", "mobilenet_v2"),
+    "head": ("aspp", "light"),
     "atrous": ("kernels", "keras"),
     "loss_impl": ("fused", "reference"),
     "monitor_mode": ("auto", "min", "max"),
@@ -155,6 +160,13 @@ def check_config(config):
     for name, choices in _CHOICES.items():
         if values[name] not in choices:
             raise ValueError(f"{name} must be one of {', '.join(choices)}; got {values[name]!r}")
+    stages = 7 if values["backbone"] == "mobilenet_v2" else 4
+    if len(values["backbone_blocks"]) != stages:
+        raise ValueError(f"backbone_blocks needs {stages} values for backbone {values['backbone']} "
+                         f"(full network: {(1, 2, 3, 4, 3, 3, 1) if stages == 7 else (3, 4, 6, 3)}); "
+                         f"got {values['backbone_blocks']!r}")
+    if values["backbone"] != "resnet50" and values["model"] != "deeplab_v3":
+        raise ValueError(f"backbone {values['backbone']} is for model deeplab_v3 only")
     if values["output_stride"] not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16; got {values['output_stride']}")
     for name in ("input_size", "resize_to_before_crop"):

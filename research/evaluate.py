@@ -3,13 +3,15 @@
     python -m research.evaluate --workdir runs/demo [--subset test] [--voc-root PATH]
         [--batch-size N] [--full-resolution] [--flip] [--scales 0.75,1,1.25]
         [--samples 8] [--hardest 8] [--seed 0] [--source auto|export|checkpoint] [--out DIR]
+        [--tflite FILE.tflite]
 
 `evaluate(workdir, ...)` does the work; the command line is a thin shell over it.
 
 The model: `WORKDIR/export/model.keras` (the best model by the run's monitor) when it
 exists, else the latest checkpoint in `WORKDIR/checkpoints` (`source="export"` or
 `"checkpoint"` forces one). Which one, its step and the export facts go into
-metrics.json. The config comes from `WORKDIR/config.json`; `voc_root` overrides where
+metrics.json. `--tflite FILE` scores a file of research/export_tflite.py instead (same
+data, streams and confusion-matrix kernel; outputs in `WORKDIR/eval_tflite_<stem>`). The config comes from `WORKDIR/config.json`; `voc_root` overrides where
 the data is.
 
 Two ways to score (both accumulate one int64 confusion matrix over every image):
@@ -127,6 +129,24 @@ def load_model(workdir, config, source="auto"):
     step = int(path.rsplit("-", 1)[1]) if path.rsplit("-", 1)[-1].isdigit() else None
     return LoadedModel(model, tuple(config.input_size),
                        {"source": "checkpoint", "path": path, "step": step})
+
+
+def load_tflite(path, config, flip=False, scales=(1.0,)):
+    """A `LoadedModel` whose model is a `research.export_tflite.TFLiteModel` of `path`.
+
+    Raises ValueError naming the file when it is not a readable export, or when flip or
+    scales are asked for (the file runs at one size).
+    """
+    from research.export_tflite import TFLiteModel
+
+    if flip or tuple(scales) != (1.0,):
+        raise ValueError("--flip and --scales are not available with --tflite (the file runs at one size)")
+    model = TFLiteModel(path)
+    if model.num_classes not in (None, config.num_classes):
+        raise ValueError(f"{path}: {model.num_classes} classes, the run has {config.num_classes}")
+    return LoadedModel(model, model.input_size,
+                       {"source": "tflite", "path": os.fspath(path), "step": None,
+                        "logits": model.has_logits})
 
 
 # ---------------------------------------------------------------------------------
@@ -328,7 +348,7 @@ def _eval_size_stream(config, subset, ids, predict, batch_size):
     def generate():
         position = 0
         for images, labels in dataset:
-            logits = predict(images).numpy()  # host sync per batch: fine for evaluation
+            logits = np.asarray(predict(images))  # host sync per batch: fine for evaluation
             pictures = np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
             labels = labels.numpy().astype(np.uint8)
             for i in range(len(pictures)):
@@ -357,7 +377,7 @@ def _full_resolution_stream(config, subset, ids, predict):
                     raise
                 log.warning("skipped: %s", e)
                 continue
-            yield position, image, mask, predict(tf.constant(image[None], tf.float32)).numpy()[0]
+            yield position, image, mask, np.asarray(predict(tf.constant(image[None], tf.float32)))[0]
 
     return generate(), lambda: ids
 
@@ -459,12 +479,15 @@ def score_subset(stream, names, num_images, config, keeper, desc):
     per_image = []
     bar = ProgressBar(num_images, 1, desc=desc, unit="img")
     for position, image, label, logits in stream:
-        prediction = np.argmax(logits, axis=-1).astype(np.uint8)
+        if logits.ndim == 2:  # a .tflite file without logits gives its mask: no loss
+            prediction, loss = logits.astype(np.uint8), float("nan")
+        else:
+            prediction = np.argmax(logits, axis=-1).astype(np.uint8)
+            loss = image_loss(label, logits, config)
         matrix = confusion_of(label, prediction, config)
         confusion += matrix
         scores = kernels.segmentation_metrics(matrix)
-        result = ImageResult(position, None, image_loss(label, logits, config),
-                             scores["pixel_accuracy"], scores["mean_iou"])
+        result = ImageResult(position, None, loss, scores["pixel_accuracy"], scores["mean_iou"])
         per_image.append(result)
         keeper.offer(result, image, label, prediction)
         bar.update(1, mIoU=kernels.segmentation_metrics(confusion)["mean_iou"])
@@ -476,7 +499,8 @@ def score_subset(stream, names, num_images, config, keeper, desc):
 
 
 def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolution=False,
-             flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto", out_dir=None):
+             flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto", out_dir=None,
+             tflite=None):
     """Evaluates a run's model on a whole subset and writes the outputs (module doc).
 
     Args:
@@ -493,9 +517,18 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
       out_dir: where the outputs go; default `output_dir(workdir, subset)`. The folder
         is replaced as a whole (`research.fileio.atomic_directory`), so its files always
         belong to one evaluation.
+      tflite: a .tflite file of `research.export_tflite` to score instead of the run's
+        Keras model (same data, streams and confusion matrix; its logits, or with a file
+        without logits its mask, resized to the scoring size as `predict_logits` does;
+        no flip or scales). The default output folder is then `eval_tflite_<file stem>`
+        (`eval_tflite_<subset>_<stem>` for other subsets than test).
     Returns:
       dict: the contents of metrics.json, plus "output_dir".
     """
+    if tflite and out_dir is None:
+        stem = os.path.splitext(os.path.basename(os.fspath(tflite)))[0]
+        out_dir = os.path.join(workdir, f"eval_tflite_{stem}" if subset == "test"
+                               else f"eval_tflite_{subset}_{stem}")
     out = os.fspath(out_dir or output_dir(workdir, subset))
     if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "metrics.json")):
         # The folder is replaced whole: never one that holds something else.
@@ -505,14 +538,20 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
     voc.check_voc_root(config.voc_root)     # before the model loads: a wrong folder fails fast
     scales = tuple(float(s) for s in scales)
     batch_size = int(batch_size or config.eval_batch_size)
-    loaded = load_model(workdir, config, source)
+    if tflite:
+        loaded = load_tflite(tflite, config, flip, scales)
+    else:
+        loaded = load_model(workdir, config, source)
     log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
              loaded.source.get("step"))
     ids = voc.read_split(config.voc_root, subset, split_seed=config.split_seed)
     if not ids:
         raise ValueError(f"{config.voc_root}: subset {subset!r} is empty")
     run_sizes = check_scales(loaded.input_size, scales, feature_stride(config))
-    predict = make_predictor(loaded.model, loaded.input_size, flip, scales)
+    if tflite:
+        predict = loaded.model.scores
+    else:
+        predict = make_predictor(loaded.model, loaded.input_size, flip, scales)
     if full_resolution:
         stream, names = _full_resolution_stream(config, subset, ids, predict)
     else:
@@ -576,6 +615,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None,
                         help="output folder (default WORKDIR/eval for test, WORKDIR/eval_<subset> otherwise); "
                              "replaced as a whole")
+    parser.add_argument("--tflite", default=None,
+                        help="score this .tflite file (research.export_tflite) instead of the run's "
+                             "Keras model; outputs in WORKDIR/eval_tflite_<file stem>")
     parser.add_argument("--source", default="auto", choices=("auto", "export", "checkpoint"),
                         help="which model: export/model.keras, the latest checkpoint, or "
                              "auto (export if present; default)")
@@ -589,7 +631,7 @@ def main(argv=None):
         evaluate(args.workdir, subset=args.subset, voc_root=args.voc_root, batch_size=args.batch_size,
                  full_resolution=args.full_resolution, flip=args.flip, scales=args.scales,
                  samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source,
-                 out_dir=args.out)
+                 out_dir=args.out, tflite=args.tflite)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1

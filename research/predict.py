@@ -3,8 +3,10 @@
     python -m research.predict --model runs/demo --out masks/ [--overlay] [--skip-bad]
         photo.jpg more_photos/ ...
 
-`--model` is an export folder (model.keras + export.json, see research/export.py) or a
-run's workdir (its export/ is used). Folders are walked recursively for .jpg, .jpeg and
+`--model` is an export folder (model.keras + export.json, see research/export.py), a
+run's workdir (its export/ is used), or a `.tflite` file of research/export_tflite.py (run
+by the LiteRT interpreter: the image resized to the file's input size, its logits resized
+back, or its mask by nearest neighbour when the file has no logits). Folders are walked recursively for .jpg, .jpeg and
 .png files (any letter case), in sorted order.
 
 For each image, `OUT/<name>.png` is a palettized PNG (mode "P", VOC palette, pixel value
@@ -181,8 +183,13 @@ def load_predictor(model_dir):
     """Loads an exported model; returns `masks_fn(uint8 [B,H,W,3]) -> uint8 [B,H,W]`.
 
     The function is `research.export.predict_masks` in a tf.function traced once for
-    any batch and image size, like the SavedModel's `serve`.
+    any batch and image size, like the SavedModel's `serve`. A `.tflite` path gives
+    `research.export_tflite.TFLiteModel(path).masks` instead.
     """
+    if os.fspath(model_dir).lower().endswith(".tflite"):
+        from research.export_tflite import TFLiteModel
+
+        return TFLiteModel(model_dir).masks
     import tensorflow as tf
 
     from research import export as export_lib
@@ -232,7 +239,9 @@ def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
     """
     from research import visualize
 
-    if predictor is None:
+    if predictor is None and os.fspath(model_dir).lower().endswith(".tflite"):
+        predictor = load_predictor(model_dir)  # a corrupt file fails before any work
+    elif predictor is None:
         from research import export as export_lib  # imports TensorFlow
 
         export_lib.find_export(model_dir)  # a wrong --model fails before any work
@@ -291,7 +300,8 @@ def parse_args(argv=None):
                     "size) with an exported model.")
     parser.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS",
                         help="image files, or folders walked for .jpg/.jpeg/.png")
-    parser.add_argument("--model", required=True, help="an export folder or a run's workdir")
+    parser.add_argument("--model", required=True,
+                        help="an export folder, a run's workdir, or a .tflite file (research.export_tflite)")
     parser.add_argument("--out", required=True, help="output folder for <name>.png masks")
     parser.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
     parser.add_argument("--batch-size", type=int, default=8, help="most images per model call (default 8)")

@@ -1,11 +1,15 @@
 """Model summaries: `python -m research.models --summary [--input-size 384] [--num-classes 21]`.
 
-Prints, for DeepLab v3 (output stride 16 and 8) and U-Net with random weights, the total,
-trainable and non-trainable parameter counts and the output shape.
+Prints, for DeepLab v3 (ResNet-50 with ASPP, MobileNetV2 with ASPP and with the light
+head; output stride 16 and 8) and U-Net with random weights, the total, trainable and
+non-trainable parameter counts, the GFLOPs of one 257x257 and one 513x513 image, and the
+output shape at --input-size.
 """
 import argparse
 
 import numpy as np
+
+FLOPS_SIZES = (257, 513)
 
 
 def parameter_counts(model):
@@ -19,6 +23,27 @@ def parameter_counts(model):
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     frozen = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
     return trainable + frozen, trainable, frozen
+
+
+def conv_flops(model, height, width):
+    """Floating-point operations of a model's convolutions on one [1, height, width, 3] image.
+
+    2 x multiply-adds of every layer with a 4-D kernel (Conv2D, DepthwiseConv2D,
+    AtrousConv2D): output height x width x the kernel's size (kh*kw*Cin*Cout, or
+    kh*kw*C*multiplier for depthwise). Dilation does not change the count. BatchNorm,
+    activations, additions and resizes are left out (folded or negligible on a device).
+    Shapes come from Keras' symbolic shape inference: nothing is computed.
+
+    Returns: int.
+    """
+    import keras
+
+    convs = [layer for layer in model.layers
+             if getattr(layer, "kernel", None) is not None and len(layer.kernel.shape) == 4]
+    probe = keras.Model(model.inputs, [layer.output for layer in convs])
+    specs = probe.compute_output_spec(keras.KerasTensor((1, height, width, 3)))
+    return sum(2 * int(spec.shape[1]) * int(spec.shape[2]) * int(np.prod(layer.kernel.shape))
+               for layer, spec in zip(convs, specs))
 
 
 def main(argv=None):
@@ -37,20 +62,35 @@ def main(argv=None):
         parser.print_help()
         return
     # Imported here so that --help does not pay for importing TensorFlow.
-    from research.models import deeplab_v3, unet
+    import keras
 
-    shape = (args.input_size, args.input_size, 3)
-    builders = (("deeplab_v3 (output stride 16)",
-                 lambda: deeplab_v3(args.num_classes, shape, output_stride=16)),
-                ("deeplab_v3 (output stride 8)",
-                 lambda: deeplab_v3(args.num_classes, shape, output_stride=8)),
-                ("unet", lambda: unet(args.num_classes, shape)))
-    print(f"{'model':<30} {'total':>12} {'trainable':>12} {'non-trainable':>14}  output")
+    from research.models import deeplab_v3, unet
+    from research.models.mobilenet_v2 import MOBILENET_V2_BLOCKS
+
+    # Built for any size: FLOPs are counted at 257 and 513, the shape at --input-size.
+    shape = (None, None, 3)
+    mobile = dict(backbone="mobilenet_v2", blocks_per_stage=MOBILENET_V2_BLOCKS, width=32)
+    builders = []
+    for stride in (16, 8):
+        builders += [
+            (f"deeplab_v3 (output stride {stride})",
+             lambda s=stride: deeplab_v3(args.num_classes, shape, output_stride=s)),
+            (f"deeplab_v3 mobilenet_v2 aspp (OS{stride})",
+             lambda s=stride: deeplab_v3(args.num_classes, shape, output_stride=s, **mobile)),
+            (f"deeplab_v3 mobilenet_v2 light (OS{stride})",
+             lambda s=stride: deeplab_v3(args.num_classes, shape, output_stride=s, head="light",
+                                         **mobile))]
+    builders.append(("unet", lambda: unet(args.num_classes, shape)))
+    flops_columns = " ".join(f"{f'GFLOPs@{size}':>11}" for size in FLOPS_SIZES)
+    print(f"{'model':<40} {'total':>12} {'trainable':>12} {'non-trainable':>14} {flops_columns}  output")
     for label, build in builders:
         model = build()
         total, trainable, frozen = parameter_counts(model)
-        print(f"{label:<30} {total:>12,} {trainable:>12,} {frozen:>14,}  "
-              f"{tuple(model.output.shape)}")
+        flops = " ".join(f"{conv_flops(model, size, size) / 1e9:>11.2f}" for size in FLOPS_SIZES)
+        output = model.compute_output_spec(
+            keras.KerasTensor((None, args.input_size, args.input_size, 3)))
+        print(f"{label:<40} {total:>12,} {trainable:>12,} {frozen:>14,} {flops}  "
+              f"{tuple(output.shape)}")
 
 
 if __name__ == "__main__":

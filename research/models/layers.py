@@ -4,6 +4,8 @@
 - `ResizeLike`: bilinear resize of one tensor to another's (dynamic) height and width.
 - `conv2d`: a convolution layer; the one place that chooses `kernels.AtrousConv2D` or
   `keras.layers.Conv2D` for a dilated 3x3 convolution.
+- `batch_norm`: the one place that builds a BatchNormalization layer (every model's BN
+  goes through it, so its implementation can change in one spot).
 - `conv_bn_relu`: convolution, BatchNormalization, optional ReLU, named like Keras' ResNet
   (`{prefix}_conv`, `{prefix}_bn`, `{prefix}_relu`).
 
@@ -25,6 +27,8 @@ class Preprocessing(keras.layers.Layer):
     """Maps float RGB images in [0, 255] to the backbone's input convention.
 
     Modes:
+      - "tf": x / 127.5 - 1, to [-1, 1]; exactly `keras.applications.mobilenet_v2.
+        preprocess_input`, what Keras' ImageNet MobileNetV2 weights were trained with.
       - "caffe": RGB -> BGR, then subtract the ImageNet mean `IMAGENET_BGR_MEAN`; exactly
         `keras.applications.resnet50.preprocess_input`. Use with ImageNet weights: it is the
         preprocessing those weights were trained with.
@@ -39,7 +43,7 @@ class Preprocessing(keras.layers.Layer):
     detail; the next layer casts to the compute dtype.
 
     Args:
-      mode: "caffe" or "unit".
+      mode: "caffe", "tf" or "unit".
       **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
 
     Shapes and dtypes: input [B, H, W, 3] float32 RGB in [0, 255] (any real dtype is
@@ -53,14 +57,16 @@ class Preprocessing(keras.layers.Layer):
     def __init__(self, mode, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if mode not in ("caffe", "unit"):
-            raise ValueError(f'Preprocessing mode must be "caffe" or "unit"; got {mode!r}')
+        if mode not in ("caffe", "tf", "unit"):
+            raise ValueError(f'Preprocessing mode must be "caffe", "tf" or "unit"; got {mode!r}')
         self.mode = mode
 
     def call(self, images):
         images = tf.cast(images, "float32")
         if self.mode == "caffe":
             return images[..., ::-1] - tf.constant(IMAGENET_BGR_MEAN, "float32")
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
         return images / 255.0
 
     def compute_output_shape(self, input_shape):
@@ -142,6 +148,24 @@ def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kerne
                                dilation_rate=dilation_rate, use_bias=use_bias, name=name)
 
 
+def batch_norm(x, name, epsilon=1e-3, bn_momentum=0.99, sync_batchnorm=False):
+    """BatchNormalization of `x` over its last axis: layer `name`.
+
+    Args:
+      x: Keras tensor [B, H, W, C].
+      name: layer name (Keras applications' names, so their weights load by name).
+      epsilon: added to the variance (Keras' 1e-3; ResNet-50's file wants 1.001e-5).
+      bn_momentum, sync_batchnorm: see `conv_bn_relu`.
+
+    Returns: Keras tensor [B, H, W, C], x's compute dtype.
+
+    Example:
+    >>> y = batch_norm(keras.Input((None, None, 32)), "bn_Conv1")
+    """
+    return keras.layers.BatchNormalization(epsilon=epsilon, momentum=bn_momentum,
+                                           synchronized=sync_batchnorm, name=name)(x)
+
+
 def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
                  atrous="kernels", use_bias=False, epsilon=1e-3, relu=True, bn_momentum=0.99,
                  sync_batchnorm=False):
@@ -172,8 +196,8 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
     """
     x = conv2d(filters, kernel_size, f"{prefix}_conv", strides=strides,
                dilation_rate=dilation_rate, atrous=atrous, use_bias=use_bias)(x)
-    x = keras.layers.BatchNormalization(epsilon=epsilon, momentum=bn_momentum,
-                                        synchronized=sync_batchnorm, name=f"{prefix}_bn")(x)
+    x = batch_norm(x, f"{prefix}_bn", epsilon=epsilon, bn_momentum=bn_momentum,
+                   sync_batchnorm=sync_batchnorm)
     if relu:
         x = keras.layers.Activation("relu", name=f"{prefix}_relu")(x)
     return x

@@ -1,8 +1,9 @@
-"""ImageNet ResNet-50 weights: find the file, then copy it into a model by layer name.
+"""ImageNet backbone weights: find the file, then copy it into a model by layer name.
 
 `weights` arguments of the model builders are `None`, `"imagenet"` or a path to a weights
-file of `keras.applications.ResNet50(include_top=False)`, in Keras' legacy `.h5` format
-(as distributed) or Keras 3's `.weights.h5`. Every problem with them raises
+file of `keras.applications.ResNet50(include_top=False)` (backbone "resnet50") or
+`keras.applications.MobileNetV2(include_top=False)` (width 1.0; backbone "mobilenet_v2"),
+in Keras' legacy `.h5` format (as distributed) or Keras 3's `.weights.h5`. Every problem with them raises
 `PretrainedWeightsError` with a message that names the file, before any model is built
 where possible.
 """
@@ -14,6 +15,7 @@ import h5py
 import keras
 
 from research.models.layers import Preprocessing
+from research.models.mobilenet_v2 import MOBILENET_V2_BLOCKS, MOBILENET_V2_WIDTH
 from research.models.resnet import RESNET50_BLOCKS, RESNET50_WIDTH
 
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -21,7 +23,11 @@ RESNET50_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applicati
                       "resnet/" + RESNET50_NOTOP_FILE)
 # The md5 Keras checks for this file (keras/src/applications/resnet.py WEIGHTS_HASHES).
 RESNET50_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+MOBILENET_V2_NOTOP_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+MOBILENET_V2_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
+                          "mobilenet_v2/" + MOBILENET_V2_NOTOP_FILE)
 DOWNLOAD_TIMEOUT_S = 10.0
+BACKBONES = ("resnet50", "mobilenet_v2")
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -61,25 +67,44 @@ def resolve_resnet50_weights(weights, blocks_per_stage=RESNET50_BLOCKS,
     >>> resolve_resnet50_weights(None)  # -> None
     >>> resolve_resnet50_weights("/data/resnet50_notop.weights.h5")  # -> that path
     """
+    return resolve_weights(weights, "resnet50", blocks_per_stage, width)
+
+
+def resolve_weights(weights, backbone, blocks_per_stage, width):
+    """`resolve_resnet50_weights` for either backbone ("resnet50" or "mobilenet_v2").
+
+    MobileNetV2 weights need the full network: blocks (1, 2, 3, 4, 3, 3, 1), width 32
+    (Keras' width multiplier 1.0, the file named by MOBILENET_V2_NOTOP_FILE).
+    """
     if weights is None:
         return None
-    if tuple(blocks_per_stage) != RESNET50_BLOCKS or width != RESNET50_WIDTH:
+    if backbone == "resnet50":
+        full, keras_name = (RESNET50_BLOCKS, RESNET50_WIDTH), "ResNet50"
+    elif backbone == "mobilenet_v2":
+        full, keras_name = (MOBILENET_V2_BLOCKS, MOBILENET_V2_WIDTH), "MobileNetV2"
+    else:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}; got {backbone!r}")
+    if (tuple(blocks_per_stage), width) != full:
         raise ValueError(
-            f"pretrained weights ({weights!r}) need the full ResNet-50 backbone "
-            f"(blocks_per_stage={RESNET50_BLOCKS}, width={RESNET50_WIDTH}); got "
+            f"pretrained weights ({weights!r}) need the full {keras_name} backbone "
+            f"(blocks_per_stage={full[0]}, width={full[1]}); got "
             f"blocks_per_stage={tuple(blocks_per_stage)}, width={width}. Use weights=None "
             "for reduced models.")
     if isinstance(weights, str) and weights == "imagenet":
-        return _imagenet_file()
+        if backbone == "resnet50":  # module globals read now: tests point them elsewhere
+            return _imagenet_file("ResNet-50", RESNET50_NOTOP_FILE, RESNET50_NOTOP_URL,
+                                  RESNET50_NOTOP_MD5)
+        # Keras keeps no hash for the MobileNetV2 files (keras/src/applications/mobilenet_v2.py).
+        return _imagenet_file("MobileNetV2", MOBILENET_V2_NOTOP_FILE, MOBILENET_V2_NOTOP_URL, None)
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise PretrainedWeightsError(
             f"weights file not found: {path}. Expected a weights file of "
-            "keras.applications.ResNet50(include_top=False) (.h5 or .weights.h5).")
+            f"keras.applications.{keras_name}(include_top=False) (.h5 or .weights.h5).")
     if not h5py.is_hdf5(path):
         raise PretrainedWeightsError(
             f"weights file {path} is not an HDF5 file (corrupt or wrong file?). Expected "
-            "a weights file of keras.applications.ResNet50(include_top=False).")
+            f"a weights file of keras.applications.{keras_name}(include_top=False).")
     return path
 
 
@@ -107,15 +132,36 @@ def load_resnet50_weights(model, weights_file):
     """
     reference = keras.applications.ResNet50(
         include_top=False, weights=None, input_shape=(None, None, 3))
+    _copy_by_name(reference, "ResNet50", model, weights_file)
+
+
+def load_mobilenet_v2_weights(model, weights_file):
+    """Copies MobileNetV2's weights from `weights_file` into `model` by layer name.
+
+    As `load_resnet50_weights`, for `keras.applications.MobileNetV2(alpha=1.0,
+    include_top=False)`; its last 1x1 convolution (Conv_1, Conv_1_bn), which the DeepLab
+    backbone leaves out, is skipped.
+
+    Raises:
+      PretrainedWeightsError: the file cannot be read as MobileNetV2 weights.
+      ValueError: `model` has different weight shapes.
+    """
+    reference = keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), alpha=1.0, include_top=False, weights=None)
+    _copy_by_name(reference, "MobileNetV2", model, weights_file, skip=("Conv_1", "Conv_1_bn"))
+
+
+def _copy_by_name(reference, keras_name, model, weights_file, skip=()):
+    """Loads `weights_file` into `reference`, then copies each of its layers into `model`."""
     try:
         reference.load_weights(weights_file)
     except Exception as error:  # h5py, Keras and OS errors alike: say which file.
         raise PretrainedWeightsError(
             f"could not load {weights_file} as weights of "
-            f"keras.applications.ResNet50(include_top=False): {error}") from None
+            f"keras.applications.{keras_name}(include_top=False): {error}") from None
     for layer in reference.layers:
         values = layer.get_weights()
-        if values:
+        if values and layer.name not in skip:
             model.get_layer(layer.name).set_weights(values)
 
 
@@ -127,25 +173,24 @@ def _keras_home():
     return os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
 
 
-def _imagenet_file():
+def _imagenet_file(what, file_name, url, md5):
     """The cached ImageNet no-top file, downloading it if possible; else a clear error."""
     cache_dir = _keras_home()
     models_dir = os.path.join(cache_dir, "models")
-    cached = os.path.join(models_dir, RESNET50_NOTOP_FILE)
+    cached = os.path.join(models_dir, file_name)
     if os.path.isfile(cached):
         return cached
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            return keras.utils.get_file(
-                RESNET50_NOTOP_FILE, RESNET50_NOTOP_URL, cache_subdir="models",
-                cache_dir=cache_dir, file_hash=RESNET50_NOTOP_MD5)
+            return keras.utils.get_file(file_name, url, cache_subdir="models",
+                                        cache_dir=cache_dir, file_hash=md5)
     except Exception as error:  # urllib, socket and hash errors: the cause goes in the text.
         raise PretrainedWeightsError(
-            f"ImageNet weights for ResNet-50 are not available: {RESNET50_NOTOP_FILE} is "
-            f"not in {models_dir} and downloading it from {RESNET50_NOTOP_URL} failed "
+            f"ImageNet weights for {what} are not available: {file_name} is "
+            f"not in {models_dir} and downloading it from {url} failed "
             f"({error}). Download that URL on a machine with network access and put the "
             f"file at {cached} (or set KERAS_HOME to a folder whose models/ subfolder "
-            "holds it), or pass weights='/path/to/" + RESNET50_NOTOP_FILE + "'.") from None
+            "holds it), or pass weights='/path/to/" + file_name + "'.") from None
 
 
 @contextlib.contextmanager
@@ -160,21 +205,21 @@ def _socket_timeout(seconds):
         socket.setdefaulttimeout(previous)
 
 
-def image_input(input_shape, weights, preprocessing, blocks_per_stage, width):
+def image_input(input_shape, weights, preprocessing, blocks_per_stage, width, backbone="resnet50"):
     """The model's image input and the preprocessing its backbone weights expect.
 
     Args:
       input_shape: (H, W, 3); None for sizes fixed at call time.
-      weights, blocks_per_stage, width: as `resolve_resnet50_weights`.
-      preprocessing: "caffe", "unit", or None = "caffe" with pretrained weights (what
-        they were trained with), else "unit".
+      weights, blocks_per_stage, width, backbone: as `resolve_weights`.
+      preprocessing: "caffe", "tf", "unit", or None = with pretrained weights what they
+        were trained with ("caffe" for ResNet-50, "tf" for MobileNetV2), else "unit".
     Returns:
       (images, preprocessed, weights_file): the float32 Keras input "images" in
       [0, 255], its preprocessed tensor, and the weights file to load afterwards
       (None for random initialization).
     """
-    weights_file = resolve_resnet50_weights(weights, blocks_per_stage, width)
+    weights_file = resolve_weights(weights, backbone, blocks_per_stage, width)
     if preprocessing is None:
-        preprocessing = "caffe" if weights_file else "unit"
+        preprocessing = ("caffe" if backbone == "resnet50" else "tf") if weights_file else "unit"
     images = keras.Input(input_shape, dtype="float32", name="images")
     return images, Preprocessing(preprocessing, name="preprocessing")(images), weights_file

@@ -14,7 +14,9 @@ def test_help_exits_cleanly(capsys):
 def test_summary_prints_parameter_counts(capsys):
     main(["--summary", "--input-size", "64", "--num-classes", "21"])
     lines = capsys.readouterr().out.splitlines()
-    rows = {line[:30].strip(): line[30:].split() for line in lines[1:]}
+    rows = {line[:40].strip(): line[40:].split() for line in lines[1:]}
+    # The FLOPs columns (257 and 513 px) come before the shape.
+    rows = {label: values[:3] + values[5:] for label, values in rows.items()}
     # DeepLab v3 by hand: ResNet-50 without top 23,587,712 (keras.applications), plus
     # ASPP: 1x1 2048*256 + three 3x3 9*2048*256 + pool 1x1 2048*256 + projection
     # 1280*256 = 15,532,032 conv weights (no biases), BN 6 x 4 x 256 = 6,144, classifier
@@ -32,3 +34,19 @@ def test_summary_prints_parameter_counts(capsys):
     total, trainable, frozen, *shape = rows["unet"]
     assert (total, trainable, frozen) == ("32,602,981", "32,547,877", "55,104")
     assert " ".join(shape) == "(None, 64, 64, 21)"
+
+
+def test_summary_lists_mobilenet_v2_with_flops(capsys):
+    main(["--summary", "--input-size", "64"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "GFLOPs@257" in lines[0] and "GFLOPs@513" in lines[0]
+    rows = {line[:40].strip(): line[40:].split() for line in lines[1:]}
+    # Keras' MobileNetV2 1.0 without top is 2,257,984 parameters; the DeepLab backbone
+    # leaves out its Conv_1 (320*1280) and Conv_1_bn (4*1280): 1,843,264. Light head:
+    # 1x1 320*256 + pool 320*256 + projection 512*256 + BN 3*4*256 + classifier 256*21+21.
+    total, _, _, gflops_257, gflops_513, *_ = rows["deeplab_v3 mobilenet_v2 light (OS16)"]
+    assert total == f"{1_843_264 + 2 * 320 * 256 + 512 * 256 + 3 * 4 * 256 + 256 * 21 + 21:,}"
+    # About 4x the pixels, about 4x the FLOPs; OS8 costs more than OS16.
+    assert 3.5 < float(gflops_513) / float(gflops_257) < 4.5
+    assert float(rows["deeplab_v3 mobilenet_v2 light (OS8)"][3]) > float(gflops_257)
+    assert float(rows["deeplab_v3 mobilenet_v2 aspp (OS16)"][3]) > float(gflops_257)
