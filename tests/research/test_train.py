@@ -123,6 +123,22 @@ def test_xla_on_and_off_give_the_same_loss(smoke_config):
     assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-3)
 
 
+@pytest.mark.parametrize("use_xla", [False, True])
+def test_fused_and_keras_optimizers_train_alike(smoke_config, use_xla):
+    # Exact agreement is tests/kernels/test_optimizers.py's; here the whole step runs
+    # with either. Weights are not compared: gradients that are round-off (the bias of
+    # a conv before BatchNorm) differ between any two runs on a threaded CPU, and Adam
+    # turns them into full +-lr steps. The losses must follow each other.
+    images, labels = _tiny_batch()
+    losses = {}
+    for impl in ("fused", "keras"):
+        _, optimizer, step = _step_pieces(smoke_config.replace(optimizer_impl=impl), use_xla=use_xla)
+        assert isinstance(optimizer, kernels.FusedAdam) == (impl == "fused")
+        losses[impl] = [float(step(images, labels)[0]) for _ in range(4)]
+    assert losses["fused"][0] == pytest.approx(losses["keras"][0], rel=1e-5)
+    assert losses["fused"] == pytest.approx(losses["keras"], rel=1e-3)
+
+
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_steps_run_on_cpu(smoke_config, precision):
     images, labels = _tiny_batch()
