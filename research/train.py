@@ -392,6 +392,10 @@ def _train(config, workdir, ckpt_dir, mode):
     # ------------------------------------------------------------------ Runtime ---
     keras.utils.set_random_seed(config.seed)
     device = runtime.device_kind()
+    gpu_warning = runtime.unused_gpu_warning(runtime.nvidia_smi_output(),
+                                             len(tf.config.list_physical_devices("GPU")))
+    if gpu_warning:
+        log.warning("%s", gpu_warning)
     precision = runtime.resolve_precision(config.precision, device)
     strategy = runtime.make_strategy(config.distribute)
     onednn = runtime.onednn_state()
