@@ -9,9 +9,13 @@ float32, with the project's runtime defaults, in one process:
   unguarded    STEPS steps, gradients unchecked, one sync at the end
   loss_sync    + float(loss) after every step (the loop's per-step check)
   grads_check  + is_finite over every gradient inside every step (the old rule)
+  grads_alone  is_finite over tensors of the gradients' sizes (the trainable weights)
+               alone: the old rule's cost per step, without the steps' noise around it
   weights      one check of every float variable a checkpoint holds (per save)
 
-Each call runs STEPS steps (one for `weights`); tables use the minimum over rounds.
+Each call runs STEPS steps (one check for grads_alone and weights); tables use the
+minimum over rounds, per step or check. On a busy machine the step cases drift by more
+than the checks cost: read the checks' own rows against `unguarded`.
 
     pytest benchmarks/bench_nan_guard.py -s        # about 10 minutes on 2 idle cores
 """
@@ -24,12 +28,13 @@ from conftest import bench_case, record_items_per_second  # benchmarks/ is on sy
 
 STEPS = 4
 SIZES = {"demo-128px": ("demo", 128, 8), "deeplab-384px": ("deeplabv3_voc", 384, 2)}
-CASES = ("unguarded", "loss_sync", "grads_check", "weights")
+CASES = ("unguarded", "loss_sync", "grads_check", "grads_alone", "weights")
+CHECKS = ("grads_alone", "weights")  # one check per call; the other cases run STEPS steps
 
 
 @pytest.fixture(scope="module")
 def steps():
-    """{size id: (train_step, weights_check, images, labels)}, built on first use."""
+    """{size id: (train_step, {check case: tf.function}, images, labels)}, built on first use."""
     return {}
 
 
@@ -52,22 +57,24 @@ def _build(size_id):
     step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config, confusion,
                                  use_xla, loss_scaling=False)
     saved = [v for v in model.weights + optimizer.variables if "float" in str(v.dtype)]
-    weights_check = tf.function(lambda: train.all_finite(saved))
+    checks = {"weights": tf.function(lambda: train.all_finite(saved)),
+              "grads_alone": tf.function(lambda: train.all_finite(model.trainable_variables))}
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     labels = tf.constant(rng.integers(0, config.num_classes, (batch, size, size)).astype("int32"))
     for flag in (False, True):  # trace and warm both branches
         float(step(images, labels, tf.constant(flag))[0])
-    bool(weights_check())
-    return step, weights_check, images, labels
+    for check in checks.values():
+        bool(check())
+    return step, checks, images, labels
 
 
-def _runner(case, step, weights_check, images, labels):
+def _runner(case, step, checks, images, labels):
     import tensorflow as tf
 
     check = tf.constant(case == "grads_check")
-    if case == "weights":
-        return lambda: bool(weights_check())
+    if case in CHECKS:
+        return lambda: bool(checks[case]())
     if case == "unguarded":
         def run():
             for _ in range(STEPS):
@@ -91,7 +98,7 @@ def test_nan_guard(benchmark, steps, comparison_table, size_id, case):
     benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
     if benchmark.disabled:
         return
-    per_call = 1 if case == "weights" else STEPS
+    per_call = 1 if case in CHECKS else STEPS
     benchmark.extra_info["steps_per_call"] = per_call
     record_items_per_second(benchmark, per_call)
     comparison_table.append((benchmark.group, case, benchmark.stats.stats.min / per_call,

@@ -26,7 +26,7 @@ analytically from the model's layers (see `training_flops`), and the FLOP/s of a
 dense 3x3 convolution measured in the same process, so the table shows what fraction
 of this machine's reachable peak the step gets.
 
-    pytest benchmarks/bench_train_step.py -s     # about 20 minutes on 2 idle cores
+    pytest benchmarks/bench_train_step.py -s     # about 30 minutes on 2 idle cores
 """
 import json
 import os
