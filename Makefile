@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
-# Both create .venv when it is missing and install the project into it.
+# Both create .venv when it is missing and install the project into it, with the gpu
+# extra (TensorFlow's CUDA libraries) when `nvidia-smi -L` lists a GPU.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,13 +9,15 @@ STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/synthetic
 DEMO_RUN ?= runs/demo
 MACHINE := $(shell $(PYTHON) scripts/machine_id.py)
+# "dev" or "dev,gpu" (research/runtime.py install_extras); expanded only when installing.
+EXTRAS = $(shell $(PYTHON) -c 'from research.runtime import install_extras; print(install_extras())')
 
-.PHONY: install test test-slow demo bench bench-check speedups clean
+.PHONY: install test test-slow demo bench bench-saved bench-check speedups clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -46,7 +49,13 @@ BENCH_FLAGS ?=
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -s --benchmark-storage=$(BENCH_STORAGE) --benchmark-autosave $(BENCH_FLAGS)
 
-bench-check: $(STAMP)
+# Without a saved run for this machine, one line says so and how to make one, before
+# anything is installed or run ($(error) in the first prerequisite's recipe stops make).
+bench-saved:
+	$(if $(wildcard $(BENCH_STORAGE)/*/*.json),@true,$(error no saved benchmark run for machine $(MACHINE) \
+		in $(BENCH_STORAGE)/: run `make bench` on this machine to save one, then `make bench-check`))
+
+bench-check: bench-saved $(STAMP)
 	$(PY) -m pytest benchmarks -s -m "not baseline" --benchmark-storage=$(BENCH_STORAGE) --benchmark-compare \
 		--benchmark-compare-fail=min:25% $(BENCH_FLAGS)
 

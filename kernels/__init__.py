@@ -7,6 +7,8 @@
 - `confusion_matrix`, `segmentation_metrics`, `StreamingConfusionMatrix`: exact,
   XLA-compatible int64 confusion matrix, its summary metrics, and a tf.distribute-aware
   accumulator (kernels/confusion.py)
+- `FusedAdam`, `FusedSGD`: Keras' Adam and SGD (momentum) with each variable's update
+  in one TF kernel; same variables and checkpoints (kernels/optimizers.py)
 
 The import name `kernels` clashes with the PyPI package of that name; do not install
 both in one environment.
@@ -15,10 +17,12 @@ from kernels.atrous import AtrousConv2D, atrous_conv2d, reference_atrous_conv2d
 from kernels.confusion import (StreamingConfusionMatrix, confusion_matrix,
                                reference_confusion_matrix, segmentation_metrics)
 from kernels.losses import ce_dice_loss, loss_normalizers, reference_ce_dice_loss
+from kernels.optimizers import FusedAdam, FusedSGD
 
 __all__ = [
     "AtrousConv2D", "atrous_conv2d", "reference_atrous_conv2d",
     "StreamingConfusionMatrix", "confusion_matrix", "reference_confusion_matrix",
     "segmentation_metrics",
     "ce_dice_loss", "loss_normalizers", "reference_ce_dice_loss",
+    "FusedAdam", "FusedSGD",
 ]

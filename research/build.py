@@ -40,8 +40,16 @@ def build_model(config, precision="float32", num_replicas=1):
 
 
 def make_optimizer(config, precision):
-    """Adam; wrapped in a dynamic LossScaleOptimizer for mixed_float16."""
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    """Adam; wrapped in a dynamic LossScaleOptimizer for mixed_float16.
+
+    `config.optimizer_impl` "fused": kernels.FusedAdam / FusedSGD (one TF kernel per
+    variable, same variables and checkpoints); "keras": Keras' own classes.
+    """
+    fused = config.optimizer_impl == "fused"
+    # `sgd` is the class an `optimizer: "sgd"` config field would pick (same switch).
+    adam, sgd = ((kernels.FusedAdam, kernels.FusedSGD) if fused
+                 else (keras.optimizers.Adam, keras.optimizers.SGD))
+    optimizer = adam(learning_rate=config.learning_rate)
     if precision == "mixed_float16":
         # Scales the loss up so float16 gradients do not underflow; unscales before the
         # update, skips steps whose gradients overflowed and halves the scale then.

@@ -55,6 +55,8 @@ class Config:
 
     # --- Optimisation -------------------------------------------------------
     learning_rate: float = 1e-4                # Adam
+    optimizer_impl: str = "fused"              # "fused" (kernels.FusedAdam: one TF kernel per
+                                               # variable) or "keras" (keras.optimizers.Adam)
     epochs: int = 25
     steps_per_epoch: typing.Optional[int] = None  # None: one pass over the train split
     eval_steps: typing.Optional[int] = None       # None: the whole val split
@@ -94,6 +96,8 @@ RESUMABLE_FIELDS = frozenset({
     "epochs", "early_stop_patience", "checkpoint_every_steps", "keep_checkpoints",
     "log_every_steps", "tensorboard_images", "profile_steps", "skip_bad", "name",
     "nan_policy", "max_nan_restores", "eval_steps", "export_best",
+    # Same update to round-off and the same checkpoint variables (kernels/optimizers.py).
+    "optimizer_impl",
 })
 
 _CHOICES = {
@@ -103,6 +107,7 @@ _CHOICES = {
     "head": ("aspp", "light"),
     "atrous": ("kernels", "keras"),
     "loss_impl": ("fused", "reference"),
+    "optimizer_impl": ("fused", "keras"),
     "monitor_mode": ("auto", "min", "max"),
     "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
     "distribute": ("default", "mirrored", "multi_worker"),

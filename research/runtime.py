@@ -10,6 +10,9 @@ The defaults come from the project's own train-step benchmark
 """
 import logging
 import os
+import re
+import shutil
+import subprocess
 import sys
 
 log = logging.getLogger("research")
@@ -42,6 +45,64 @@ def onednn_state():
 
     return {"enabled": bool(_pywrap_util_port.IsMklEnabled()), "source": _ONEDNN_SOURCE["source"],
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+
+
+def tensorflow_default_onednn():
+    """Whether TensorFlow itself turns oneDNN on on this CPU (TF_ENABLE_ONEDNN_OPTS unset).
+
+    TF decides at import, by CPU features (AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX on
+    Linux), so a fresh process without the variable and without `research` is asked.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    code = "from tensorflow.python.util import _pywrap_util_port as p; print('ONEDNN', int(p.IsMklEnabled()))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    return re.search(r"ONEDNN (\d)", done.stdout).group(1) == "1"
+
+
+def nvidia_smi_gpus(output):
+    """The GPU lines of `nvidia-smi -L` output ("GPU 0: NVIDIA H200 (UUID: ...)"), as a list."""
+    return [line.strip() for line in (output or "").splitlines() if re.match(r"\s*GPU \d+:", line)]
+
+
+def nvidia_smi_output():
+    """`nvidia-smi -L`'s output, or "" when there is no nvidia-smi or it fails (no driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return ""
+    try:
+        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+def install_extras(nvidia_smi_text=None):
+    """The pip extras `make install` installs: "dev,gpu" when nvidia-smi lists a GPU, else "dev".
+
+    `tensorflow==2.21.*` alone has no CUDA libraries: with an NVIDIA GPU it would
+    silently train on the CPU; the gpu extra is `tensorflow[and-cuda]`. Called by the
+    Makefile before TensorFlow is installed (imports nothing heavy).
+    """
+    if nvidia_smi_text is None:
+        nvidia_smi_text = nvidia_smi_output()
+    return "dev,gpu" if nvidia_smi_gpus(nvidia_smi_text) else "dev"
+
+
+def unused_gpu_warning(nvidia_smi_text, tensorflow_gpus):
+    """The warning to log when nvidia-smi lists GPUs but TensorFlow sees none, else None.
+
+    Args:
+      nvidia_smi_text: `nvidia-smi -L`'s output ("" without nvidia-smi).
+      tensorflow_gpus: the number of GPUs TensorFlow lists.
+    """
+    gpus = nvidia_smi_gpus(nvidia_smi_text)
+    if not gpus or tensorflow_gpus:
+        return None
+    return (f"nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}{', ...' if len(gpus) > 1 else ''}) but "
+            "TensorFlow sees none, so this run trains on the CPU. TensorFlow's CUDA libraries come "
+            "with the project's gpu extra: pip install -e '.[gpu]' (tensorflow[and-cuda]); "
+            "`make install` picks it when nvidia-smi finds a GPU")
 
 
 def device_kind():

@@ -69,6 +69,27 @@ def itstime(step, every):
     return bool(every) and step % every == 0
 
 
+def all_finite(tensors):
+    """Scalar bool tensor: every element of every tensor is finite (not NaN/Inf)."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+
+def checks_gradients(step, epoch_step, steps_per_epoch, config, loss_scaling):
+    """Whether global step `step` (1-based, about to run) checks its gradients are finite.
+
+    The NaN guard's rule (measured cost: see the README's Training section): the loss
+    is checked every step (the loop reads it anyway); the gradients only on log steps
+    and on steps whose end saves a checkpoint (mid-epoch or epoch end), where a
+    non-finite gradient is then named as the cause. A non-finite gradient between
+    checks shows up in a later loss, and at the latest in the check of all weights
+    before every checkpoint and export, so no non-finite weight is ever saved. Under
+    mixed_float16 every step checks: the skipped-step count needs it (the
+    LossScaleOptimizer checks them anyway).
+    """
+    return (loss_scaling or itstime(step, config.log_every_steps)
+            or itstime(step, config.checkpoint_every_steps) or epoch_step == steps_per_epoch)
+
+
 # ---------------------------------------------------------------------------------
 # Loop state: everything the Python side must remember across a kill, stored as JSON
 # inside the checkpoint so that it is saved atomically together with the weights.
@@ -147,7 +168,10 @@ def write_csv_log(path, history):
 # Update step and eval step.
 # ---------------------------------------------------------------------------------
 def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss_scaling):
-    """A tf.function `(images, labels) -> (loss, all_grads_finite)` for distributed batches.
+    """A tf.function `(images, labels, check_gradients=True) -> (loss, grads_finite)`.
+
+    `images`, `labels` are distributed batches; `check_gradients` a scalar bool tensor:
+    when false (float32 only) the gradients are not checked and grads_finite is True.
 
     Each replica computes the loss normalisers of its labels (valid-pixel count and
     class-weight sum), all-reduces them, and returns its SHARE of the global loss, so
@@ -171,15 +195,18 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
             loss = loss_fn(labels, logits, normalizers=normalizers, **loss_kwargs)
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
         grads = tape.gradient(scaled, variables)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
         predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        return loss, grads, finite, predictions
+        return loss, grads, predictions
 
-    def replica_step(images, labels):
-        loss, grads, finite, predictions = forward_backward(images, labels, normalizers_for(labels))
+    def replica_step(images, labels, check_gradients):
+        loss, grads, predictions = forward_backward(images, labels, normalizers_for(labels))
         # Skipping is the LossScaleOptimizer's job under mixed_float16. In float32 a
-        # non-finite gradient stops the run on the host before any checkpoint is saved,
-        # so saved weights are always finite.
+        # non-finite gradient stops the run on the host (see `checks_gradients`), and
+        # all weights are checked before any checkpoint is saved.
+        if loss_scaling:
+            finite = all_finite(grads)
+        else:
+            finite = tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True))
         optimizer.apply(grads, variables)
         confusion.update(labels, predictions)
         return loss, tf.cast(tf.logical_not(finite), tf.int32)
@@ -192,8 +219,9 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
         replica_step = tf.function(replica_step, jit_compile=use_xla)
 
     @tf.function
-    def train_step(images, labels):
-        loss, nonfinite = strategy.run(replica_step, args=(images, labels))
+    def train_step(images, labels, check_gradients=True):
+        check_gradients = tf.convert_to_tensor(check_gradients, tf.bool)
+        loss, nonfinite = strategy.run(replica_step, args=(images, labels, check_gradients))
         nonfinite = strategy.reduce(tf.distribute.ReduceOp.SUM, nonfinite, axis=None)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), tf.equal(nonfinite, 0)
 
@@ -364,6 +392,10 @@ def _train(config, workdir, ckpt_dir, mode):
     # ------------------------------------------------------------------ Runtime ---
     keras.utils.set_random_seed(config.seed)
     device = runtime.device_kind()
+    gpu_warning = runtime.unused_gpu_warning(runtime.nvidia_smi_output(),
+                                             len(tf.config.list_physical_devices("GPU")))
+    if gpu_warning:
+        log.warning("%s", gpu_warning)
     precision = runtime.resolve_precision(config.precision, device)
     strategy = runtime.make_strategy(config.distribute)
     onednn = runtime.onednn_state()
@@ -429,6 +461,26 @@ def _train(config, workdir, ckpt_dir, mode):
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         return LoopState.from_json(loop_state_text.numpy().decode())
 
+    # Every float variable a checkpoint or export holds: weights, BatchNorm statistics,
+    # optimizer slots (and the loss scale). One pass, before every save and export.
+    saved_floats = [v for v in model.weights + optimizer.variables if "float" in str(v.dtype)]
+    weights_finite = tf.function(lambda: all_finite(saved_floats))
+
+    def recover(message):
+        """After a NaN/Inf: the state of the last good checkpoint, restored with a lower
+        learning rate (nan_policy "restore"), or NonFiniteLossError."""
+        if (config.nan_policy == "restore" and manager.latest_checkpoint
+                and state.nan_restores < config.max_nan_restores):
+            restores = state.nan_restores + 1
+            restored = restore_latest()
+            restored.nan_restores = restores
+            new_lr = float(optimizer.learning_rate) * config.nan_lr_factor
+            optimizer.learning_rate.assign(new_lr)
+            log.warning("%s: restored %s, learning rate -> %.3g (restore %d of %d)",
+                        message, manager.latest_checkpoint, new_lr, restores, config.max_nan_restores)
+            return restored
+        raise NonFiniteLossError(f"{message}; stopped. Last good checkpoint: {manager.latest_checkpoint}")
+
     state = LoopState()
     if manager.latest_checkpoint:
         state = restore_latest()
@@ -455,6 +507,14 @@ def _train(config, workdir, ckpt_dir, mode):
     # -------------------------------------------------------------- Train loop ---
     total_steps = config.epochs * steps_per_epoch
     profiling = False
+    check_flags = {flag: tf.constant(flag) for flag in (False, True)}
+
+    def resume_epoch(restored):
+        """(batches, progress bar, epoch clock) continuing from a restored loop state."""
+        bar = ProgressBar(steps_per_epoch, config.batch_size, unit="img", initial=restored.epoch_steps,
+                          desc=f"epoch {restored.epoch + 1}/{config.epochs}")
+        return train_batches(restored.step), bar, time.perf_counter() - restored.epoch_seconds
+
     batches = train_batches(state.step)
     with StopRequest() as stop:
         while state.epoch < config.epochs and not state.stopped_early:
@@ -462,12 +522,14 @@ def _train(config, workdir, ckpt_dir, mode):
                               desc=f"epoch {state.epoch + 1}/{config.epochs}")
             epoch_start = time.perf_counter() - state.epoch_seconds
             while state.epoch_steps < steps_per_epoch:
+                check = checks_gradients(state.step + 1, state.epoch_steps + 1, steps_per_epoch,
+                                         config, loss_scaling)
                 if config.profile_steps and state.step == config.profile_steps[0] and not profiling:
                     tf.profiler.experimental.start(os.path.join(workdir, "tensorboard"))
                     profiling = True
                 images, labels = next(batches)
                 with tf.profiler.experimental.Trace("train", step_num=state.step, _r=1):
-                    loss, finite = train_step(images, labels)
+                    loss, finite = train_step(images, labels, check_flags[check])
                     loss = float(loss)  # host sync point: the NaN guard needs the value
                 finite = bool(finite)
                 if profiling and state.step >= config.profile_steps[1]:
@@ -477,24 +539,9 @@ def _train(config, workdir, ckpt_dir, mode):
                              os.path.join(workdir, "tensorboard"))
                 if not math.isfinite(loss) or (not finite and not loss_scaling):
                     what = f"loss {loss}" if not math.isfinite(loss) else "non-finite gradients"
-                    message = f"{what} at step {state.step + 1} (epoch {state.epoch + 1})"
-                    if (config.nan_policy == "restore" and manager.latest_checkpoint
-                            and state.nan_restores < config.max_nan_restores):
-                        restores = state.nan_restores + 1
-                        state = restore_latest()
-                        state.nan_restores = restores
-                        new_lr = float(optimizer.learning_rate) * config.nan_lr_factor
-                        optimizer.learning_rate.assign(new_lr)
-                        log.warning("%s: restored %s, learning rate -> %.3g (restore %d of %d)",
-                                    message, manager.latest_checkpoint, new_lr, restores,
-                                    config.max_nan_restores)
-                        batches = train_batches(state.step)
-                        bar = ProgressBar(steps_per_epoch, config.batch_size, unit="img",
-                                          initial=state.epoch_steps, desc=bar.desc)
-                        epoch_start = time.perf_counter() - state.epoch_seconds
-                        continue
-                    raise NonFiniteLossError(
-                        f"{message}; stopped. Last good checkpoint: {manager.latest_checkpoint}")
+                    state = recover(f"{what} at step {state.step + 1} (epoch {state.epoch + 1})")
+                    batches, bar, epoch_start = resume_epoch(state)
+                    continue
                 if loss_scaling and not finite:
                     state.skipped_steps += 1
                     state.epoch_skipped += 1
@@ -513,6 +560,13 @@ def _train(config, workdir, ckpt_dir, mode):
                         if loss_scaling:
                             tf.summary.scalar("step/loss_scale", float(optimizer.dynamic_scale))
                 bar.update(1, **values)
+                saving = stop.signal is not None or (itstime(state.step, config.checkpoint_every_steps)
+                                                     and state.epoch_steps < steps_per_epoch)
+                if saving and not bool(weights_finite()):
+                    state = recover(f"non-finite weights at step {state.step} (epoch {state.epoch + 1}), "
+                                    "before a checkpoint")
+                    batches, bar, epoch_start = resume_epoch(state)
+                    continue
                 if stop.signal is not None:
                     save_checkpoint()
                     bar.close()
@@ -522,6 +576,11 @@ def _train(config, workdir, ckpt_dir, mode):
                 if itstime(state.step, config.checkpoint_every_steps) and state.epoch_steps < steps_per_epoch:
                     save_checkpoint()
             bar.close()
+            if not bool(weights_finite()):  # the epoch's export and checkpoint come next
+                state = recover(f"non-finite weights at the end of epoch {state.epoch + 1} "
+                                f"(step {state.step})")
+                batches = train_batches(state.step)  # the loop above makes the bar and clock
+                continue
 
             # ------------------------------------------------------ End of epoch ---
             train_metrics = kernels.segmentation_metrics(train_confusion.result().numpy())

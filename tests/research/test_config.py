@@ -90,3 +90,12 @@ def test_monitor_mode():
     assert config_lib.monitor_mode(config) == "min"
     assert config_lib.monitor_mode(config.replace(monitor="val_mean_iou")) == "max"
     assert config_lib.monitor_mode(config.replace(monitor="val_loss", monitor_mode="max")) == "max"
+
+
+def test_optimizer_impl_is_a_checked_resumable_choice():
+    config = config_lib.load_config("smoke")
+    assert config.optimizer_impl == "fused"
+    # Both implementations keep the same checkpoint variables: a run may resume with either.
+    assert config_lib.resume_differences(config, config.replace(optimizer_impl="keras")) == []
+    with pytest.raises(ValueError, match="optimizer_impl must be one of fused, keras"):
+        config.replace(optimizer_impl="fast")

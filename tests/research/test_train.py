@@ -123,6 +123,22 @@ def test_xla_on_and_off_give_the_same_loss(smoke_config):
     assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-3)
 
 
+@pytest.mark.parametrize("use_xla", [False, True])
+def test_fused_and_keras_optimizers_train_alike(smoke_config, use_xla):
+    # Exact agreement is tests/kernels/test_optimizers.py's; here the whole step runs
+    # with either. Weights are not compared: gradients that are round-off (the bias of
+    # a conv before BatchNorm) differ between any two runs on a threaded CPU, and Adam
+    # turns them into full +-lr steps. The losses must follow each other.
+    images, labels = _tiny_batch()
+    losses = {}
+    for impl in ("fused", "keras"):
+        _, optimizer, step = _step_pieces(smoke_config.replace(optimizer_impl=impl), use_xla=use_xla)
+        assert isinstance(optimizer, kernels.FusedAdam) == (impl == "fused")
+        losses[impl] = [float(step(images, labels)[0]) for _ in range(4)]
+    assert losses["fused"][0] == pytest.approx(losses["keras"][0], rel=1e-5)
+    assert losses["fused"] == pytest.approx(losses["keras"], rel=1e-3)
+
+
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_steps_run_on_cpu(smoke_config, precision):
     images, labels = _tiny_batch()
@@ -282,6 +298,93 @@ def test_nan_policy_restore_lowers_learning_rate(smoke_config, tmp_path, monkeyp
     assert result["history"][-1]["learning_rate"] == pytest.approx(config.learning_rate * 0.5)
     log_text = open(tmp_path / "run" / "train.log").read()
     assert "loss nan at step 5" in log_text and "restore 1 of 3" in log_text
+
+
+def poison_weight_after_step(monkeypatch, global_step):
+    """Sets a BatchNorm moving mean to NaN once, at the end of `global_step`.
+
+    Training normalizes with batch statistics, so the loss and the gradients stay
+    finite: only the check of all weights before a save can see it.
+    """
+    models = []
+    real_build_model, real_update = build.build_model, train_lib.ProgressBar.update
+    steps = {"n": 0}
+
+    def build_model(*args, **kwargs):
+        models.append(real_build_model(*args, **kwargs))
+        return models[-1]
+
+    def update(self, n=1, **values):
+        real_update(self, n, **values)
+        steps["n"] += n
+        if steps["n"] == global_step:
+            variable = next(w for w in models[-1].weights if "moving_mean" in w.path)
+            variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+    monkeypatch.setattr(build, "build_model", build_model)
+    monkeypatch.setattr(train_lib.ProgressBar, "update", update)
+
+
+def assert_checkpoint_finite(checkpoint):
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.all(np.isfinite(value)), name
+
+
+@pytest.mark.parametrize("global_step", [4, 3], ids=["mid-epoch", "epoch-end"])
+def test_nonfinite_weights_are_never_saved(smoke_config, tmp_path, monkeypatch, global_step):
+    # Steps 2 and 4 save mid-epoch (checkpoint_every_steps 2), step 3 ends epoch 1.
+    config = smoke_config.replace(epochs=3, checkpoint_every_steps=2, export_best=True)
+    poison_weight_after_step(monkeypatch, global_step)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(train_lib.NonFiniteLossError, match=f"non-finite weights .*{global_step}"):
+        train_lib.train_and_evaluate(config, workdir)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    assert checkpoint.endswith("ckpt-3" if global_step == 4 else "ckpt-2")
+    assert_checkpoint_finite(checkpoint)
+    exported = os.path.join(workdir, "export", "model.keras")
+    # Epoch 1's export (before the NaN) when poisoned at step 4; none when at its end.
+    assert (global_step == 4) == os.path.exists(exported)
+
+
+def test_nonfinite_weights_restore_the_last_checkpoint(smoke_config, tmp_path, monkeypatch):
+    config = smoke_config.replace(epochs=2, checkpoint_every_steps=2, nan_policy="restore", export_best=False)
+    poison_weight_after_step(monkeypatch, 4)
+    result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+    assert result["step"] == config.epochs * config.steps_per_epoch
+    log_text = open(tmp_path / "run" / "train.log").read()
+    assert "non-finite weights at step 4" in log_text and "restore 1 of 3" in log_text
+    assert_checkpoint_finite(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")))
+
+
+def test_gradient_checks_on_log_and_checkpoint_steps():
+    config = config_lib.load_config("smoke").replace(log_every_steps=10, checkpoint_every_steps=4)
+    checked = [step for step in range(1, 13)
+               if train_lib.checks_gradients(step, (step - 1) % 6 + 1, 6, config, loss_scaling=False)]
+    assert checked == [4, 6, 8, 10, 12]  # checkpoints 4, 8, 12; epoch ends 6, 12; log 10
+    assert train_lib.checks_gradients(1, 1, 6, config, loss_scaling=True)
+
+
+def test_train_step_checks_gradients_when_asked(smoke_config, monkeypatch):
+    real_loss_function = build.loss_function
+
+    def loss_function(config):
+        fn, kwargs = real_loss_function(config)
+
+        @tf.custom_gradient
+        def nan_gradient(loss):
+            return loss, lambda upstream: upstream * float("nan")
+
+        return (lambda labels, logits, **kw: nan_gradient(fn(labels, logits, **kw))), kwargs
+
+    monkeypatch.setattr(build, "loss_function", loss_function)
+    _, _, step = _step_pieces(smoke_config)
+    images, labels = _tiny_batch()
+    loss, finite = step(images, labels, tf.constant(True))
+    assert math.isfinite(float(loss)) and not bool(finite)
+    assert bool(step(images, labels, tf.constant(False))[1])  # unchecked: reported finite
 
 
 def test_command_line_help_and_bad_config(capsys):
