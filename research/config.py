@@ -41,6 +41,7 @@ class Config:
     backbone_width: int = 64
     atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
     bn_momentum: float = 0.99                  # BatchNorm moving averages; 0.9 for short runs
+    batchnorm: str = "fused"                   # "fused" (kernels.FusedBatchNormalization) or "keras"
 
     # --- Loss ---------------------------------------------------------------
     loss_impl: str = "fused"                   # "fused" (kernels.ce_dice_loss) or "reference"
@@ -95,6 +96,7 @@ RESUMABLE_FIELDS = frozenset({
 _CHOICES = {
     "model": ("deeplab_v3", "unet"),
     "atrous": ("kernels", "keras"),
+    "batchnorm": ("fused", "keras"),
     "loss_impl": ("fused", "reference"),
     "monitor_mode": ("auto", "min", "max"),
     "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),

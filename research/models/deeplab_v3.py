@@ -9,7 +9,7 @@ from research.models.weights import image_input, load_resnet50_weights
 def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, weights=None,
                preprocessing=None, aspp_filters=256, atrous="kernels",
                blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, dropout=0.0,
-               bn_momentum=0.99, sync_batchnorm=False, name="deeplab_v3"):
+               bn_momentum=0.99, sync_batchnorm=False, bn_impl="fused", name="deeplab_v3"):
     """Builds DeepLab v3 on ResNet-50: images in [0, 255] -> per-pixel class logits.
 
     Backbone: ResNet-50 unchanged up to conv4; conv5 with stride 1 and dilation 2 (output
@@ -54,6 +54,8 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
       bn_momentum: BatchNorm moving-average momentum (see `layers.conv_bn_relu`).
       sync_batchnorm: BatchNorm statistics over all tf.distribute replicas (see
         `layers.conv_bn_relu`); the training loop turns it on with several replicas.
+      bn_impl: "fused" (`kernels.FusedBatchNormalization`) or "keras" (see
+        `layers.batch_normalization`).
       name: model name.
 
     Returns:
@@ -76,7 +78,7 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
     else:
         raise ValueError(f"output_stride must be 16 or 8; got {output_stride!r}")
     images, x, weights_file = image_input(input_shape, weights, preprocessing, blocks_per_stage, width)
-    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm, bn_impl=bn_impl)
     features = resnet50(x, strides, dilations, blocks_per_stage, width, atrous, **batchnorm)[-1]
     x = _aspp(features, aspp_filters, rates, atrous, batchnorm)
     if dropout:
