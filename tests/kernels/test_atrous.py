@@ -45,6 +45,27 @@ def test_auto_under_xla_matches_reference():
         [x, kernel], "xla")
 
 
+@pytest.mark.parametrize("implementation", FORMULATIONS)
+def test_backward_builds_no_slice_gradients(implementation):
+    # The hand-written gradient (kernels.atrous._taps_conv) only slices forward: no
+    # StridedSliceGrad / SliceGrad full-size zero buffers, as autodiff of the taps built.
+    x, kernel = _inputs()
+    fn = tf.function(lambda x, k: value_and_grads(lambda x, k: atrous_conv2d(x, k, 2, implementation), x, k))
+    ops = {op.type for op in fn.get_concrete_function(x, kernel).graph.get_operations()}
+    assert "Conv2D" not in ops and "MatMul" in ops
+    assert not ops & {"StridedSliceGrad", "SliceGrad"}
+
+
+def test_even_kernel_with_every_tap_in_the_padding():
+    # 2x2 at rate 14 on a 7 x 6 image: offsets -7 and +7 on both axes, every tap reads
+    # only padding: the output and both gradients are zero.
+    x, kernel = _inputs((2, 2))
+    assert atrous._live_fraction((2, 2), 14, 7, 6) == 0
+    assert_same_value_and_grads(
+        lambda x, k: atrous_conv2d(x, k, 14, "taps"),
+        lambda x, k: reference_atrous_conv2d(x, k, 14), [x, kernel], "eager")
+
+
 @pytest.mark.parametrize("kernel_size", [(1, 1), (2, 2), (1, 3), (5, 2)])
 @pytest.mark.parametrize("implementation", FORMULATIONS)
 def test_other_kernel_sizes(kernel_size, implementation):
