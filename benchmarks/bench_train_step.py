@@ -9,12 +9,14 @@ worker reports a checksum and the test checks they agree). Cases:
           Keras metrics, `model.fit` with Keras' jit_compile="auto" (off on CPU)
 
 each with oneDNN off (TF's default on this CPU) and on; the custom loop also with one
-optimization switched off at a time (reference loss, Conv2D atrous) so the gain of
-each shows; U-Net custom vs fit. `TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow is
-imported, so every setting runs in its own worker process (this file with --worker),
-which builds the step, runs it once (tracing/compiling, untimed) and then one step per
-request; pytest-benchmark times the requests (the pipe costs well under 1 ms of a
-1-20 s step). Items are images.
+optimization switched off at a time (reference loss, Conv2D atrous, Keras BatchNorm,
+autodiff instead of the hand-written atrous backward) so the gain of each shows (under
+XLA the fused BatchNorm runs Keras' ops, so batchnorm_keras changes nothing there); U-Net
+custom vs fit. `TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow is imported, so every
+setting runs in its own worker process (this file with --worker), which builds the
+step, runs it once (tracing/compiling, untimed) and then one step per request;
+pytest-benchmark times the requests (the pipe costs well under 1 ms of a 1-20 s
+step). Items are images.
 
 Achieved compute: every worker also reports the training FLOPs of one step, counted
 analytically from the model's layers (see `training_flops`), and the FLOP/s of a large
@@ -116,7 +118,13 @@ def _build(case, batch_file):
     config = config_lib.load_config("deeplabv3_voc").replace(
         model=case["model"], weights=None, batch_size=BATCH, precision="float32",
         input_size=(SIZE, SIZE), loss_impl=case.get("loss", "fused"),
-        atrous=case.get("atrous", "kernels"))
+        atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"))
+    if case.get("atrous_backward") == "autodiff":
+        # The atrous taps without their hand-written gradient: autodiff through the same
+        # forward ops (what kernels/atrous.py did before it had one).
+        kernels.atrous._taps_conv = lambda x, kernel, rate, cut_rows, cut_cols: kernels.atrous._tap_sum(
+            x, kernel, kernels.atrous._tap_offsets(kernel.shape[0], rate),
+            kernels.atrous._tap_offsets(kernel.shape[1], rate), cut_rows, cut_cols)
     keras.utils.set_random_seed(0)
     if case["trainer"] == "fit":
         model = fit_baseline.build_compiled_model(config)
@@ -164,7 +172,7 @@ def _case_id(case):
     parts = [case["model"], case["trainer"], "onednn_" + ("on" if case["onednn"] else "off")]
     if case["trainer"] == "custom":
         parts.append("xla_" + ("on" if case["xla"] else "off"))
-    parts += [f"{k}_{case[k]}" for k in ("loss", "atrous") if k in case]
+    parts += [f"{k}_{case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward") if k in case]
     return "-".join(parts)
 
 
@@ -179,6 +187,10 @@ def _cases():
                           loss="reference"))
         cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
                           atrous="keras"))
+        cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
+                          batchnorm="keras"))
+        cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
+                          atrous_backward="autodiff"))
     for onednn in (False, True):
         cases.append(dict(model="unet", trainer="fit", onednn=onednn))
         cases.append(dict(model="unet", trainer="custom", onednn=onednn, xla=not onednn))
@@ -207,7 +219,8 @@ def checksums():
 
 
 @pytest.mark.parametrize("case", [
-    bench_case(c, id=_case_id(c), baseline=c["trainer"] == "fit" or c.get("atrous") == "keras")
+    bench_case(c, id=_case_id(c), baseline=c["trainer"] == "fit" or c.get("atrous") == "keras"
+               or c.get("batchnorm") == "keras")
     for c in CASES])
 def test_train_step(benchmark, case, batch_file, checksums, comparison_table):
     worker = WorkerProcess(__file__, onednn=case["onednn"])
