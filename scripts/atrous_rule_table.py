@@ -9,7 +9,7 @@ measure, and two threads scale all formulations alike (within ~10%, measured on 
 AMD machine). "native" runs only where it has a CPU gradient (oneDNN on, or XLA).
 
     python scripts/atrous_rule_table.py                 # about 10 minutes on an idle core
-    python scripts/atrous_rule_table.py --rates 6 12 --repeats 3
+    python scripts/atrous_rule_table.py --rates 6 12 --onednn 1
 """
 import argparse
 import json
@@ -63,6 +63,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", type=int, nargs="+", default=[2, 6, 12, 18])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--onednn", choices=("0", "1", "both"), default="both",
+                        help="TF_ENABLE_ONEDNN_OPTS settings to measure (default both)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -72,12 +74,17 @@ def main():
     from machine_id import machine_id
 
     rows = []
-    for onednn in ("0", "1"):
+    for onednn in ("0", "1") if args.onednn == "both" else (args.onednn,):
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="2")
         command = [sys.executable, os.path.abspath(__file__), "--worker", "--repeats",
                    str(args.repeats), "--rates", *map(str, args.rates)]
-        output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-        rows += [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as worker:
+            for line in worker.stdout:  # one case per line, echoed as it comes
+                if line.startswith("{"):
+                    rows.append(json.loads(line))
+                    print(line.strip(), file=sys.stderr, flush=True)
+        if worker.returncode:
+            sys.exit(f"worker with TF_ENABLE_ONEDNN_OPTS={onednn} failed (exit {worker.returncode})")
     print(f"{machine_id()}: {SHAPE} -> {FILTERS}, 3x3, forward + backward, CPU seconds "
           f"(1 intra-op thread, min of {args.repeats})")
     print(f"{'':26s}" + "".join(f"{'r=' + str(r):>7s}" for r in args.rates))
