@@ -73,24 +73,26 @@ def test_matches_keras_without_scale_or_center(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_matches_keras_mixed_float16(mode):
-    # Both layers get float16 inputs and keep float32 variables and statistics; the
-    # difference is float16 rounding of the output and of the input gradient.
+@pytest.mark.parametrize("policy, rtol", [("mixed_float16", 2e-3), ("mixed_bfloat16", 1e-2)])
+def test_matches_keras_mixed_precision(policy, rtol, mode):
+    # Both layers get half-precision inputs and keep float32 variables and statistics;
+    # the difference is the rounding of the output and of the input gradient.
     try:
-        keras.config.set_dtype_policy("mixed_float16")
+        keras.config.set_dtype_policy(policy)
         ours, ref = _pair()
     finally:
         keras.config.set_dtype_policy("float32")
-    assert ours.compute_dtype == "float16" and all(w.dtype == "float32" for w in ours.weights)
-    xs = [tf.cast(_inputs(seed=s), tf.float16) for s in range(3)]
+    half = ours.compute_dtype
+    assert half in ("float16", "bfloat16") and all(w.dtype == "float32" for w in ours.weights)
+    xs = [tf.cast(_inputs(seed=s), half) for s in range(3)]
     want = _steps(ref, xs, True)
     got = in_mode(lambda *xs: _steps(ours, xs, True), mode)(*xs)
     for (y, grads), (wy, wgrads) in zip(got, want):
-        assert y.dtype == wy.dtype == tf.float16
-        assert_close(y, wy, 2e-3)
+        assert y.dtype == wy.dtype == half
+        assert_close(y, wy, rtol)
         for g, w in zip(grads, wgrads):
             assert g.dtype == w.dtype
-            assert_close(g, w, 2e-3)
+            assert_close(g, w, rtol)
     for v, w in zip(ours.weights, ref.weights):
         assert v.dtype == "float32"
         assert_close(v, w, 1e-5)
