@@ -122,9 +122,9 @@ def _build(case, batch_file):
     if case.get("atrous_backward") == "autodiff":
         # The atrous taps without their hand-written gradient: autodiff through the same
         # forward ops (what kernels/atrous.py did before it had one).
-        kernels.atrous._taps_conv = lambda x, kernel, rate, cut_rows, cut_cols: kernels.atrous._tap_sum(
-            x, kernel, kernels.atrous._tap_offsets(kernel.shape[0], rate),
-            kernels.atrous._tap_offsets(kernel.shape[1], rate), cut_rows, cut_cols)
+        atrous = kernels.atrous
+        atrous._taps_conv = lambda x, kernel, rate, cut_rows, cut_cols: atrous._tap_sum(
+            x, kernel, *atrous._tap_groups(x, kernel.shape, rate, cut_rows, cut_cols))[0]
     keras.utils.set_random_seed(0)
     if case["trainer"] == "fit":
         model = fit_baseline.build_compiled_model(config)

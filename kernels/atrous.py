@@ -11,8 +11,8 @@ j*r - pad_left) and zero-filled, by the 1x1 kernel `kernel[i, j]` (a matmul over
 channels). A tap only touches the window of the image where the shifted input overlaps
 the output; a tap whose shift is as large as the image is all padding and is skipped
 (at 24 x 24 with r >= 24 only the centre tap is left). The formulations differ only in
-how the live taps are grouped into matmuls (see `_tap_sum`); all three share one exact
-hand-written gradient (see `_taps_conv`):
+how the live taps are grouped into matmuls (see `_tap_groups`; `_taps_conv` gives all
+three one exact hand-written gradient):
 
 - "gemm": one matmul `x @ [Cin, T*Cout]` over the whole image for all T live taps,
   then the T output blocks are shifted and summed. Largest, most efficient matmul, but
@@ -104,87 +104,92 @@ def _matmul_channels(x, kernel):
 # ----------------------------------------------------------------------------------------
 # Fast version: the formulations
 
-def _tap_sum(x, kernel, row_offsets, col_offsets, cut_rows, cut_cols):
-    """Sum over the live taps (i, j) of x shifted by (row_offsets[i], col_offsets[j]),
-    zero-filled, times the 1x1 kernel `kernel[i, j]`, grouped into matmuls.
+def _pad(x, axis, before, after):
+    """x zero-padded by (before, after) along axis 1 or 2."""
+    paddings = [[0, 0], [0, 0], [0, 0], [0, 0]]
+    paddings[axis] = [before, after]
+    return tf.pad(x, paddings)
 
-    Taps are grouped by kernel row if cut_rows, by kernel column if cut_cols: a group
-    shares one matmul over the input window its taps have in common (the whole axis if
-    not cut). So (False, False) is "gemm", (True, False) "rows", (True, True) "taps".
-    Built from forward ops only; `_taps_conv` gives it its gradient.
+
+def _tap_groups(x, kernel_shape, rate, cut_rows, cut_cols):
+    """(rows, cols, groups): the live taps' windows and their grouping into matmuls.
+
+    rows[i] / cols[j]: the `Window` of kernel row i / column j (live ones only).
+    groups[(gi, gj)]: the taps (i, j) sharing one matmul, over the input window they
+    have in common: grouped by kernel row if cut_rows (gi = i, else None: the whole
+    axis), by kernel column if cut_cols. So (False, False) is "gemm", (True, False)
+    "rows", (True, True) "taps".
     """
-    kh, kw, _, cout = kernel.shape
+    kh, kw = kernel_shape[:2]
     h, w = _spatial_size(x)
-    rows = {i: _window(h, d) for i, d in enumerate(row_offsets) if _is_live(d, h)}
-    cols = {j: _window(w, d) for j, d in enumerate(col_offsets) if _is_live(d, w)}
+    rows = {i: _window(h, d) for i, d in enumerate(_tap_offsets(kh, rate)) if _is_live(d, h)}
+    cols = {j: _window(w, d) for j, d in enumerate(_tap_offsets(kw, rate)) if _is_live(d, w)}
     groups = collections.defaultdict(list)
     for i in rows:
         for j in cols:
             groups[(i if cut_rows else None, j if cut_cols else None)].append((i, j))
+    return rows, cols, groups
 
-    pieces = []
+
+def _tap_sum(x, kernel, rows, cols, groups):
+    """(y, inputs): the sum of the live taps (forward ops only), and each group's input
+    window `inputs[(gi, gj)]` (kept for the kernel gradient)."""
+    inputs, pieces = {}, []
     for (gi, gj), members in groups.items():
         xg = x if gi is None else _crop(x, 1, rows[gi])
-        xg = xg if gj is None else _crop(xg, 2, cols[gj])
+        xg = inputs[(gi, gj)] = xg if gj is None else _crop(xg, 2, cols[gj])
         z = _matmul_channels(xg, tf.concat([kernel[i, j] for i, j in members], axis=-1))
         for zt, (i, j) in zip(tf.split(z, len(members), axis=-1), members):
+            # Along an uncut axis, the tap's output window is its input window.
             zt = zt if gi is not None else _crop(zt, 1, rows[i])
             zt = zt if gj is not None else _crop(zt, 2, cols[j])
             pieces.append(tf.pad(zt, [[0, 0], [rows[i].before, rows[i].after],
                                       [cols[j].before, cols[j].after], [0, 0]]))
     if not pieces:  # every tap reads only padding (an even kernel at a rate beyond the image)
-        return tf.zeros(tf.concat([tf.shape(x)[:-1], [cout]], axis=0), x.dtype)
-    return tf.add_n(pieces)
-
-
-def _kernel_gradient(x, dy, row_offsets, col_offsets, kernel_shape):
-    """d loss / d kernel [KH, KW, Cin, Cout] of the tap sum, given dy = d loss / d y.
-
-    Tap (i, j) multiplies the input window it reads by kernel[i, j] into the output
-    window it writes, so its gradient is one matmul of those two windows:
-    x_window^T [Cin, N] @ dy_window [N, Cout]. Only forward slices of x and dy: no
-    full-size zero buffers. A tap wholly in the padding gets 0.
-    """
-    kh, kw, cin, cout = kernel_shape
-    h, w = _spatial_size(x)
-    taps = []
-    for i, di in enumerate(row_offsets):
-        for j, dj in enumerate(col_offsets):
-            if not (_is_live(di, h) and _is_live(dj, w)):
-                taps.append(tf.zeros([cin, cout], x.dtype))
-                continue
-            row, col = _window(h, di), _window(w, dj)
-            xt = _crop(_crop(x, 1, row), 2, col)
-            dyt = _crop(_crop(dy, 1, Window(row.before, row.length, 0, 0)), 2,
-                        Window(col.before, col.length, 0, 0))
-            taps.append(tf.matmul(tf.reshape(xt, [-1, cin]), tf.reshape(dyt, [-1, cout]),
-                                  transpose_a=True))
-    return tf.reshape(tf.stack(taps), kernel_shape)
+        return tf.zeros(tf.concat([tf.shape(x)[:-1], kernel.shape[-1:]], axis=0), x.dtype), inputs
+    return tf.add_n(pieces), inputs
 
 
 def _taps_conv(x, kernel, rate, cut_rows, cut_cols):
-    """The atrous convolution as a tap sum (see `_tap_sum`), with an exact hand-written
-    gradient.
+    """`_tap_sum` (exact; see the module docstring) with a hand-written exact gradient.
 
-    Why not autodiff: the gradient of every crop and channel slice of the forward pass
-    is a full-size zero buffer with the slice written into it (StridedSliceGrad, Pad):
-    15.5% of a DeepLab v3 train step's op time on the Intel machine (NOTES.md). Here
-    the input gradient is the same tap sum applied to dy with the offsets negated and
-    each 1x1 kernel transposed (dx[p] = sum_t dy[p - d_t] @ kernel_t^T, an atrous
-    convolution of dy with the flipped kernel), in the forward pass's grouping; the
-    kernel gradient is one matmul per tap (`_kernel_gradient`).
+    Why not autodiff: it turns every slice of the forward pass into a full-size zero
+    buffer with the slice written into it. `kernel[i, j]` alone gave each tap a
+    StridedSliceGrad of the whole [KH, KW, Cin, Cout] kernel (15.5% of a DeepLab v3 train
+    step's op time on the Intel machine, NOTES.md). The gradient here is the adjoint of
+    each forward op, built from forward ops: a crop's adjoint is a pad, a pad's is a
+    crop, the channel split's is a concat; per group dx_g = dz @ K_g^T and
+    dK_g = x_g^T @ dz, and the kernel gradient is assembled once.
     """
-    row_offsets = _tap_offsets(kernel.shape[0], rate)
-    col_offsets = _tap_offsets(kernel.shape[1], rate)
+    kh, kw, cin, cout = kernel.shape
+    rows, cols, groups = _tap_groups(x, kernel.shape, rate, cut_rows, cut_cols)
 
     @tf.custom_gradient
     def conv(x, kernel):
-        y = _tap_sum(x, kernel, row_offsets, col_offsets, cut_rows, cut_cols)
+        y, inputs = _tap_sum(x, kernel, rows, cols, groups)
 
         def grad(dy):
-            dx = _tap_sum(dy, tf.transpose(kernel, [0, 1, 3, 2]), [-d for d in row_offsets],
-                          [-d for d in col_offsets], cut_rows, cut_cols)
-            return dx, _kernel_gradient(x, dy, row_offsets, col_offsets, kernel.shape)
+            dx_pieces, dk = [], {}
+            for (gi, gj), members in groups.items():
+                dz = []
+                for i, j in members:  # adjoint of "crop to the tap's window, then pad"
+                    dzt = _crop(_crop(dy, 1, Window(rows[i].before, rows[i].length, 0, 0)), 2,
+                                Window(cols[j].before, cols[j].length, 0, 0))
+                    dzt = dzt if gi is not None else _pad(dzt, 1, rows[i].start, rows[i].before)
+                    dzt = dzt if gj is not None else _pad(dzt, 2, cols[j].start, cols[j].before)
+                    dz.append(dzt)
+                dz = tf.concat(dz, axis=-1)  # adjoint of the split
+                kernel_g = tf.concat([kernel[i, j] for i, j in members], axis=-1)
+                dxg = _matmul_channels(dz, tf.transpose(kernel_g))
+                dxg = dxg if gi is None else _pad(dxg, 1, rows[gi].start, rows[gi].before)
+                dx_pieces.append(dxg if gj is None else _pad(dxg, 2, cols[gj].start, cols[gj].before))
+                dkg = tf.matmul(tf.reshape(inputs[(gi, gj)], [-1, cin]),
+                                tf.reshape(dz, [-1, len(members) * cout]), transpose_a=True)
+                dk.update(zip(members, tf.split(dkg, len(members), axis=-1)))
+            zero = tf.zeros([cin, cout], kernel.dtype)  # taps wholly in the padding
+            dkernel = tf.stack([tf.stack([dk.get((i, j), zero) for j in range(kw)]) for i in range(kh)])
+            dx = tf.add_n(dx_pieces) if dx_pieces else tf.zeros_like(x)
+            return dx, dkernel
 
         return y, grad
 

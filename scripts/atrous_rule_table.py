@@ -23,7 +23,7 @@ FILTERS = 256
 FORMULATIONS = ("native", "gemm", "rows", "taps")
 
 
-def _worker(rates, repeats):
+def _worker(rates, repeats, formulations):
     """Runs in a child process: one JSON line per (xla, formulation, rate)."""
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
@@ -37,7 +37,7 @@ def _worker(rates, repeats):
     x = tf.random.stateless_normal(SHAPE, seed=[1, 2])
     kernel = tf.random.stateless_normal([3, 3, SHAPE[-1], FILTERS], seed=[3, 4]) * 0.01
     for xla in (False, True):
-        for formulation in FORMULATIONS:
+        for formulation in formulations:
             if formulation == "native" and not (onednn or xla):
                 continue  # no CPU gradient for dilations > 1
             for rate in rates:
@@ -63,12 +63,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", type=int, nargs="+", default=[2, 6, 12, 18])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--formulations", nargs="+", choices=FORMULATIONS, default=list(FORMULATIONS))
     parser.add_argument("--onednn", choices=("0", "1", "both"), default="both",
                         help="TF_ENABLE_ONEDNN_OPTS settings to measure (default both)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _worker(args.rates, args.repeats)
+        _worker(args.rates, args.repeats, args.formulations)
         return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from machine_id import machine_id
@@ -77,7 +78,8 @@ def main():
     for onednn in ("0", "1") if args.onednn == "both" else (args.onednn,):
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="2")
         command = [sys.executable, os.path.abspath(__file__), "--worker", "--repeats",
-                   str(args.repeats), "--rates", *map(str, args.rates)]
+                   str(args.repeats), "--rates", *map(str, args.rates),
+                   "--formulations", *args.formulations]
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as worker:
             for line in worker.stdout:  # one case per line, echoed as it comes
                 if line.startswith("{"):
