@@ -26,8 +26,6 @@ import collections
 
 import keras
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
-from tensorflow.python.util import _pywrap_util_port
 
 IMPLEMENTATIONS = ("auto", "native", "gemm", "rows", "taps")
 
@@ -220,9 +218,38 @@ def _on_gpu(x):
 def _choose(x, kernel, rate):
     """The "auto" rule: a formulation name, decided at trace time from Python-level facts.
 
-    Measured forward + backward at [4, 24, 24, 2048] -> 256, 3x3, seconds of CPU time
-    with one intra-op thread (2-core Zen 3; the machine was shared, and CPU time is the
-    stable measure there; two threads scale all formulations alike, within ~10%):
+    Measured (scripts/atrous_rule_table.py) forward + backward at [4, 24, 24, 2048] ->
+    256, 3x3, seconds of CPU time with one intra-op thread (two threads scale all
+    formulations alike, within ~10%), on the 2-core AMD EPYC Zen 3 (AVX2, no AVX-512)
+    with the hand-written gradient (2026-11-29; the machine was heavily shared, load ~10
+    on 2 cores: CPU time is the stable measure there, but treat the numbers as +-15%):
+
+        rate                      2     6     12    18
+        live fraction f         .89   .69   .44   .25   (share of tap work "taps" does)
+        oneDNN off  rows        0.95  0.82  0.70  0.56
+                    taps        1.04  0.88  0.55  0.34
+        oneDNN on   native      1.10  0.98  0.72  0.61
+                    rows        0.81  0.73  0.63  0.43
+                    taps        1.14  0.95  0.62  0.35
+        XLA, oneDNN off native  1.10  1.10  1.08  1.02
+                    rows        1.03  0.92   (to be measured)
+        XLA, oneDNN on  native  1.06  1.12  1.11  1.13
+
+    Hence: rate 1 (or a 1x1 kernel) is an ordinary convolution: "native". On GPU,
+    "native" (cuDNN runs dilation itself; not measured here). On CPU, "taps" (fewest
+    FLOPs, nine small matmuls) wins once the live fraction f is small, "rows" (three
+    larger matmuls) above it; the crossover lies between f = .44 and .69 in every
+    setting measured, so one threshold, 0.6, for oneDNN on and off, with and without
+    XLA. oneDNN's own dilated convolution ("native") loses to "rows" at every rate
+    here: it gets no rule. With H or W unknown at trace time f is unknown: "taps",
+    whose windows still shrink at run time.
+
+    Not measured: the Intel Xeon with AVX-512 (oneDNN on by TF's default there), where
+    oneDNN's AVX-512 convolution may move the crossover or let "native" win; measure
+    there with `python scripts/atrous_rule_table.py` before changing the rule for it.
+
+    Before the hand-written gradient (autodiff through the taps' slices), same machine
+    quiet, 2026-11-23 (the rule then: threshold 0.6 with oneDNN or XLA, 0.75 without):
 
         rate                      1     2     6     12    18
         live fraction f         .95   .89   .69   .44   .25   (share of tap work "taps" does)
@@ -244,17 +271,8 @@ def _choose(x, kernel, rate):
                     rows        0.90  1.07  0.78  0.63  0.44
                     taps        1.05  1.11  0.77  0.47  0.26
 
-    Hence: rate 1 (or a 1x1 kernel) is an ordinary convolution: "native". On GPU,
-    "native" (cuDNN runs dilation itself; not measured here). On CPU the work "taps"
-    saves pays for its nine smaller matmuls once f is small: "taps" below a threshold
-    of f, "rows" above it. oneDNN's own dilated convolution only ties with "rows" and
-    loses to "taps", so oneDNN needs no rule of its own except that it (like XLA) runs
-    the larger matmuls of "rows" better, which moves the threshold: 0.6 there, 0.75 with
-    TF defaults (where "taps" wins at rate 6). With H or W unknown at trace time f is
-    unknown: "taps", whose windows still shrink at run time.
-
-    End to end (benchmarks/bench_atrous.py, AtrousConv2D "auto" vs Keras Conv2D, 2
-    threads, wall seconds, quiet machine):
+    End to end then (benchmarks/bench_atrous.py, AtrousConv2D "auto" vs Keras Conv2D,
+    2 threads, wall seconds, quiet machine):
 
         rate                      1     2     6     12    18
         oneDNN off  Keras       0.68  1.11  1.36  7.55  17.6
@@ -268,9 +286,7 @@ def _choose(x, kernel, rate):
     live = _live_fraction((kh, kw), rate, *_spatial_size(x))
     if live is None:
         return "taps"
-    in_xla = control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-    threshold = 0.6 if in_xla or _pywrap_util_port.IsMklEnabled() else 0.75
-    return "rows" if live >= threshold else "taps"
+    return "rows" if live >= 0.6 else "taps"
 
 
 def atrous_conv2d(x, kernel, rate, implementation="auto"):
