@@ -232,16 +232,19 @@ def _choose(x, kernel, rate):
                     rows        0.81  0.73  0.63  0.43
                     taps        1.14  0.95  0.62  0.35
         XLA, oneDNN off native  1.10  1.10  1.08  1.02
-                    rows        1.03  0.92   (to be measured)
+                    rows        1.03  0.92  0.77  0.61
+                    taps        1.28  1.01  0.70  0.39
         XLA, oneDNN on  native  1.06  1.12  1.11  1.13
+                    rows        1.02  0.90  0.77  0.58
+                    taps        1.20  0.89  0.50  0.31
 
     Hence: rate 1 (or a 1x1 kernel) is an ordinary convolution: "native". On GPU,
     "native" (cuDNN runs dilation itself; not measured here). On CPU, "taps" (fewest
     FLOPs, nine small matmuls) wins once the live fraction f is small, "rows" (three
     larger matmuls) above it; the crossover lies between f = .44 and .69 in every
-    setting measured, so one threshold, 0.6, for oneDNN on and off, with and without
-    XLA. oneDNN's own dilated convolution ("native") loses to "rows" at every rate
-    here: it gets no rule. With H or W unknown at trace time f is unknown: "taps",
+    setting measured (a tie at .69 under XLA with oneDNN), so one threshold, 0.6, for
+    oneDNN on and off, with and without XLA. oneDNN's own dilated convolution ("native") loses to "rows" at every rate
+    here (and XLA's at every rate): it gets no rule. With H or W unknown at trace time f is unknown: "taps",
     whose windows still shrink at run time.
 
     Not measured: the Intel Xeon with AVX-512 (oneDNN on by TF's default there), where
