@@ -243,9 +243,10 @@ def _choose(x, kernel, rate):
     FLOPs, nine small matmuls) wins once the live fraction f is small, "rows" (three
     larger matmuls) above it; the crossover lies between f = .44 and .69 in every
     setting measured (a tie at .69 under XLA with oneDNN), so one threshold, 0.6, for
-    oneDNN on and off, with and without XLA. oneDNN's own dilated convolution ("native") loses to "rows" at every rate
-    here (and XLA's at every rate): it gets no rule. With H or W unknown at trace time f is unknown: "taps",
-    whose windows still shrink at run time.
+    oneDNN on and off, with and without XLA. oneDNN's own dilated convolution
+    ("native"), and XLA's, lose to "rows" at every rate here: they get no rule. With H
+    or W unknown at trace time f is unknown: "taps", whose windows still shrink at run
+    time.
 
     Not measured: the Intel Xeon with AVX-512 (oneDNN on by TF's default there), where
     oneDNN's AVX-512 convolution may move the crossover or let "native" win; measure
