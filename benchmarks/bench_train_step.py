@@ -10,8 +10,10 @@ worker reports a checksum and the test checks they agree). Cases:
 
 each with oneDNN off and on (TF's own default depends on the CPU: the table's speed-ups
 are against `fit` with TF's default on the machine it runs on); the custom loop also with one
-optimization switched off at a time (reference loss, Conv2D atrous) so the gain of
-each shows; U-Net custom vs fit. `TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow is
+optimization switched off at a time (reference loss, Conv2D atrous, Keras BatchNorm,
+autodiff instead of the hand-written atrous backward) so the gain of each shows (under
+XLA the fused BatchNorm runs Keras' ops, so batchnorm_keras changes nothing there); U-Net
+custom vs fit. `TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow is
 imported, so every setting runs in its own worker process (this file with --worker),
 which builds the step, runs it once (tracing/compiling, untimed) and then STEPS_PER_CALL
 steps per request: for `fit` inside ONE `model.fit(steps_per_epoch=STEPS_PER_CALL)`
@@ -122,7 +124,13 @@ def _build(case, batch_file):
     config = config_lib.load_config("deeplabv3_voc").replace(
         model=case["model"], weights=None, batch_size=BATCH, precision="float32",
         input_size=(SIZE, SIZE), loss_impl=case.get("loss", "fused"),
-        atrous=case.get("atrous", "kernels"))
+        atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"))
+    if case.get("atrous_backward") == "autodiff":
+        # The atrous taps without their hand-written gradient: autodiff through the same
+        # forward ops (what kernels/atrous.py did before it had one).
+        atrous = kernels.atrous
+        atrous._taps_conv = lambda x, kernel, rate, cut_rows, cut_cols: atrous._tap_sum(
+            x, kernel, *atrous._tap_groups(x, kernel.shape, rate, cut_rows, cut_cols))[0]
     keras.utils.set_random_seed(0)
     if case["trainer"] == "fit":
         model = fit_baseline.build_compiled_model(config)
@@ -172,7 +180,7 @@ def _case_id(case):
     parts = [case["model"], case["trainer"], "onednn_" + ("on" if case["onednn"] else "off")]
     if case["trainer"] == "custom":
         parts.append("xla_" + ("on" if case["xla"] else "off"))
-    parts += [f"{k}_{case[k]}" for k in ("loss", "atrous") if k in case]
+    parts += [f"{k}_{case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward") if k in case]
     return "-".join(parts)
 
 
@@ -187,6 +195,10 @@ def _cases():
                           loss="reference"))
         cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
                           atrous="keras"))
+        cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
+                          batchnorm="keras"))
+        cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
+                          atrous_backward="autodiff"))
     for onednn in (False, True):
         cases.append(dict(model="unet", trainer="fit", onednn=onednn))
         cases.append(dict(model="unet", trainer="custom", onednn=onednn, xla=not onednn))
@@ -215,7 +227,8 @@ def checksums():
 
 
 @pytest.mark.parametrize("case", [
-    bench_case(c, id=_case_id(c), baseline=c["trainer"] == "fit" or c.get("atrous") == "keras")
+    bench_case(c, id=_case_id(c), baseline=c["trainer"] == "fit" or c.get("atrous") == "keras"
+               or c.get("batchnorm") == "keras")
     for c in CASES])
 def test_train_step(benchmark, case, batch_file, checksums, comparison_table, tf_default_onednn):
     worker = WorkerProcess(__file__, onednn=case["onednn"])

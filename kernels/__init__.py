@@ -2,6 +2,8 @@
 
 - `atrous_conv2d`, `AtrousConv2D`: exact, fast dilated convolution, stride 1, SAME
   padding (kernels/atrous.py)
+- `FusedBatchNormalization`: `keras.layers.BatchNormalization` (its reference twin)
+  through TF's fused batch-norm kernels, same variables and results (kernels/batchnorm.py)
 - `ce_dice_loss`, `loss_normalizers`: fused class-weighted cross-entropy + dice loss with
   an analytic gradient, and its cross-replica normalizers (kernels/losses.py)
 - `confusion_matrix`, `segmentation_metrics`, `StreamingConfusionMatrix`: exact,
@@ -14,6 +16,7 @@ The import name `kernels` clashes with the PyPI package of that name; do not ins
 both in one environment.
 """
 from kernels.atrous import AtrousConv2D, atrous_conv2d, reference_atrous_conv2d
+from kernels.batchnorm import FusedBatchNormalization
 from kernels.confusion import (StreamingConfusionMatrix, confusion_matrix,
                                reference_confusion_matrix, segmentation_metrics)
 from kernels.losses import ce_dice_loss, loss_normalizers, reference_ce_dice_loss
@@ -21,6 +24,7 @@ from kernels.optimizers import FusedAdam, FusedSGD
 
 __all__ = [
     "AtrousConv2D", "atrous_conv2d", "reference_atrous_conv2d",
+    "FusedBatchNormalization",
     "StreamingConfusionMatrix", "confusion_matrix", "reference_confusion_matrix",
     "segmentation_metrics",
     "ce_dice_loss", "loss_normalizers", "reference_ce_dice_loss",

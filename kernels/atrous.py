@@ -11,7 +11,8 @@ j*r - pad_left) and zero-filled, by the 1x1 kernel `kernel[i, j]` (a matmul over
 channels). A tap only touches the window of the image where the shifted input overlaps
 the output; a tap whose shift is as large as the image is all padding and is skipped
 (at 24 x 24 with r >= 24 only the centre tap is left). The formulations differ only in
-how the live taps are grouped into matmuls (see `_taps_conv`):
+how the live taps are grouped into matmuls (see `_tap_groups`; `_taps_conv` gives all
+three one exact hand-written gradient):
 
 - "gemm": one matmul `x @ [Cin, T*Cout]` over the whole image for all T live taps,
   then the T output blocks are shifted and summed. Largest, most efficient matmul, but
@@ -25,8 +26,6 @@ import collections
 
 import keras
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
-from tensorflow.python.util import _pywrap_util_port
 
 IMPLEMENTATIONS = ("auto", "native", "gemm", "rows", "taps")
 
@@ -103,14 +102,23 @@ def _matmul_channels(x, kernel):
 # ----------------------------------------------------------------------------------------
 # Fast version: the formulations
 
-def _taps_conv(x, kernel, rate, cut_rows, cut_cols):
-    """Sum of the live taps, grouped into matmuls (exact; see the module docstring).
+def _pad(x, axis, before, after):
+    """x zero-padded by (before, after) along axis 1 or 2."""
+    paddings = [[0, 0], [0, 0], [0, 0], [0, 0]]
+    paddings[axis] = [before, after]
+    return tf.pad(x, paddings)
 
-    Taps are grouped by kernel row if cut_rows, by kernel column if cut_cols: a group
-    shares one matmul over the input window its taps have in common (the whole axis if
-    not cut). So (False, False) is "gemm", (True, False) "rows", (True, True) "taps".
+
+def _tap_groups(x, kernel_shape, rate, cut_rows, cut_cols):
+    """(rows, cols, groups): the live taps' windows and their grouping into matmuls.
+
+    rows[i] / cols[j]: the `Window` of kernel row i / column j (live ones only).
+    groups[(gi, gj)]: the taps (i, j) sharing one matmul, over the input window they
+    have in common: grouped by kernel row if cut_rows (gi = i, else None: the whole
+    axis), by kernel column if cut_cols. So (False, False) is "gemm", (True, False)
+    "rows", (True, True) "taps".
     """
-    kh, kw, _, cout = kernel.shape
+    kh, kw = kernel_shape[:2]
     h, w = _spatial_size(x)
     rows = {i: _window(h, d) for i, d in enumerate(_tap_offsets(kh, rate)) if _is_live(d, h)}
     cols = {j: _window(w, d) for j, d in enumerate(_tap_offsets(kw, rate)) if _is_live(d, w)}
@@ -118,19 +126,72 @@ def _taps_conv(x, kernel, rate, cut_rows, cut_cols):
     for i in rows:
         for j in cols:
             groups[(i if cut_rows else None, j if cut_cols else None)].append((i, j))
+    return rows, cols, groups
 
-    pieces = []
+
+def _tap_sum(x, kernel, rows, cols, groups):
+    """(y, inputs): the sum of the live taps (forward ops only), and each group's input
+    window `inputs[(gi, gj)]` (kept for the kernel gradient)."""
+    inputs, pieces = {}, []
     for (gi, gj), members in groups.items():
         xg = x if gi is None else _crop(x, 1, rows[gi])
-        xg = xg if gj is None else _crop(xg, 2, cols[gj])
+        xg = inputs[(gi, gj)] = xg if gj is None else _crop(xg, 2, cols[gj])
         z = _matmul_channels(xg, tf.concat([kernel[i, j] for i, j in members], axis=-1))
-        for t, (i, j) in enumerate(members):
-            zt = z[..., t * cout:(t + 1) * cout]
+        for zt, (i, j) in zip(tf.split(z, len(members), axis=-1), members):
+            # Along an uncut axis, the tap's output window is its input window.
             zt = zt if gi is not None else _crop(zt, 1, rows[i])
             zt = zt if gj is not None else _crop(zt, 2, cols[j])
             pieces.append(tf.pad(zt, [[0, 0], [rows[i].before, rows[i].after],
                                       [cols[j].before, cols[j].after], [0, 0]]))
-    return tf.add_n(pieces)
+    if not pieces:  # every tap reads only padding (an even kernel at a rate beyond the image)
+        return tf.zeros(tf.concat([tf.shape(x)[:-1], kernel.shape[-1:]], axis=0), x.dtype), inputs
+    return tf.add_n(pieces), inputs
+
+
+def _taps_conv(x, kernel, rate, cut_rows, cut_cols):
+    """`_tap_sum` (exact; see the module docstring) with a hand-written exact gradient.
+
+    Why not autodiff: it turns every slice of the forward pass into a full-size zero
+    buffer with the slice written into it. `kernel[i, j]` alone gave each tap a
+    StridedSliceGrad of the whole [KH, KW, Cin, Cout] kernel (15.5% of a DeepLab v3 train
+    step's op time on the Intel machine, NOTES.md). The gradient here is the adjoint of
+    each forward op, built from forward ops: a crop's adjoint is a pad, a pad's is a
+    crop, the channel split's is a concat; per group dx_g = dz @ K_g^T and
+    dK_g = x_g^T @ dz, and the kernel gradient is assembled once.
+    """
+    kh, kw, cin, cout = kernel.shape
+    rows, cols, groups = _tap_groups(x, kernel.shape, rate, cut_rows, cut_cols)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y, inputs = _tap_sum(x, kernel, rows, cols, groups)
+
+        def grad(dy):
+            dx_pieces, dk = [], {}
+            for (gi, gj), members in groups.items():
+                dz = []
+                for i, j in members:  # adjoint of "crop to the tap's window, then pad"
+                    dzt = _crop(_crop(dy, 1, Window(rows[i].before, rows[i].length, 0, 0)), 2,
+                                Window(cols[j].before, cols[j].length, 0, 0))
+                    dzt = dzt if gi is not None else _pad(dzt, 1, rows[i].start, rows[i].before)
+                    dzt = dzt if gj is not None else _pad(dzt, 2, cols[j].start, cols[j].before)
+                    dz.append(dzt)
+                dz = tf.concat(dz, axis=-1)  # adjoint of the split
+                kernel_g = tf.concat([kernel[i, j] for i, j in members], axis=-1)
+                dxg = _matmul_channels(dz, tf.transpose(kernel_g))
+                dxg = dxg if gi is None else _pad(dxg, 1, rows[gi].start, rows[gi].before)
+                dx_pieces.append(dxg if gj is None else _pad(dxg, 2, cols[gj].start, cols[gj].before))
+                dkg = tf.matmul(tf.reshape(inputs[(gi, gj)], [-1, cin]),
+                                tf.reshape(dz, [-1, len(members) * cout]), transpose_a=True)
+                dk.update(zip(members, tf.split(dkg, len(members), axis=-1)))
+            zero = tf.zeros([cin, cout], kernel.dtype)  # taps wholly in the padding
+            dkernel = tf.stack([tf.stack([dk.get((i, j), zero) for j in range(kw)]) for i in range(kh)])
+            dx = tf.add_n(dx_pieces) if dx_pieces else tf.zeros_like(x)
+            return dx, dkernel
+
+        return y, grad
+
+    return conv(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel))
 
 
 def _native_conv(x, kernel, rate):
@@ -157,9 +218,42 @@ def _on_gpu(x):
 def _choose(x, kernel, rate):
     """The "auto" rule: a formulation name, decided at trace time from Python-level facts.
 
-    Measured forward + backward at [4, 24, 24, 2048] -> 256, 3x3, seconds of CPU time
-    with one intra-op thread (2-core Zen 3; the machine was shared, and CPU time is the
-    stable measure there; two threads scale all formulations alike, within ~10%):
+    Measured (scripts/atrous_rule_table.py) forward + backward at [4, 24, 24, 2048] ->
+    256, 3x3, seconds of CPU time with one intra-op thread (two threads scale all
+    formulations alike, within ~10%), on the 2-core AMD EPYC Zen 3 (AVX2, no AVX-512)
+    with the hand-written gradient (2026-11-29; the machine was heavily shared, load ~10
+    on 2 cores: CPU time is the stable measure there, but treat the numbers as +-15%):
+
+        rate                      2     6     12    18
+        live fraction f         .89   .69   .44   .25   (share of tap work "taps" does)
+        oneDNN off  rows        0.95  0.82  0.70  0.56
+                    taps        1.04  0.88  0.55  0.34
+        oneDNN on   native      1.10  0.98  0.72  0.61
+                    rows        0.81  0.73  0.63  0.43
+                    taps        1.14  0.95  0.62  0.35
+        XLA, oneDNN off native  1.10  1.10  1.08  1.02
+                    rows        1.03  0.92  0.77  0.61
+                    taps        1.28  1.01  0.70  0.39
+        XLA, oneDNN on  native  1.06  1.12  1.11  1.13
+                    rows        1.02  0.90  0.77  0.58
+                    taps        1.20  0.89  0.50  0.31
+
+    Hence: rate 1 (or a 1x1 kernel) is an ordinary convolution: "native". On GPU,
+    "native" (cuDNN runs dilation itself; not measured here). On CPU, "taps" (fewest
+    FLOPs, nine small matmuls) wins once the live fraction f is small, "rows" (three
+    larger matmuls) above it; the crossover lies between f = .44 and .69 in every
+    setting measured (a tie at .69 under XLA with oneDNN), so one threshold, 0.6, for
+    oneDNN on and off, with and without XLA. oneDNN's own dilated convolution
+    ("native"), and XLA's, lose to "rows" at every rate here: they get no rule. With H
+    or W unknown at trace time f is unknown: "taps", whose windows still shrink at run
+    time.
+
+    Not measured: the Intel Xeon with AVX-512 (oneDNN on by TF's default there), where
+    oneDNN's AVX-512 convolution may move the crossover or let "native" win; measure
+    there with `python scripts/atrous_rule_table.py` before changing the rule for it.
+
+    Before the hand-written gradient (autodiff through the taps' slices), same machine
+    quiet, 2026-11-23 (the rule then: threshold 0.6 with oneDNN or XLA, 0.75 without):
 
         rate                      1     2     6     12    18
         live fraction f         .95   .89   .69   .44   .25   (share of tap work "taps" does)
@@ -181,17 +275,8 @@ def _choose(x, kernel, rate):
                     rows        0.90  1.07  0.78  0.63  0.44
                     taps        1.05  1.11  0.77  0.47  0.26
 
-    Hence: rate 1 (or a 1x1 kernel) is an ordinary convolution: "native". On GPU,
-    "native" (cuDNN runs dilation itself; not measured here). On CPU the work "taps"
-    saves pays for its nine smaller matmuls once f is small: "taps" below a threshold
-    of f, "rows" above it. oneDNN's own dilated convolution only ties with "rows" and
-    loses to "taps", so oneDNN needs no rule of its own except that it (like XLA) runs
-    the larger matmuls of "rows" better, which moves the threshold: 0.6 there, 0.75 with
-    TF defaults (where "taps" wins at rate 6). With H or W unknown at trace time f is
-    unknown: "taps", whose windows still shrink at run time.
-
-    End to end (benchmarks/bench_atrous.py, AtrousConv2D "auto" vs Keras Conv2D, 2
-    threads, wall seconds, quiet machine):
+    End to end then (benchmarks/bench_atrous.py, AtrousConv2D "auto" vs Keras Conv2D,
+    2 threads, wall seconds, quiet machine):
 
         rate                      1     2     6     12    18
         oneDNN off  Keras       0.68  1.11  1.36  7.55  17.6
@@ -205,9 +290,7 @@ def _choose(x, kernel, rate):
     live = _live_fraction((kh, kw), rate, *_spatial_size(x))
     if live is None:
         return "taps"
-    in_xla = control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-    threshold = 0.6 if in_xla or _pywrap_util_port.IsMklEnabled() else 0.75
-    return "rows" if live >= threshold else "taps"
+    return "rows" if live >= 0.6 else "taps"
 
 
 def atrous_conv2d(x, kernel, rate, implementation="auto"):

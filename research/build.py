@@ -31,7 +31,8 @@ def build_model(config, precision="float32", num_replicas=1):
     """
     common = dict(num_classes=config.num_classes, input_shape=(None, None, 3), weights=config.weights,
                   blocks_per_stage=tuple(config.backbone_blocks), width=config.backbone_width,
-                  bn_momentum=config.bn_momentum, sync_batchnorm=num_replicas > 1)
+                  bn_momentum=config.bn_momentum, sync_batchnorm=num_replicas > 1,
+                  bn_impl=config.batchnorm)
     with dtype_policy(precision):
         if config.model == "deeplab_v3":
             return deeplab_v3(output_stride=config.output_stride, atrous=config.atrous,

@@ -45,6 +45,7 @@ class Config:
     head: str = "aspp"                         # DeepLab v3: "aspp" or "light" (1x1 + image pooling)
     atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
     bn_momentum: float = 0.99                  # BatchNorm moving averages; 0.9 for short runs
+    batchnorm: str = "fused"                   # "fused" (kernels.FusedBatchNormalization) or "keras"
 
     # --- Loss ---------------------------------------------------------------
     loss_impl: str = "fused"                   # "fused" (kernels.ce_dice_loss) or "reference"
@@ -106,6 +107,7 @@ _CHOICES = {
     "backbone": ("resnet50", "mobilenet_v2"),
     "head": ("aspp", "light"),
     "atrous": ("kernels", "keras"),
+    "batchnorm": ("fused", "keras"),
     "loss_impl": ("fused", "reference"),
     "optimizer_impl": ("fused", "keras"),
     "monitor_mode": ("auto", "min", "max"),

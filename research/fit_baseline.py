@@ -3,6 +3,7 @@
 Same data pipeline and model-building code (research/build.py) as research/train.py, so a benchmark
 compares only the training machinery. What differs, on purpose:
   - dilated `keras.layers.Conv2D` instead of `kernels.AtrousConv2D` (config atrous="keras");
+  - Keras' BatchNormalization instead of `kernels.FusedBatchNormalization` (batchnorm="keras");
   - the book's loss and metrics as Keras 3 objects, written correctly (ignored pixels
     excluded, exact confusion-matrix metrics accumulated in int64), with the plain
     `kernels.reference_*` functions underneath;
@@ -117,8 +118,9 @@ class MeanIoU(ConfusionMatrixMetric):
 
 
 def build_compiled_model(config):
-    """The config's model with dilated Conv2D, compiled with the book's loss, metrics and Adam."""
-    model = build_model(config.replace(atrous="keras"))
+    """The config's model with dilated Conv2D and Keras' BatchNormalization, compiled with the
+    book's loss, metrics and Adam."""
+    model = build_model(config.replace(atrous="keras", batchnorm="keras"))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         loss=CeDiceLoss(config.num_classes, config.ignore_label, config.dice_smooth),

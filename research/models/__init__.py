@@ -9,7 +9,8 @@ Both map float32 RGB images [B, H, W, 3] in [0, 255] to float32 logits
   used (research/models/weights.py)
 
 Importing this package registers the custom layers (`research>Preprocessing`,
-`research>ResizeLike`, and via `kernels`, `kernels>AtrousConv2D`) for `keras.saving`.
+`research>ResizeLike`, and via `kernels`, `kernels>AtrousConv2D` and
+`kernels>FusedBatchNormalization`) for `keras.saving`.
 """
 from research.models.deeplab_v3 import deeplab_v3
 from research.models.unet import unet

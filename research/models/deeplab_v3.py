@@ -11,8 +11,8 @@ from research.models.weights import image_input, load_mobilenet_v2_weights, load
 def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, weights=None,
                preprocessing=None, aspp_filters=256, atrous="kernels",
                blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, dropout=0.0,
-               bn_momentum=0.99, sync_batchnorm=False, backbone="resnet50", head="aspp",
-               name="deeplab_v3"):
+               bn_momentum=0.99, sync_batchnorm=False, bn_impl="fused", backbone="resnet50",
+               head="aspp", name="deeplab_v3"):
     """Builds DeepLab v3 on ResNet-50 or MobileNetV2: images in [0, 255] -> class logits.
 
     Backbone: ResNet-50 unchanged up to conv4; conv5 with stride 1 and dilation 2 (output
@@ -71,6 +71,8 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
       backbone: "resnet50" or "mobilenet_v2".
       head: "aspp" (1x1, three atrous 3x3, image pooling) or "light" (1x1 and image
         pooling only).
+      bn_impl: "fused" (`kernels.FusedBatchNormalization`) or "keras" (see
+        `layers.batch_normalization`).
       name: model name.
 
     Returns:
@@ -99,7 +101,7 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
         raise ValueError(f'head must be "aspp" or "light"; got {head!r}')
     images, x, weights_file = image_input(input_shape, weights, preprocessing, blocks_per_stage,
                                           width, backbone)
-    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm, bn_impl=bn_impl)
     if backbone == "mobilenet_v2":
         features = mobilenet_v2(x, output_stride, blocks_per_stage, width, **batchnorm)[-1]
     else:

@@ -4,8 +4,8 @@
 - `ResizeLike`: bilinear resize of one tensor to another's (dynamic) height and width.
 - `conv2d`: a convolution layer; the one place that chooses `kernels.AtrousConv2D` or
   `keras.layers.Conv2D` for a dilated 3x3 convolution.
-- `batch_norm`: the one place that builds a BatchNormalization layer (every model's BN
-  goes through it, so its implementation can change in one spot).
+- `batch_normalization`: a BatchNormalization layer; the one place that chooses
+  `kernels.FusedBatchNormalization` or `keras.layers.BatchNormalization`.
 - `conv_bn_relu`: convolution, BatchNormalization, optional ReLU, named like Keras' ResNet
   (`{prefix}_conv`, `{prefix}_bn`, `{prefix}_relu`).
 
@@ -15,7 +15,7 @@ file loads once `research.models` is imported.
 import keras
 import tensorflow as tf
 
-from kernels import AtrousConv2D
+from kernels import AtrousConv2D, FusedBatchNormalization
 
 # keras.applications.resnet50.preprocess_input ("caffe" mode) subtracts this ImageNet
 # mean, in BGR order, from BGR images in [0, 255].
@@ -148,27 +148,37 @@ def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kerne
                                dilation_rate=dilation_rate, use_bias=use_bias, name=name)
 
 
-def batch_norm(x, name, epsilon=1e-3, bn_momentum=0.99, sync_batchnorm=False):
-    """BatchNormalization of `x` over its last axis: layer `name`.
+def batch_normalization(name, epsilon=1e-3, bn_momentum=0.99, sync_batchnorm=False,
+                        bn_impl="fused"):
+    """A BatchNormalization layer (channels last): fused kernels or Keras' own ops.
+
+    `bn_impl="fused"` gives `kernels.FusedBatchNormalization` (TF's fused batch-norm
+    kernels; it runs Keras' code itself where the fused kernel would not be exact:
+    under XLA and with `synchronized=True`), `"keras"` gives
+    `keras.layers.BatchNormalization`. Both have the same variables and config, so
+    weights, checkpoints and ImageNet weights load into either by layer name.
 
     Args:
-      x: Keras tensor [B, H, W, C].
-      name: layer name (Keras applications' names, so their weights load by name).
-      epsilon: added to the variance (Keras' 1e-3; ResNet-50's file wants 1.001e-5).
-      bn_momentum, sync_batchnorm: see `conv_bn_relu`.
+      name: layer name.
+      epsilon: added to the variance.
+      bn_momentum: moving-average momentum (see `conv_bn_relu`).
+      sync_batchnorm: statistics over all tf.distribute replicas (see `conv_bn_relu`).
+      bn_impl: "fused" or "keras".
 
-    Returns: Keras tensor [B, H, W, C], x's compute dtype.
+    Returns: a Keras layer mapping [B, H, W, C] to [B, H, W, C].
 
     Example:
-    >>> y = batch_norm(keras.Input((None, None, 32)), "bn_Conv1")
+    >>> bn = batch_normalization("conv1_bn", epsilon=1.001e-5, bn_impl="keras")
     """
-    return keras.layers.BatchNormalization(epsilon=epsilon, momentum=bn_momentum,
-                                           synchronized=sync_batchnorm, name=name)(x)
+    if bn_impl not in ("fused", "keras"):
+        raise ValueError(f'bn_impl must be "fused" or "keras"; got {bn_impl!r}')
+    layer = FusedBatchNormalization if bn_impl == "fused" else keras.layers.BatchNormalization
+    return layer(epsilon=epsilon, momentum=bn_momentum, synchronized=sync_batchnorm, name=name)
 
 
 def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
                  atrous="kernels", use_bias=False, epsilon=1e-3, relu=True, bn_momentum=0.99,
-                 sync_batchnorm=False):
+                 sync_batchnorm=False, bn_impl="fused"):
     """Convolution, BatchNormalization and (optionally) ReLU: layers `{prefix}_conv`,
     `{prefix}_bn`, `{prefix}_relu`.
 
@@ -188,6 +198,7 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
       sync_batchnorm: compute batch statistics over the global batch across
         tf.distribute replicas (Keras' `synchronized=True`), so N replicas train like
         one device on the whole batch; off for a single device, where it only costs.
+      bn_impl: "fused" or "keras" (see `batch_normalization`).
 
     Returns: Keras tensor [B, H', W', filters].
 
@@ -196,8 +207,7 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
     """
     x = conv2d(filters, kernel_size, f"{prefix}_conv", strides=strides,
                dilation_rate=dilation_rate, atrous=atrous, use_bias=use_bias)(x)
-    x = batch_norm(x, f"{prefix}_bn", epsilon=epsilon, bn_momentum=bn_momentum,
-                   sync_batchnorm=sync_batchnorm)
+    x = batch_normalization(f"{prefix}_bn", epsilon, bn_momentum, sync_batchnorm, bn_impl)(x)
     if relu:
         x = keras.layers.Activation("relu", name=f"{prefix}_relu")(x)
     return x

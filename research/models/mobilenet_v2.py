@@ -8,7 +8,7 @@ the DeepLab model zoo), so the features keep a resolution of input / output_stri
 """
 import keras
 
-from research.models.layers import batch_norm
+from research.models.layers import batch_normalization
 
 # (expansion t, output channels c, blocks n, first stride s) of the seven stages, as in
 # the paper's Table 2 and keras.applications.MobileNetV2 (block ids 0..16).
@@ -25,7 +25,8 @@ def _make_divisible(value, divisor=8):
 
 
 def mobilenet_v2(x, output_stride=16, blocks_per_stage=MOBILENET_V2_BLOCKS,
-                 width=MOBILENET_V2_WIDTH, bn_momentum=0.99, sync_batchnorm=False):
+                 width=MOBILENET_V2_WIDTH, bn_momentum=0.99, sync_batchnorm=False,
+                 bn_impl="fused"):
     """Adds a MobileNetV2 feature extractor to the functional graph at `x`.
 
     Layer names are those of `keras.applications.MobileNetV2(include_top=False)` (Conv1,
@@ -52,7 +53,7 @@ def mobilenet_v2(x, output_stride=16, blocks_per_stage=MOBILENET_V2_BLOCKS,
       width: channels of the first convolution; 32 = MobileNetV2 at width multiplier
         1.0. Every layer scales by `width / 32` (Keras' `alpha`), rounded to multiples of
         8 as Keras rounds.
-      bn_momentum, sync_batchnorm: BatchNorm settings (see `layers.conv_bn_relu`).
+      bn_momentum, sync_batchnorm, bn_impl: BatchNorm settings (see `layers.conv_bn_relu`).
 
     Returns:
       A tuple of Keras tensors, one per stage, at strides 2, 4, 8, 16, 16, 32, 32 of the
@@ -71,11 +72,11 @@ def mobilenet_v2(x, output_stride=16, blocks_per_stage=MOBILENET_V2_BLOCKS,
     if width < 1:
         raise ValueError(f"width must be positive; got {width!r}")
     alpha = width / MOBILENET_V2_WIDTH
-    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm, bn_impl=bn_impl)
 
     x = keras.layers.Conv2D(_make_divisible(MOBILENET_V2_WIDTH * alpha), 3, strides=2,
                             padding="same", use_bias=False, name="Conv1")(x)
-    x = batch_norm(x, "bn_Conv1", **batchnorm)
+    x = batch_normalization("bn_Conv1", **batchnorm)(x)
     x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
     current_stride, rate, block_id, features = 2, 1, 0, []
     for (expansion, channels, _, first_stride), blocks in zip(MOBILENET_V2_STAGES, blocks_per_stage):
@@ -100,7 +101,7 @@ def _inverted_residual(inputs, expansion, stride, rate, filters, block_id, batch
     if block_id:  # Keras' block 0 has expansion 1 and no expand layer
         x = keras.layers.Conv2D(expansion * inputs.shape[-1], 1, use_bias=False,
                                 name=f"{prefix}expand")(x)
-        x = batch_norm(x, f"{prefix}expand_BN", **batchnorm)
+        x = batch_normalization(f"{prefix}expand_BN", **batchnorm)(x)
         x = keras.layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
     if stride == 2:
         # TF's SAME padding of a 3x3 stride-2 conv on even sizes, explicit as in Keras.
@@ -108,10 +109,10 @@ def _inverted_residual(inputs, expansion, stride, rate, filters, block_id, batch
     x = keras.layers.DepthwiseConv2D(3, strides=stride, dilation_rate=rate, use_bias=False,
                                      padding="valid" if stride == 2 else "same",
                                      name=f"{prefix}depthwise")(x)
-    x = batch_norm(x, f"{prefix}depthwise_BN", **batchnorm)
+    x = batch_normalization(f"{prefix}depthwise_BN", **batchnorm)(x)
     x = keras.layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(x)
     x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}project")(x)
-    x = batch_norm(x, f"{prefix}project_BN", **batchnorm)
+    x = batch_normalization(f"{prefix}project_BN", **batchnorm)(x)
     if stride == 1 and inputs.shape[-1] == filters:
         return keras.layers.Add(name=f"{prefix}add")([inputs, x])
     return x

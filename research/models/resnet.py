@@ -12,7 +12,7 @@ RESNET50_WIDTH = 64
 
 def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
              blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, atrous="kernels",
-             bn_momentum=0.99, sync_batchnorm=False):
+             bn_momentum=0.99, sync_batchnorm=False, bn_impl="fused"):
     """Adds a ResNet-50 v1 to the functional graph at `x`; returns its five feature maps.
 
     Layer names are those of `keras.applications.ResNet50` (conv1_pad, conv1_conv,
@@ -42,7 +42,7 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
       width: base number of filters (64 = ResNet-50): conv1 has `width`, stage k's
         bottleneck has `width * 2**(k-2)` and its output four times that.
       atrous: "kernels" or "keras", which layer computes the dilated convolutions.
-      bn_momentum, sync_batchnorm: BatchNorm settings (see `layers.conv_bn_relu`).
+      bn_momentum, sync_batchnorm, bn_impl: BatchNorm settings (see `layers.conv_bn_relu`).
 
     Returns:
       A tuple of five Keras tensors of x's batch and compute dtype, at strides 2, 4, 8,
@@ -66,7 +66,7 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
         raise ValueError(f"stage_strides must be 1 or 2; got {stage_strides!r}")
 
     x = keras.layers.ZeroPadding2D(padding=3, name="conv1_pad")(x)
-    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm, bn_impl=bn_impl)
     x = conv_bn_relu(x, width, 7, "conv1", strides=2, use_bias=True, epsilon=BN_EPSILON, **batchnorm)
     features = [x]
     x = keras.layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)

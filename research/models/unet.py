@@ -8,7 +8,7 @@ from research.models.weights import image_input, load_resnet50_weights
 
 def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessing=None,
          decoder_filters=(256, 128, 64, 32, 16), blocks_per_stage=RESNET50_BLOCKS,
-         width=RESNET50_WIDTH, bn_momentum=0.99, sync_batchnorm=False, name="unet"):
+         width=RESNET50_WIDTH, bn_momentum=0.99, sync_batchnorm=False, bn_impl="fused", name="unet"):
     """Builds a U-Net: ResNet-50 encoder, five decoder blocks, per-pixel class logits.
 
     Encoder: ResNet-50 with its standard strides (output stride 32). Decoder: starting
@@ -34,7 +34,7 @@ def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessin
       decoder_filters: 5 ints, filters of the decoder blocks from coarse to fine.
       blocks_per_stage, width: encoder depth and base width; smaller values build a
         reduced model for smoke tests (then `weights` must be None).
-      bn_momentum, sync_batchnorm: BatchNorm settings (see `layers.conv_bn_relu`).
+      bn_momentum, sync_batchnorm, bn_impl: BatchNorm settings (see `layers.conv_bn_relu`).
       name: model name.
 
     Returns:
@@ -54,7 +54,7 @@ def unet(num_classes=21, input_shape=(None, None, 3), weights=None, preprocessin
         raise ValueError(f"decoder_filters needs 5 ints (strides 16, 8, 4, 2, 1); got "
                          f"{decoder_filters!r}")
     images, x, weights_file = image_input(input_shape, weights, preprocessing, blocks_per_stage, width)
-    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm)
+    batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm, bn_impl=bn_impl)
     c1, c2, c3, c4, x = resnet50(x, blocks_per_stage=blocks_per_stage, width=width, **batchnorm)
     targets = (c4, c3, c2, c1, images)
     for index, (filters, target) in enumerate(zip(decoder_filters, targets), start=1):

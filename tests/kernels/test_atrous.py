@@ -3,6 +3,7 @@ import numpy as np
 import keras
 import pytest
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
 
 from kernels import AtrousConv2D, atrous_conv2d, reference_atrous_conv2d
 from kernels import atrous
@@ -43,6 +44,27 @@ def test_auto_under_xla_matches_reference():
     assert_same_value_and_grads(
         lambda x, k: atrous_conv2d(x, k, 6), lambda x, k: reference_atrous_conv2d(x, k, 6),
         [x, kernel], "xla")
+
+
+@pytest.mark.parametrize("implementation", FORMULATIONS)
+def test_backward_builds_no_slice_gradients(implementation):
+    # The hand-written gradient (kernels.atrous._taps_conv) only slices forward: no
+    # StridedSliceGrad / SliceGrad full-size zero buffers, as autodiff of the taps built.
+    x, kernel = _inputs()
+    fn = tf.function(lambda x, k: value_and_grads(lambda x, k: atrous_conv2d(x, k, 2, implementation), x, k))
+    ops = {op.type for op in fn.get_concrete_function(x, kernel).graph.get_operations()}
+    assert "Conv2D" not in ops and "MatMul" in ops
+    assert not ops & {"StridedSliceGrad", "SliceGrad"}
+
+
+def test_even_kernel_with_every_tap_in_the_padding():
+    # 2x2 at rate 14 on a 7 x 6 image: offsets -7 and +7 on both axes, every tap reads
+    # only padding: the output and both gradients are zero.
+    x, kernel = _inputs((2, 2))
+    assert atrous._live_fraction((2, 2), 14, 7, 6) == 0
+    assert_same_value_and_grads(
+        lambda x, k: atrous_conv2d(x, k, 14, "taps"),
+        lambda x, k: reference_atrous_conv2d(x, k, 14), [x, kernel], "eager")
 
 
 @pytest.mark.parametrize("kernel_size", [(1, 1), (2, 2), (1, 3), (5, 2)])
@@ -111,23 +133,22 @@ def test_live_fraction_by_hand():
 
 
 def test_auto_rule_on_cpu():
-    # 24 x 24: live fractions .89, .69, .44, .25 for rates 2, 6, 12, 18. Rate 6 is
-    # "rows" where oneDNN or XLA runs the larger matmuls ("taps" with TF defaults).
+    # 24 x 24: live fractions .89, .69, .44, .25 for rates 2, 6, 12, 18: "rows" at
+    # f >= 0.6, "taps" below, with oneDNN on or off and under XLA alike.
     kernel = tf.zeros([3, 3, 1, 1])
     x = tf.zeros([1, 24, 24, 1])
-    rate6 = "rows" if atrous._pywrap_util_port.IsMklEnabled() else "taps"
-    assert [atrous._choose(x, kernel, r) for r in (2, 6, 12, 18)] == ["rows", rate6, "taps", "taps"]
+    assert [atrous._choose(x, kernel, r) for r in (2, 6, 12, 18)] == ["rows", "rows", "taps", "taps"]
     chosen = []  # decided while tracing: record it then
     record = lambda x, rate: chosen.append(atrous._choose(x, kernel, rate)) or x
-    tf.function(lambda x: record(x, 6), jit_compile=True).get_concrete_function(x)
+    tf.function(lambda x: record(x, 12), jit_compile=True).get_concrete_function(x)
     tf.function(lambda x: record(x, 2)).get_concrete_function(tf.TensorSpec([None, None, None, 1]))
-    assert chosen == ["rows", "taps"]  # XLA at rate 6; unknown H, W
+    assert chosen == ["taps", "taps"]  # XLA at rate 12; unknown H, W
 
 
 def test_native_matches_reference_where_it_has_a_gradient():
     # tf.nn.conv2d(dilations > 1) has a CPU gradient only with oneDNN on, or under XLA.
     x, kernel = _inputs()
-    modes = ["xla"] + (["eager"] if atrous._pywrap_util_port.IsMklEnabled() else [])
+    modes = ["xla"] + (["eager"] if _pywrap_util_port.IsMklEnabled() else [])
     for mode in modes:
         assert_same_value_and_grads(
             lambda x, k: atrous_conv2d(x, k, 2, "native"),

@@ -6,7 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from kernels import AtrousConv2D
+import tensorflow as tf
+
+from kernels import AtrousConv2D, FusedBatchNormalization
 from research.models import deeplab_v3
 from tests.research.models.conftest import TINY, random_images
 
@@ -83,6 +85,39 @@ def test_keras_atrous_choice_has_same_names_and_shapes_and_outputs():
     expected = fast(images).numpy()
     np.testing.assert_allclose(plain(images).numpy(), expected,
                                atol=1e-4 * np.abs(expected).max())
+
+
+def test_batchnorm_choice_has_same_names_shapes_and_training_results():
+    # Default "fused": every BatchNorm is FusedBatchNormalization; "keras" gives Keras'
+    # layer with the same names and variables. Weights copy by name, and one training-mode
+    # forward + backward gives the same logits, gradients and moving statistics, up to
+    # float32 rounding carried through the network (the layers alone agree to 1e-5:
+    # tests/kernels/test_batchnorm.py).
+    keras.utils.set_random_seed(0)
+    settings = dict(output_stride=16, **TINY, **HEAD)
+    fused = deeplab_v3(**settings)
+    plain = deeplab_v3(bn_impl="keras", **settings)
+    bn_layers = [layer for layer in fused.layers if "_bn" in layer.name]
+    assert bn_layers and all(type(layer) is FusedBatchNormalization for layer in bn_layers)
+    assert all(type(plain.get_layer(layer.name)) is keras.layers.BatchNormalization
+               for layer in bn_layers)
+    assert ([(w.path, tuple(w.shape)) for w in fused.weights]
+            == [(w.path, tuple(w.shape)) for w in plain.weights])
+    plain.set_weights(fused.get_weights())
+    images = tf.constant(random_images(2, 64, 48, 3))
+    # A convolution's bias right before a BatchNorm has gradient exactly 0 (the batch
+    # mean absorbs it): both models give rounding noise there, so it is not compared.
+    compared = [i for i, w in enumerate(fused.trainable_variables) if not w.path.endswith("_conv/bias")]
+    results = []
+    for model in (fused, plain):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_sum(logits * tf.sin(logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        results.append([logits] + [grads[i] for i in compared] + model.non_trainable_weights)
+    for got, want in zip(*results):
+        want = np.asarray(want)
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-3 * np.abs(want).max())
 
 
 def test_pooled_branch_is_the_resized_1x1_conv_output():

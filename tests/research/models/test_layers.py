@@ -1,10 +1,10 @@
-"""Preprocessing and ResizeLike layers, and the conv2d layer choice."""
+"""Preprocessing and ResizeLike layers, and the conv2d and batch_normalization layer choices."""
 import keras
 import numpy as np
 import pytest
 
-from kernels import AtrousConv2D
-from research.models.layers import Preprocessing, ResizeLike, conv2d
+from kernels import AtrousConv2D, FusedBatchNormalization
+from research.models.layers import Preprocessing, ResizeLike, batch_normalization, conv2d
 from tests.research.models.conftest import random_images
 
 
@@ -78,3 +78,13 @@ def test_conv2d_uses_atrous_kernel_only_for_dilated_kernels_choice(atrous, rate,
 def test_conv2d_refuses_unknown_atrous_choice():
     with pytest.raises(ValueError, match="atrous"):
         conv2d(4, 3, "c", dilation_rate=2, atrous="tf")
+
+
+@pytest.mark.parametrize("bn_impl, expected", [
+    ("fused", FusedBatchNormalization), ("keras", keras.layers.BatchNormalization)])
+def test_batch_normalization_choice(bn_impl, expected):
+    layer = batch_normalization("b", epsilon=1.001e-5, bn_momentum=0.9, bn_impl=bn_impl)
+    assert type(layer) is expected
+    assert (layer.name, layer.epsilon, layer.momentum, layer.synchronized) == ("b", 1.001e-5, 0.9, False)
+    with pytest.raises(ValueError, match="bn_impl"):
+        batch_normalization("b", bn_impl="tf")
