@@ -166,9 +166,10 @@ def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, 
             stop_workers(workers, stop_grace)
             break
         if timeout is not None and time.monotonic() - start > timeout:
-            report(f"workers still running after {timeout:.0f} s: stopping them")
+            running = [w.index for w in workers if w.process.poll() is None]
+            report(f"workers {running} still running after {timeout:.0f} s: stopping them")
             stop_workers(workers, stop_grace)
-            failed = next((w.index for w in workers if w.stopped_by_launcher), 0) if failed is None else failed
+            failed = running[0] if failed is None else failed
             break
         time.sleep(poll)
     for worker in workers:
