@@ -62,12 +62,13 @@ def run_workers(workdir, voc_root, kill_at=None, timeout=RUN_TIMEOUT):
             for worker in workers:
                 if worker.index not in exits and worker.process.poll() is not None:
                     exits[worker.index] = time.monotonic()
-            if exits and time.monotonic() - min(exits.values()) > FAIL_FAST_BOUND:
-                break          # one worker ended long ago and the other still runs: a hang
+            if any(workers[i].process.returncode != 0 for i in exits) and \
+                    time.monotonic() - min(exits.values()) > FAIL_FAST_BOUND:
+                break          # a worker failed long ago and another still runs: a hang
             time.sleep(0.1)
     finally:
         launch.stop_workers(workers, grace=5.0)
-    assert len(exits) == 2, "a worker still running (timeout %d s, or %d s after the other ended):\n%s" % (
+    assert len(exits) == 2, "a worker still running (timeout %d s, or %d s after another failed):\n%s" % (
         timeout, FAIL_FAST_BOUND, _output(workers))
     failed = next((w.index for w in workers if w.process.returncode != 0), None)
     return workers, failed, max(exits.values()) - min(exits.values())
