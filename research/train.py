@@ -15,8 +15,13 @@ A run's working directory:
 
 Resuming: when `workdir` holds a checkpoint the run continues from it (same step,
 learning rate, plateau and early-stop state, same data order: every epoch's order and
-augmentation depend only on (seed, epoch), so the loop rebuilds the epoch and skips
-the batches it already trained on).
+augmentation depend only on (seed, epoch), so the loop rebuilds the data epoch stored
+in the loop state and skips the batches of it it already trained on).
+
+Several workers (`distribute="multi_worker"`, TF_CONFIG; `python -m research.launch`):
+each trains on its slice of every global batch; only the chief writes the files above
+(the others take part in checkpoint saves through temporary folders); see
+`distribute_batches`, `CheckpointFiles` and the README's Distribution section.
 """
 import argparse
 import csv
