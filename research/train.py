@@ -301,6 +301,19 @@ def _check_same_start(state, role, worker_gather, checkpoint):
             "or start a new --workdir)")
 
 
+def _keep_sums_on_chief(strategy, role, confusion):
+    """After a restore, leaves the restored confusion counts on the chief only.
+
+    The checkpoint holds the cluster's sum; TF restores an ON_READ/SUM variable by
+    splitting the value over the LOCAL replicas, so every worker would hold the whole
+    sum and the next read would count it once per worker. Zeroing the other workers'
+    copies makes the cluster's sum the saved one again (exact for integers).
+    """
+    if role.count > 1 and not role.is_chief:
+        for local in strategy.experimental_local_results(confusion.total):
+            local.assign(tf.zeros_like(local))
+
+
 def _batch_epoch(strategy, batch_epochs):
     """The data epoch of a (distributed) batch from `with_epoch` (host sync point)."""
     return int(strategy.experimental_local_results(batch_epochs)[0][0])
@@ -620,6 +633,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
 
     def restore_latest():
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        _keep_sums_on_chief(strategy, role, train_confusion)
         return LoopState.from_json(loop_state_text.numpy().decode())
 
     state = LoopState(workers=role.count)
