@@ -275,8 +275,11 @@ def launch_cluster(workdir, voc_root, kill=None, sets=CHAOS_SETS, workers=2, tim
                 first_exit = now
             if first_exit is not None and any(w.process.returncode not in (None, 0) for w in cluster) \
                     and now - first_exit > FAIL_FAST_SECONDS:
-                raise VerificationError(f"workers still running {FAIL_FAST_SECONDS:.0f} s after a worker "
-                                        "died (a hang):\n" + "\n".join(cluster[0].tail))
+                running = [w.index for w in cluster if w.process.poll() is None]
+                raise VerificationError(
+                    f"worker(s) {running} still running {FAIL_FAST_SECONDS:.0f} s after a worker died "
+                    "(a hang):\n" + "\n".join(f"[worker {w.index}] {line}" for w in cluster
+                                               for line in list(w.tail)[-8:]))
             if now - start > timeout:
                 raise VerificationError(f"training launch still running after {timeout} s:\n"
                                         + "\n".join(cluster[0].tail))
