@@ -301,17 +301,20 @@ def _check_same_start(state, role, worker_gather, checkpoint):
             "or start a new --workdir)")
 
 
-def _keep_sums_on_chief(strategy, role, confusion):
-    """After a restore, leaves the restored confusion counts on the chief only.
+def _keep_sums_on_chief(strategy, confusion, path):
+    """After a restore with several replicas, puts the saved confusion counts back exactly.
 
-    The checkpoint holds the cluster's sum; TF restores an ON_READ/SUM variable by
-    splitting the value over the LOCAL replicas, so every worker would hold the whole
-    sum and the next read would count it once per worker. Zeroing the other workers'
-    copies makes the cluster's sum the saved one again (exact for integers).
+    The checkpoint holds the sum over replicas; TF restores an ON_READ/SUM variable by
+    dividing it among the replicas, which truncates odd integer counts (a count lost per
+    odd cell). Re-read the saved sum and give it whole to the chief's first replica,
+    zeros to every other copy, so the next read (their sum) is the saved value.
     """
-    if role.count > 1 and not role.is_chief:
-        for local in strategy.experimental_local_results(confusion.total):
-            local.assign(tf.zeros_like(local))
+    if strategy.num_replicas_in_sync == 1:
+        return
+    total = tf.train.load_checkpoint(path).get_tensor("train_confusion/total/.ATTRIBUTES/VARIABLE_VALUE")
+    chief = strategy.extended.should_checkpoint
+    for index, local in enumerate(strategy.experimental_local_results(confusion.total)):
+        local.assign(total if chief and index == 0 else tf.zeros_like(local))
 
 
 def _batch_epoch(strategy, batch_epochs):
@@ -633,7 +636,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
 
     def restore_latest():
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        _keep_sums_on_chief(strategy, role, train_confusion)
+        _keep_sums_on_chief(strategy, train_confusion, manager.latest_checkpoint)
         return LoopState.from_json(loop_state_text.numpy().decode())
 
     state = LoopState(workers=role.count)
