@@ -23,13 +23,20 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def build_model(config, precision="float32", num_replicas=1):
+def build_model(config, precision="float32", num_replicas=1, pretrained=True):
     """The config's model: float32 [B,H,W,3] images in [0,255] -> float32 logits [B,H,W,C].
 
     With several tf.distribute replicas, BatchNorm statistics are synchronized across
     them, so N replicas compute what one device computes on the global batch.
+    `pretrained=False` builds the same network (the preprocessing its `config.weights`
+    imply included) without reading the pretrained file: for a model whose every
+    weight comes from a checkpoint next (resume, evaluation), so a config naming
+    "imagenet" or an .h5 file that is gone needs neither the download nor the file.
     """
-    common = dict(num_classes=config.num_classes, input_shape=(None, None, 3), weights=config.weights,
+    weights = config.weights if pretrained else None
+    preprocessing = None if pretrained else ("caffe" if config.weights else "unit")
+    common = dict(num_classes=config.num_classes, input_shape=(None, None, 3), weights=weights,
+                  preprocessing=preprocessing,
                   blocks_per_stage=tuple(config.backbone_blocks), width=config.backbone_width,
                   bn_momentum=config.bn_momentum, sync_batchnorm=num_replicas > 1,
                   bn_impl=config.batchnorm)

@@ -116,7 +116,8 @@ def load_model(workdir, config, source="auto"):
     path = tf.train.latest_checkpoint(checkpoint_dir)
     if path is None:
         raise FileNotFoundError(f"{workdir}: neither {keras_file} nor a checkpoint in {checkpoint_dir}")
-    model = build.build_model(config)
+    # Every weight comes from the checkpoint: never read (or download) the pretrained file.
+    model = build.build_model(config, pretrained=False)
     # The optimizer and loop state in the checkpoint are not needed here.
     status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
     try:

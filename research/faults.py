@@ -1,28 +1,20 @@
-"""A seam for the kill-and-resume tests: SIGKILL this process at a named point.
+"""A seam for the kill-and-resume tests: named points where a test may act.
 
-With RESEARCH_KILL_AT="point:n" in the environment, the n-th time the code passes
-`kill_point("point")` the process kills itself with SIGKILL — no cleanup, no
-flush, exactly like a power cut or the OOM killer. Without the variable (always,
-outside tests) `kill_point` is a dictionary lookup and nothing else.
+Product code calls `kill_point("point")` at moments worth interrupting; in normal runs
+`hook` is None and the call does nothing else (nothing is read from the environment,
+so no setting of a user's can kill their run). Tests and scripts/chaos_resume.py
+install a callable in a training process through scripts/fault_train.py, e.g. one
+that SIGKILLs the process the n-th time a point is passed, exactly like a power cut.
 
 Points: "step" (after an optimizer step), "checkpoint" (after the checkpoint files,
 before the CSV log), "atomic_replace" (a temporary file written and synced, not yet
 renamed into place), "export" (model.keras written, SavedModel not yet).
 """
-import os
-import signal
 
-_counts = {}
+hook = None   # a callable(point: str), installed by tests only
 
 
 def kill_point(point):
-    """SIGKILLs the process if RESEARCH_KILL_AT names `point` and its count is reached."""
-    spec = os.environ.get("RESEARCH_KILL_AT")
-    if not spec:
-        return
-    name, _, count = spec.partition(":")
-    if name != point:
-        return
-    _counts[point] = _counts.get(point, 0) + 1
-    if _counts[point] >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Calls the installed `hook` with `point`; does nothing when none is installed."""
+    if hook is not None:
+        hook(point)

@@ -15,8 +15,13 @@ A run's working directory:
 
 Resuming: when `workdir` holds a checkpoint the run continues from it (same step,
 learning rate, plateau and early-stop state, same data order: every epoch's order and
-augmentation depend only on (seed, epoch), so the loop rebuilds the epoch and skips
-the batches it already trained on).
+augmentation depend only on (seed, epoch), so the loop rebuilds the data epoch stored
+in the loop state and skips the batches of it it already trained on).
+
+Several workers (`distribute="multi_worker"`, TF_CONFIG; `python -m research.launch`):
+each trains on its slice of every global batch; only the chief writes the files above
+(the others take part in checkpoint saves through temporary folders); see
+`distribute_batches`, `CheckpointFiles` and the README's Distribution section.
 """
 import argparse
 import csv
@@ -110,6 +115,13 @@ class LoopState:
     epoch_steps: int = 0
     epoch_seconds: float = 0.0
     epoch_skipped: int = 0
+    # Data position: the data epoch of the last batch trained on and how many batches of
+    # that epoch were trained on. None (checkpoints of older versions): derived from
+    # `step`, which is right only when every data epoch has num_train // batch_size
+    # batches (not with skip_bad, where bad samples shorten them).
+    data_epoch: int = None
+    data_batches: int = None
+    workers: int = None           # processes that trained the run (None: one, older versions)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self))
@@ -162,6 +174,177 @@ def write_csv_log(path, history):
     for row in history:
         writer.writerow(row)
     atomic_write_text(path, buffer.getvalue())
+
+
+def data_position(state, batches_per_data_epoch):
+    """(data epoch, batches of it already trained on) where a resumed run continues."""
+    if state.data_epoch is None:
+        return divmod(state.step, batches_per_data_epoch)
+    return state.data_epoch, state.data_batches
+
+
+def advance_data_position(state, batch_epoch):
+    """Notes that one more batch, of data epoch `batch_epoch`, was trained on."""
+    if state.data_epoch is None:
+        raise ValueError("advance_data_position needs a known data position (data_position first)")
+    if batch_epoch == state.data_epoch:
+        state.data_batches += 1
+    else:
+        state.data_epoch, state.data_batches = batch_epoch, 1
+
+
+# ---------------------------------------------------------------------------------
+# Several workers (tf.distribute.MultiWorkerMirroredStrategy): the input of each,
+# agreement between them, checkpoints by TF's multi-worker protocol.
+# ---------------------------------------------------------------------------------
+def distribute_batches(strategy, role, make_global_dataset, global_batch):
+    """Each replica's part of every global batch of `make_global_dataset()`.
+
+    One worker: `experimental_distribute_dataset` splits each global batch across the
+    local replicas. Several workers: every worker builds the same deterministic global
+    batches (order and augmentation depend only on (seed, epoch)) and keeps its own
+    consecutive slice of each, rows [i * B/N, (i + 1) * B/N) for worker i of N, so the
+    workers' batches at a step are together exactly the batch one process trains on
+    (no auto-sharding: TF's DATA policy would hand out whole batches). Each worker
+    reads and augments the whole global batch: input work is N times one process's.
+
+    Args:
+      strategy: the tf.distribute strategy; role: this process's `runtime.WorkerRole`.
+      make_global_dataset: () -> tf.data.Dataset of tuples of tensors [B, ...].
+      global_batch: B, divisible by the number of replicas when there are workers.
+    Returns:
+      a distributed dataset of the same tuples, per replica.
+    """
+    if role.count == 1:
+        return strategy.experimental_distribute_dataset(make_global_dataset())
+    if global_batch % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch {global_batch} cannot be split evenly over "
+                         f"{strategy.num_replicas_in_sync} replicas of {role.count} workers")
+
+    def worker_dataset(context):
+        per_worker = global_batch // context.num_input_pipelines
+        per_replica = context.get_per_replica_batch_size(global_batch)
+        first = context.input_pipeline_id * per_worker
+        dataset = make_global_dataset().map(
+            lambda *parts: tuple(part[first:first + per_worker] for part in parts))
+        if per_replica != per_worker:   # several local replicas: consecutive slices
+            dataset = dataset.unbatch().batch(per_replica, drop_remainder=True)
+        return dataset
+
+    return strategy.distribute_datasets_from_function(worker_dataset)
+
+
+def make_worker_gather(strategy, role):
+    """`fn(int) -> list of int`: every replica's value (one per replica, in replica order).
+
+    A collective with several workers: every worker must call it at the same point.
+    One worker: `[value]`.
+    """
+    if role.count == 1:
+        return lambda value: [int(value)]
+
+    def replica_value(value):
+        return tf.distribute.get_replica_context().all_gather(value[None], axis=0)
+
+    @tf.function
+    def gather(value):
+        return strategy.run(replica_value, args=(value,))
+
+    return lambda value: [int(v) for v in
+                          strategy.experimental_local_results(gather(tf.constant(value, tf.int64)))[0]]
+
+
+class CheckpointFiles:
+    """tf.train.CheckpointManager of `directory`, under TF's multi-worker save protocol.
+
+    Every worker calls `save` (saving reads variables, such as the confusion matrices,
+    that are summed across workers: a collective). The chief writes `directory`; every
+    other worker writes into its own `worker<i>_temp/` inside it, removed at once, so
+    one shared workdir (NFS, GCS) or a folder per worker both work. `latest_checkpoint`
+    is always the chief's, which every worker restores from.
+    """
+
+    def __init__(self, checkpoint, directory, max_to_keep, role):
+        self.directory = directory
+        self.role = role
+        self._checkpoint = checkpoint
+        self._manager = (tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
+                         if role.is_chief else None)
+
+    @staticmethod
+    def temp_dir(directory, role):
+        """Where non-chief worker `role.index` writes its copy (removed after each save)."""
+        return os.path.join(directory, f"worker{role.index}_temp")
+
+    @property
+    def latest_checkpoint(self):
+        """Path prefix of the chief's latest checkpoint, or None."""
+        return tf.train.latest_checkpoint(self.directory)
+
+    def save(self, checkpoint_number):
+        """Writes checkpoint `checkpoint_number` (every worker must call this together)."""
+        if self._manager is not None:
+            return self._manager.save(checkpoint_number=checkpoint_number)
+        temp = self.temp_dir(self.directory, self.role)
+        try:
+            tf.train.CheckpointManager(self._checkpoint, temp, max_to_keep=1).save(
+                checkpoint_number=checkpoint_number)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        return None
+
+
+def _check_role(strategy, role):
+    """The TF_CONFIG role read before TensorFlow started agrees with the strategy's."""
+    if strategy.extended.should_checkpoint != role.is_chief:
+        raise ValueError(f"TF_CONFIG makes this process worker {role.index} of {role.count}, but "
+                         f"the strategy says chief={strategy.extended.should_checkpoint}")
+
+
+def _check_same_start(state, role, worker_gather, checkpoint):
+    """Every worker restored the same checkpoint, written by as many workers as now.
+
+    Raises ValueError (on every worker alike) otherwise: resuming needs every worker to
+    see the chief's checkpoints/ folder, and the same worker count (another count
+    would only change round-off, but a resumed run must equal the uninterrupted one).
+    """
+    steps = worker_gather(state.step if checkpoint else -1)
+    if len(set(steps)) > 1:
+        raise ValueError(
+            f"the workers start from different checkpoints (steps {steps}, -1: none): "
+            "every worker must read the chief's checkpoints/ folder (one shared workdir), or "
+            "copy it to every worker's workdir before resuming")
+    saved = state.workers or 1
+    if checkpoint and saved != role.count:
+        raise ValueError(
+            f"{checkpoint} was trained by {saved} worker(s), this launch has {role.count}: a "
+            f"run resumes with the worker count it started with (launch {saved} worker(s), "
+            "or start a new --workdir)")
+
+
+def _keep_sums_on_chief(strategy, confusion, path):
+    """After a restore with several replicas, puts the saved confusion counts back exactly.
+
+    The checkpoint holds the sum over replicas; TF restores an ON_READ/SUM variable by
+    dividing it among the replicas, which truncates odd integer counts (a count lost per
+    odd cell). Re-read the saved sum and give it whole to the chief's first replica,
+    zeros to every other copy, so the next read (their sum) is the saved value.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return
+    total = tf.train.load_checkpoint(path).get_tensor("train_confusion/total/.ATTRIBUTES/VARIABLE_VALUE")
+    chief = strategy.extended.should_checkpoint
+    for index, local in enumerate(strategy.experimental_local_results(confusion.total)):
+        local.assign(total if chief and index == 0 else tf.zeros_like(local))
+
+
+def _batch_epoch(strategy, batch_epochs):
+    """The data epoch of a (distributed) batch from `with_epoch` (host sync point)."""
+    return int(strategy.experimental_local_results(batch_epochs)[0][0])
+
+
+def _signal_name(signum):
+    return signal.Signals(signum).name if signum else "a signal to another worker"
 
 
 # ---------------------------------------------------------------------------------
@@ -360,10 +543,16 @@ def train_and_evaluate(config, workdir, resume=True):
     mode = config_lib.monitor_mode(config)
     if config.monitor not in CSV_COLUMNS:
         raise ValueError(f"monitor {config.monitor!r} is not a train_log.csv column: {', '.join(CSV_COLUMNS)}")
+    # Only the chief writes what a user reads and cleans up; another worker removes
+    # only its own checkpoint temp folder, if a kill left it.
+    role = runtime.worker_role(config.distribute)
+    if not role.is_chief:
+        shutil.rmtree(CheckpointFiles.temp_dir(ckpt_dir, role), ignore_errors=True)
+        return _train(config, workdir, ckpt_dir, mode, role)
     log_handler = _add_log_file(workdir)
     try:
         _remove_leftovers(workdir, ckpt_dir)
-        return _train(config, workdir, ckpt_dir, mode)
+        return _train(config, workdir, ckpt_dir, mode, role)
     finally:
         log.removeHandler(log_handler)
         log_handler.close()
@@ -374,13 +563,14 @@ def _remove_leftovers(workdir, ckpt_dir):
 
     Temporary files of its atomic writes (train_log.csv, config.json, the export), and
     checkpoint folders TF had not finished: it writes a checkpoint's files into
-    `ckpt-N_temp/` and moves them out, then names them in the index, when whole.
+    `ckpt-N_temp/` and moves them out, then names them in the index, when whole; and
+    the `worker<i>_temp/` copies of killed non-chief workers (`CheckpointFiles`).
     """
     removed = remove_interrupted_writes(workdir, ["config.json", "train_log.csv"])
     removed += remove_interrupted_writes(os.path.join(workdir, "export"), export_lib.EXPORT_NAMES)
     if os.path.isdir(ckpt_dir):
         for entry in sorted(os.listdir(ckpt_dir)):
-            if re.fullmatch(r"ckpt-\d+_temp", entry):
+            if re.fullmatch(r"ckpt-\d+_temp|worker\d+_temp", entry):
                 shutil.rmtree(os.path.join(ckpt_dir, entry), ignore_errors=True)
                 removed.append(os.path.join(ckpt_dir, entry))
     if removed:
@@ -388,7 +578,7 @@ def _remove_leftovers(workdir, ckpt_dir):
                  ", ".join(os.path.relpath(p, workdir) for p in removed))
 
 
-def _train(config, workdir, ckpt_dir, mode):
+def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
     # ------------------------------------------------------------------ Runtime ---
     keras.utils.set_random_seed(config.seed)
     device = runtime.device_kind()
@@ -398,6 +588,7 @@ def _train(config, workdir, ckpt_dir, mode):
         log.warning("%s", gpu_warning)
     precision = runtime.resolve_precision(config.precision, device)
     strategy = runtime.make_strategy(config.distribute)
+    _check_role(strategy, role)
     onednn = runtime.onednn_state()
     use_xla, xla_reason = runtime.resolve_jit_compile(
         config.jit_compile, device, precision, strategy.num_replicas_in_sync, onednn["enabled"])
@@ -406,9 +597,12 @@ def _train(config, workdir, ckpt_dir, mode):
         "precision": precision, "jit_compile": use_xla, "jit_compile_reason": xla_reason,
         "onednn": onednn, "tensorflow": tf.__version__, "keras": keras.__version__,
     }
+    if role.count > 1:
+        runtime_info["workers"] = role.count
     log.info("runtime: %s", json.dumps(runtime_info))
-    atomic_write_json(os.path.join(workdir, "config.json"),
-                      {"config": config.to_dict(), "runtime": runtime_info})
+    if role.is_chief:
+        atomic_write_json(os.path.join(workdir, "config.json"),
+                          {"config": config.to_dict(), "runtime": runtime_info})
 
     # ----------------------------------------------------------- Input pipeline ---
     num_train = pipeline.dataset_size(config.voc_root, config.train_subset, split_seed=config.split_seed)
@@ -418,36 +612,50 @@ def _train(config, workdir, ckpt_dir, mode):
                          f"fewer than batch_size {config.batch_size}")
     steps_per_epoch = config.steps_per_epoch or batches_per_data_epoch
 
-    def train_batches(start_step):
+    def train_batches(state):
         # Every data epoch's order and augmentation depend only on (seed, epoch):
-        # rebuild the epoch we stopped in and skip what was already trained on.
-        data_epoch, offset = divmod(start_step, batches_per_data_epoch)
-        dataset = pipeline.make_dataset(
-            config.voc_root, config.train_subset, config.batch_size, tuple(config.input_size),
-            resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
-            shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
-            drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed)
-        if offset:
-            dataset = dataset.skip(offset)
-        return iter(strategy.experimental_distribute_dataset(dataset))
+        # rebuild the epoch we stopped in and skip what was already trained on. Each
+        # batch carries its data epoch, so the loop state knows the position exactly.
+        data_epoch, offset = data_position(state, batches_per_data_epoch)
+        state.data_epoch, state.data_batches = data_epoch, offset
 
-    val_dataset = pipeline.make_dataset(
-        config.voc_root, "val", config.eval_batch_size, tuple(config.input_size),
-        epochs=1, pad_final_batch=True, skip_bad=config.skip_bad, split_seed=config.split_seed)
-    if config.eval_steps:
-        val_dataset = val_dataset.take(config.eval_steps)
-    val_distributed = strategy.experimental_distribute_dataset(val_dataset)
+        def global_batches():
+            dataset = pipeline.make_dataset(
+                config.voc_root, config.train_subset, config.batch_size, tuple(config.input_size),
+                resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
+                shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
+                drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed,
+                with_epoch=True)
+            return dataset.skip(offset) if offset else dataset
+
+        return iter(distribute_batches(strategy, role, global_batches, config.batch_size))
+
+    def val_batches():
+        dataset = pipeline.make_dataset(
+            config.voc_root, "val", config.eval_batch_size, tuple(config.input_size),
+            epochs=1, pad_final_batch=True, skip_bad=config.skip_bad, split_seed=config.split_seed)
+        return dataset.take(config.eval_steps) if config.eval_steps else dataset
+
+    # Validation runs on every worker, each on its slice of every val batch: the
+    # confusion matrix and the loss normalizers are summed over all of them, so each
+    # val image counts once (padding samples are all ignore_label).
+    val_distributed = distribute_batches(strategy, role, val_batches, config.eval_batch_size)
 
     # ---------------------------------------------------------- Model and state ---
+    # A checkpoint replaces every weight: do not read (or download) pretrained ones.
+    resuming = tf.train.latest_checkpoint(ckpt_dir) is not None
     with strategy.scope():
-        model = build.build_model(config, precision, strategy.num_replicas_in_sync)
+        model = build.build_model(config, precision, strategy.num_replicas_in_sync,
+                                  pretrained=not resuming)
         optimizer = build.make_optimizer(config, precision)
         optimizer.build(model.trainable_variables)  # slots exist before a restore
         train_confusion = kernels.StreamingConfusionMatrix(config.num_classes, config.ignore_label,
                                                            name="train_confusion")
         val_confusion = kernels.StreamingConfusionMatrix(config.num_classes, config.ignore_label,
                                                          name="val_confusion")
-        loop_state_text = tf.Variable(LoopState().to_json(), dtype=tf.string, trainable=False)
+    # Outside the scope: the strategy would broadcast its initial value from the chief
+    # with a collective that has no string kernel. Every worker holds the same text.
+    loop_state_text = tf.Variable(LoopState().to_json(), dtype=tf.string, trainable=False)
     loss_scaling = precision == "mixed_float16"
     train_step = make_train_step(model, optimizer, strategy, config, train_confusion, use_xla, loss_scaling)
     eval_step = make_eval_step(model, strategy, config, val_confusion, use_xla)
@@ -455,10 +663,12 @@ def _train(config, workdir, ckpt_dir, mode):
     # --------------------------------------------------------- Load checkpoint ---
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, loop_state=loop_state_text,
                                      train_confusion=train_confusion)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
+    manager = CheckpointFiles(checkpoint, ckpt_dir, config.keep_checkpoints, role)
+    worker_gather = make_worker_gather(strategy, role)
 
     def restore_latest():
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        _keep_sums_on_chief(strategy, train_confusion, manager.latest_checkpoint)
         return LoopState.from_json(loop_state_text.numpy().decode())
 
     # Every float variable a checkpoint or export holds: weights, BatchNorm statistics,
@@ -474,20 +684,21 @@ def _train(config, workdir, ckpt_dir, mode):
             restores = state.nan_restores + 1
             restored = restore_latest()
             restored.nan_restores = restores
-            new_lr = float(optimizer.learning_rate) * config.nan_lr_factor
+            new_lr = float(optimizer.learning_rate.numpy()) * config.nan_lr_factor
             optimizer.learning_rate.assign(new_lr)
             log.warning("%s: restored %s, learning rate -> %.3g (restore %d of %d)",
                         message, manager.latest_checkpoint, new_lr, restores, config.max_nan_restores)
             return restored
         raise NonFiniteLossError(f"{message}; stopped. Last good checkpoint: {manager.latest_checkpoint}")
 
-    state = LoopState()
+    state = LoopState(workers=role.count)
     if manager.latest_checkpoint:
         state = restore_latest()
         log.info("resumed from %s: step %d, epoch %d, learning rate %.3g",
-                 manager.latest_checkpoint, state.step, state.epoch, float(optimizer.learning_rate))
+                 manager.latest_checkpoint, state.step, state.epoch, float(optimizer.learning_rate.numpy()))
     else:
         train_confusion.reset()
+    _check_same_start(state, role, worker_gather, manager.latest_checkpoint)
 
     def save_checkpoint():
         # TF writes the checkpoint files first and updates the `checkpoint` index file
@@ -495,14 +706,17 @@ def _train(config, workdir, ckpt_dir, mode):
         loop_state_text.assign(state.to_json())
         manager.save(checkpoint_number=state.step)
         kill_point("checkpoint")
-        write_csv_log(os.path.join(workdir, "train_log.csv"), state.history)
+        if role.is_chief:
+            write_csv_log(os.path.join(workdir, "train_log.csv"), state.history)
 
-    write_csv_log(os.path.join(workdir, "train_log.csv"), state.history)  # as of the checkpoint
-    writers = {split: tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", split))
+    if role.is_chief:
+        write_csv_log(os.path.join(workdir, "train_log.csv"), state.history)  # as of the checkpoint
+    writers = {split: (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", split))
+                       if role.is_chief else tf.summary.create_noop_writer())
                for split in ("train", "val")}
     tb_images = None
-    if config.tensorboard_images:
-        tb_images = next(iter(val_dataset.unbatch().batch(config.tensorboard_images).take(1)))
+    if config.tensorboard_images and role.is_chief:
+        tb_images = next(iter(val_batches().unbatch().batch(config.tensorboard_images).take(1)))
 
     # -------------------------------------------------------------- Train loop ---
     total_steps = config.epochs * steps_per_epoch
@@ -513,9 +727,9 @@ def _train(config, workdir, ckpt_dir, mode):
         """(batches, progress bar, epoch clock) continuing from a restored loop state."""
         bar = ProgressBar(steps_per_epoch, config.batch_size, unit="img", initial=restored.epoch_steps,
                           desc=f"epoch {restored.epoch + 1}/{config.epochs}")
-        return train_batches(restored.step), bar, time.perf_counter() - restored.epoch_seconds
+        return train_batches(restored), bar, time.perf_counter() - restored.epoch_seconds
 
-    batches = train_batches(state.step)
+    batches = train_batches(state)
     with StopRequest() as stop:
         while state.epoch < config.epochs and not state.stopped_early:
             bar = ProgressBar(steps_per_epoch, config.batch_size, unit="img", initial=state.epoch_steps,
@@ -524,10 +738,11 @@ def _train(config, workdir, ckpt_dir, mode):
             while state.epoch_steps < steps_per_epoch:
                 check = checks_gradients(state.step + 1, state.epoch_steps + 1, steps_per_epoch,
                                          config, loss_scaling)
-                if config.profile_steps and state.step == config.profile_steps[0] and not profiling:
+                if (config.profile_steps and state.step == config.profile_steps[0] and not profiling
+                        and role.is_chief):
                     tf.profiler.experimental.start(os.path.join(workdir, "tensorboard"))
                     profiling = True
-                images, labels = next(batches)
+                images, labels, batch_epochs = next(batches)
                 with tf.profiler.experimental.Trace("train", step_num=state.step, _r=1):
                     loss, finite = train_step(images, labels, check_flags[check])
                     loss = float(loss)  # host sync point: the NaN guard needs the value
@@ -547,6 +762,7 @@ def _train(config, workdir, ckpt_dir, mode):
                     state.epoch_skipped += 1
                 kill_point("step")
                 state.step += 1
+                advance_data_position(state, _batch_epoch(strategy, batch_epochs))
                 state.epoch_steps += 1
                 state.epoch_loss_sum += loss
                 state.epoch_seconds = time.perf_counter() - epoch_start
@@ -555,23 +771,25 @@ def _train(config, workdir, ckpt_dir, mode):
                     values["mIoU"] = kernels.segmentation_metrics(train_confusion.result().numpy())["mean_iou"]
                     with writers["train"].as_default(step=state.step):
                         tf.summary.scalar("step/loss", loss)
-                        tf.summary.scalar("step/learning_rate", float(optimizer.learning_rate))
+                        tf.summary.scalar("step/learning_rate", float(optimizer.learning_rate.numpy()))
                         tf.summary.scalar("step/images_per_second", bar.items_per_second)
                         if loss_scaling:
-                            tf.summary.scalar("step/loss_scale", float(optimizer.dynamic_scale))
+                            tf.summary.scalar("step/loss_scale", float(optimizer.dynamic_scale.numpy()))
                 bar.update(1, **values)
-                saving = stop.signal is not None or (itstime(state.step, config.checkpoint_every_steps)
-                                                     and state.epoch_steps < steps_per_epoch)
+                # Every worker stops at the same step, whichever got the signal.
+                stopping = any(worker_gather(int(stop.signal or 0)))
+                saving = stopping or (itstime(state.step, config.checkpoint_every_steps)
+                                      and state.epoch_steps < steps_per_epoch)
                 if saving and not bool(weights_finite()):
                     state = recover(f"non-finite weights at step {state.step} (epoch {state.epoch + 1}), "
                                     "before a checkpoint")
                     batches, bar, epoch_start = resume_epoch(state)
                     continue
-                if stop.signal is not None:
+                if stopping:
                     save_checkpoint()
                     bar.close()
                     raise TrainingInterrupted(
-                        f"stopped by {signal.Signals(stop.signal).name} at step {state.step}; "
+                        f"stopped by {_signal_name(stop.signal)} at step {state.step}; "
                         f"checkpoint {manager.latest_checkpoint}")
                 if itstime(state.step, config.checkpoint_every_steps) and state.epoch_steps < steps_per_epoch:
                     save_checkpoint()
@@ -579,13 +797,13 @@ def _train(config, workdir, ckpt_dir, mode):
             if not bool(weights_finite()):  # the epoch's export and checkpoint come next
                 state = recover(f"non-finite weights at the end of epoch {state.epoch + 1} "
                                 f"(step {state.step})")
-                batches = train_batches(state.step)  # the loop above makes the bar and clock
+                batches = train_batches(state)  # the loop above makes the bar and clock
                 continue
 
             # ------------------------------------------------------ End of epoch ---
             train_metrics = kernels.segmentation_metrics(train_confusion.result().numpy())
             val_loss, val_metrics = run_evaluation(eval_step, val_distributed, val_confusion)
-            learning_rate = float(optimizer.learning_rate)
+            learning_rate = float(optimizer.learning_rate.numpy())
             row = {"epoch": state.epoch + 1, "step": state.step,
                    "loss": state.epoch_loss_sum / max(state.epoch_steps, 1),
                    "val_loss": val_loss, "learning_rate": learning_rate,
@@ -614,7 +832,7 @@ def _train(config, workdir, ckpt_dir, mode):
                     tf.summary.image("predictions (image | truth | predicted)",
                                      prediction_strip(model, *tb_images, config.tensorboard_images),
                                      max_outputs=config.tensorboard_images)
-            if is_best and config.export_best:
+            if is_best and config.export_best and role.is_chief:
                 export_lib.export_model(model, os.path.join(workdir, "export"), config,
                                         {"epoch": state.epoch, "step": state.step,
                                          config.monitor: row[config.monitor]})

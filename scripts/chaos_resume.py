@@ -1,7 +1,7 @@
 """Kill-and-resume chaos run: SIGKILL smoke training runs at random moments, resume them,
 and check that nothing was lost.
 
-    python scripts/chaos_resume.py --runs 20 --seed 0 [--max-kills 3] [--workdir-root DIR] [--keep]
+    python scripts/chaos_resume.py --runs 20 --seed 0 [--max-kills 3] [--workers 1] [--workdir-root DIR] [--keep]
 
 What it does:
 1. writes a small embedded dataset (research.data.synthetic, 8 train / 6 val) into the
@@ -13,8 +13,9 @@ What it does:
 3. for each run: a fresh workdir, a seeded random plan of 1 to --max-kills kills, each
    applied to one launch of `python -m research.train`, relaunching after every kill
    until a launch exits 0 (a last clean launch after the plan). Kill kinds:
-     point:P:N       env RESEARCH_KILL_AT=P:N, SIGKILL at the N-th pass of research.faults
-                     point P: "step" (after an optimizer step), "checkpoint" (checkpoint
+     point:P:N       launched through scripts/fault_train.py --kill-at P:N (a test-only
+                     entry that installs research.faults.hook), SIGKILL at the N-th pass
+                     of research.faults point P: "step" (after an optimizer step), "checkpoint" (checkpoint
                      files written, CSV not yet), "atomic_replace" (a temp file written,
                      not yet renamed: config.json, train_log.csv, model.keras,
                      export.json), "export" (model.keras written, SavedModel not yet);
@@ -44,6 +45,13 @@ What it does:
    export/ is complete (model.keras loads, SavedModel present) with the reference's
    export facts; no temporary file or folder of an interrupted write is left (each
    launch removes those of the launches killed before it).
+
+--workers N (N > 1): every launch is N local workers of MultiWorkerMirroredStrategy
+(research.launch's functions: free ports, TF_CONFIG per worker), the reference too.
+Each planned kill SIGKILLs one seeded random worker: at a kill point (step and
+checkpoint on any worker; atomic_replace and export happen on the chief only) or by a
+timer. The other workers must then exit non-zero on their own within
+FAIL_FAST_SECONDS (a hang fails the run), and the relaunch continues as above.
 
 Prints a line per run and a summary ("N/N runs resumed correctly, K kills total"),
 writes WORKDIR_ROOT/chaos_summary.json, and exits 1 if any run failed. A run's workdir
@@ -88,6 +96,12 @@ RELATIVE_TOLERANCE = 1e-3
 CSV_EXACT = ("epoch", "step", "learning_rate", "skipped_steps")
 CSV_TIMING = ("images_per_second", "epoch_seconds")     # differ between any two runs
 STALE = re.compile(r"(^\..*\.tmp(\..*)?$)|(\.old-)|(_temp)")
+FAULT_TRAIN = os.path.join(REPO, "scripts", "fault_train.py")
+# Multi-worker mode: kinds drawn, and the bound on the survivors' exit after a kill.
+CLUSTER_KIND_WEIGHTS = {"point:step": 0.3, "point:checkpoint": 0.2, "point:atomic_replace": 0.1,
+                        "point:export": 0.05, "timer": 0.35}
+CHIEF_ONLY_POINTS = ("atomic_replace", "export")
+FAIL_FAST_SECONDS = 90.0
 
 
 class VerificationError(AssertionError):
@@ -110,13 +124,15 @@ class Kill:
     count: int = None         # for "point"
     delay: float = None       # seconds, for the others (or set from `fraction` at launch)
     fraction: float = None    # of the current window (`Windows`), drawn by the plan
+    worker: int = None        # multi-worker mode: the worker killed
 
     def __str__(self):
+        where = "" if self.worker is None else f"@w{self.worker}"
         if self.kind == "point":
-            return f"{self.point}:{self.count}"
+            return f"{self.point}:{self.count}{where}"
         if self.delay is None:
-            return f"{self.kind}:{self.fraction:.2f}w"
-        return f"{self.kind}:{self.delay:.2f}s"
+            return f"{self.kind}:{self.fraction:.2f}w{where}"
+        return f"{self.kind}:{self.delay:.2f}s{where}"
 
     @property
     def label(self):
@@ -155,12 +171,14 @@ class Launch:
         return "\n".join(self.lines[-count:])
 
 
-def train_command(workdir, voc_root, sets=CHAOS_SETS):
-    command = [sys.executable, "-m", "research.train", "--config", "smoke", "--workdir", workdir,
-               "--set", f"voc_root={voc_root}"]
+def train_command(workdir, voc_root, sets=CHAOS_SETS, kill=None):
+    """`python -m research.train ...`, or through scripts/fault_train.py for a kill point."""
+    args = ["--config", "smoke", "--workdir", workdir, "--set", f"voc_root={voc_root}"]
     for item in sets:
-        command += ["--set", item]
-    return command
+        args += ["--set", item]
+    if kill is not None and kill.kind == "point":
+        return [sys.executable, FAULT_TRAIN, "--kill-at", f"{kill.point}:{kill.count}", "--"] + args
+    return [sys.executable, "-m", "research.train"] + args
 
 
 def launch(workdir, voc_root, kill=None, sets=CHAOS_SETS, timeout=600):
@@ -169,13 +187,10 @@ def launch(workdir, voc_root, kill=None, sets=CHAOS_SETS, timeout=600):
     Returns a `Launch`. Raises VerificationError if the process outlives `timeout`.
     """
     env = dict(os.environ)
-    env.pop("RESEARCH_KILL_AT", None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
-    if kill is not None and kill.kind == "point":
-        env["RESEARCH_KILL_AT"] = f"{kill.point}:{kill.count}"
     start = time.monotonic()
-    process = subprocess.Popen(train_command(workdir, voc_root, sets), cwd=REPO, env=env, text=True,
+    process = subprocess.Popen(train_command(workdir, voc_root, sets, kill), cwd=REPO, env=env, text=True,
                                errors="replace", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     first_progress = threading.Event()
@@ -215,6 +230,69 @@ def launch(workdir, voc_root, kill=None, sets=CHAOS_SETS, timeout=600):
             process.wait()
         reader.join(timeout=10)
     return Launch(kill, process.returncode, time.monotonic() - start, lines, sent, marks.get("progress"))
+
+
+def launch_cluster(workdir, voc_root, kill=None, sets=CHAOS_SETS, workers=2, timeout=900):
+    """One launch of `workers` local workers (research.launch), applying `kill` to worker
+    `kill.worker`. Returns a `Launch` of the chief's output whose returncode is -SIGKILL
+    when the planned kill landed, else the chief's status.
+
+    Raises VerificationError if the survivors of a kill do not all exit non-zero within
+    FAIL_FAST_SECONDS, or if the launch outlives `timeout`.
+    """
+    from research import launch as launch_lib
+
+    sets = tuple(sets) + ("distribute=multi_worker",)
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    first_progress = threading.Event()
+    marks = {}
+    start = time.monotonic()
+
+    def on_line(index, line):
+        if index == 0 and not first_progress.is_set() and PROGRESS_LINE.match(line):
+            marks["progress"] = time.monotonic() - start
+            first_progress.set()
+
+    commands = [train_command(workdir, voc_root, sets, kill if kill is not None and kill.worker == i else None)
+                for i in range(workers)]
+    cluster = launch_lib.start_workers(commands, env=env, cwd=REPO, on_line=on_line)
+    sent = False
+    try:
+        if kill is not None and kill.kind == "timer":
+            first_progress.wait(timeout)
+            anchor = time.monotonic()
+            target = cluster[kill.worker].process
+            while target.poll() is None and time.monotonic() - anchor < kill.delay:
+                time.sleep(0.01)
+            if target.poll() is None:
+                target.send_signal(signal.SIGKILL)
+                sent = True
+        first_exit = None
+        while any(w.process.poll() is None for w in cluster):
+            now = time.monotonic()
+            if first_exit is None and any(w.process.poll() is not None for w in cluster):
+                first_exit = now
+            if first_exit is not None and any(w.process.returncode not in (None, 0) for w in cluster) \
+                    and now - first_exit > FAIL_FAST_SECONDS:
+                running = [w.index for w in cluster if w.process.poll() is None]
+                raise VerificationError(
+                    f"worker(s) {running} still running {FAIL_FAST_SECONDS:.0f} s after a worker died "
+                    "(a hang):\n" + "\n".join(f"[worker {w.index}] {line}" for w in cluster
+                                               for line in list(w.tail)[-8:]))
+            if now - start > timeout:
+                raise VerificationError(f"training launch still running after {timeout} s:\n"
+                                        + "\n".join(cluster[0].tail))
+            time.sleep(0.05)
+    finally:
+        launch_lib.stop_workers(cluster, grace=0.0)
+    codes = [w.process.returncode for w in cluster]
+    # Landed: the target was SIGKILLed (the others failed fast, or had already finished).
+    landed = kill is not None and codes[kill.worker] == -signal.SIGKILL
+    failures = [code for code in codes if code != 0]
+    returncode = -signal.SIGKILL if landed else (codes[0] or (failures[0] if failures else 0))
+    lines = [f"[worker {w.index}] {line}" for w in cluster[1:] for line in w.tail] + list(cluster[0].tail)
+    return Launch(kill, returncode, time.monotonic() - start, lines, sent, marks.get("progress"))
 
 
 # ---------------------------------------------------------------------------------
@@ -553,24 +631,37 @@ class Windows:
         return kill.delay
 
 
-def random_kill(rng):
+def random_kill(rng, workers=1):
     """One random `Kill`: a kill point and pass count, or a timer/signal with a fraction
-    of the window (turned into seconds by `Windows.delay` when it is launched)."""
-    kinds, weights = zip(*KIND_WEIGHTS.items())
+    of the window (turned into seconds by `Windows.delay` when it is launched). With
+    several workers: a point or a timer, in a random worker (the chief for points only
+    the chief passes)."""
+    kinds, weights = zip(*(KIND_WEIGHTS if workers == 1 else CLUSTER_KIND_WEIGHTS).items())
     kind = rng.choices(kinds, weights)[0]
+    worker = rng.randrange(workers) if workers > 1 else None
     if kind.startswith("point:"):
         point = kind.split(":", 1)[1]
-        return Kill("point", point=point, count=rng.randint(1, POINT_PASSES[point]))
-    return Kill(kind, fraction=rng.random())
+        if worker is not None and point in CHIEF_ONLY_POINTS:
+            worker = 0
+        return Kill("point", point=point, count=rng.randint(1, POINT_PASSES[point]), worker=worker)
+    return Kill(kind, fraction=rng.random(), worker=worker)
 
 
-def random_plan(seed, run, max_kills):
+def random_plan(seed, run, max_kills, workers=1):
     """The seeded plan of run `run`: 1..max_kills `Kill`s."""
-    rng = random.Random(f"chaos:{seed}:{run}")
-    return [random_kill(rng) for _ in range(rng.randint(1, max_kills))]
+    rng = random.Random(f"chaos:{seed}:{run}" + (f":workers{workers}" if workers > 1 else ""))
+    return [random_kill(rng, workers) for _ in range(rng.randint(1, max_kills))]
 
 
-def resume_until_done(workdir, voc_root, plan, max_launches=None, windows=None, sets=CHAOS_SETS):
+def launch_any(workdir, voc_root, kill=None, sets=CHAOS_SETS, workers=1):
+    """`launch` (one process) or `launch_cluster` (several workers)."""
+    if workers > 1:
+        return launch_cluster(workdir, voc_root, kill, sets=sets, workers=workers)
+    return launch(workdir, voc_root, kill, sets=sets)
+
+
+def resume_until_done(workdir, voc_root, plan, max_launches=None, windows=None, sets=CHAOS_SETS,
+                      workers=1):
     """Applies `plan` (one kill per launch), then launches cleanly until a launch exits 0.
 
     `windows` (a `Windows`) turns timer fractions into delays and learns from each launch.
@@ -583,7 +674,7 @@ def resume_until_done(workdir, voc_root, plan, max_launches=None, windows=None, 
         if kill is not None and kill.delay is None and kill.fraction is not None:
             _require(windows is not None, f"{kill}: a fraction of the window needs `windows`")
             windows.delay(kill)
-        result = launch(workdir, voc_root, kill, sets=sets)
+        result = launch_any(workdir, voc_root, kill, sets=sets, workers=workers)
         if windows is not None:
             windows.record(result)
         launches.append(result)
@@ -599,11 +690,11 @@ def resume_until_done(workdir, voc_root, plan, max_launches=None, windows=None, 
                  f"still not finished after {len(launches)} launches")
 
 
-def run_reference(root, voc_root):
+def run_reference(root, voc_root, workers=1):
     workdir = os.path.join(root, "reference")
     if os.path.exists(workdir):
         shutil.rmtree(workdir)
-    result = launch(workdir, voc_root)
+    result = launch_any(workdir, voc_root, workers=workers)
     _require(result.returncode == 0, f"the reference run failed:\n{result.tail()}")
     return workdir, result
 
@@ -621,15 +712,17 @@ def main(argv=None):
     parser.add_argument("--workdir-root", default=None,
                         help="folder for the data, the reference and the runs (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep every run's workdir (default: only failed ones)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="local workers per launch (MultiWorkerMirroredStrategy; default 1: one process)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     started = time.monotonic()
     root = os.path.abspath(args.workdir_root or tempfile.mkdtemp(prefix="chaos_resume_"))
     os.makedirs(root, exist_ok=True)
     voc_root = prepare_data(root)
-    print(f"chaos_resume: {args.runs} runs, seed {args.seed}, up to {args.max_kills} kills each, in {root}",
-          flush=True)
-    ref_dir, ref_launch = run_reference(root, voc_root)
+    print(f"chaos_resume: {args.runs} runs, seed {args.seed}, up to {args.max_kills} kills each, "
+          f"{args.workers} worker(s) per launch, in {root}", flush=True)
+    ref_dir, ref_launch = run_reference(root, voc_root, args.workers)
     reference = Reference.from_workdir(ref_dir)
     windows = Windows(ref_launch)
     print(f"reference ({ref_launch.seconds:.1f} s, first step at {ref_launch.first_progress_seconds:.1f} s): "
@@ -637,7 +730,7 @@ def main(argv=None):
 
     results = []
     for run in range(args.runs):
-        plan = random_plan(args.seed, run, args.max_kills)
+        plan = random_plan(args.seed, run, args.max_kills, args.workers)
         workdir = os.path.join(root, f"run_{run:03d}")
         if os.path.exists(workdir):
             shutil.rmtree(workdir)
@@ -646,7 +739,7 @@ def main(argv=None):
         launches = []
         try:
             launches = resume_until_done(workdir, voc_root, plan, max_launches=len(plan) + 3,
-                                         windows=windows)
+                                         windows=windows, workers=args.workers)
             facts = check_finished(workdir, reference)
             record.update(verdict="ok", **facts)
         except VerificationError as e:
@@ -687,7 +780,7 @@ def main(argv=None):
                "missed": sum(len(r["missed"]) for r in results),
                "launches": sum(r["launches"] for r in results),
                "seed": args.seed, "max_kills": args.max_kills, "wall_seconds": round(wall, 1),
-               "config": {"named": "smoke", "sets": list(CHAOS_SETS)},
+               "workers": args.workers, "config": {"named": "smoke", "sets": list(CHAOS_SETS)},
                "reference": {"summary": reference.summary(), "seconds": round(ref_launch.seconds, 1)},
                "results": results}
     path = os.path.join(root, "chaos_summary.json")

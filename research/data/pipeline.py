@@ -256,7 +256,7 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
                  epochs=1, cache=True, drop_remainder=False, pad_final_batch=False,
                  deterministic=True, skip_bad=False, split_seed=0,
                  num_parallel_calls=tf.data.AUTOTUNE, skipped=None,
-                 max_pixels=voc.DEFAULT_MAX_PIXELS):
+                 max_pixels=voc.DEFAULT_MAX_PIXELS, with_epoch=False):
     """A tf.data pipeline of (images, labels) batches from a dataset in VOC layout.
 
     Args:
@@ -287,11 +287,14 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
       num_parallel_calls: map parallelism.
       skipped: a `SkippedSamples` to collect bad samples into (skip_bad=True).
       max_pixels: decompression-bomb guard for each file.
+      with_epoch: also yield each batch's epoch number, int64 [B] (every element the
+        same: batches never straddle epochs), so a consumer knows its data position
+        even when skip_bad makes epochs shorter (research.train's resume).
 
     Returns:
       tf.data.Dataset of (images float32 [B, H, W, 3] in [0, 255],
-      labels int32 [B, h, w], 255 = ignore). B is static with drop_remainder or
-      pad_final_batch.
+      labels int32 [B, h, w], 255 = ignore), plus epochs int64 [B] with `with_epoch`.
+      B is static with drop_remainder or pad_final_batch.
 
     Raises:
       ValueError: bad arguments (e.g. augmentation without resize_to_before_crop),
@@ -356,7 +359,12 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
         samples = samples.map(_without_flag)
         if pad_final_batch:
             samples = samples.concatenate(padding.repeat(batch_size - 1))
-        return samples.batch(batch_size, drop_remainder=drop_remainder or pad_final_batch)
+        batches = samples.batch(batch_size, drop_remainder=drop_remainder or pad_final_batch)
+        if with_epoch:
+            # A vector, not a scalar, so tf.distribute can split it with the batch.
+            batches = batches.map(lambda images, labels: (
+                images, labels, tf.fill(tf.shape(labels)[:1], tf.cast(epoch, tf.int64))))
+        return batches
 
     if epochs is None:
         epoch_numbers = tf.data.Dataset.counter(start_epoch)

@@ -1,0 +1,56 @@
+"""research.launch's plumbing (no TensorFlow in the workers) and runtime.worker_role."""
+import json
+import sys
+
+import pytest
+
+from research import launch, runtime
+
+
+def test_free_ports_and_tf_configs():
+    ports = launch.free_ports(3)
+    assert len(set(ports)) == 3 and all(p > 0 for p in ports)
+    configs = [json.loads(c) for c in launch.tf_configs(["localhost:1", "localhost:2"])]
+    assert configs[1] == {"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                          "task": {"type": "worker", "index": 1}}
+    roles = [runtime.worker_role("multi_worker", {"TF_CONFIG": json.dumps(c)}) for c in configs]
+    assert [(r.index, r.count, r.is_chief) for r in roles] == [(0, 2, True), (1, 2, False)]
+
+
+def test_worker_role_reads_tf_config_only_for_multi_worker():
+    chief_and_worker = json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                                   "task": {"type": "worker", "index": 0}})
+    assert runtime.worker_role("multi_worker", {"TF_CONFIG": chief_and_worker}) == runtime.WorkerRole(1, 3)
+    assert runtime.worker_role("default", {"TF_CONFIG": chief_and_worker}) == runtime.WorkerRole(0, 1)
+    assert runtime.worker_role("multi_worker", {}) == runtime.WorkerRole(0, 1)
+    with pytest.raises(ValueError, match="TF_CONFIG is not a valid"):
+        runtime.worker_role("multi_worker", {"TF_CONFIG": "{not json"})
+    with pytest.raises(ValueError, match="task worker 5 is not in its cluster"):
+        runtime.worker_role("multi_worker", {"TF_CONFIG": json.dumps(
+            {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 5}})})
+
+
+def test_a_failing_worker_stops_the_others_and_is_named():
+    script = ("import json, os, sys, time; index = json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+              "print('worker', index, flush=True); time.sleep(0.5 if index == 1 else 120); sys.exit(3)")
+    workers = launch.start_workers([[sys.executable, "-c", script]] * 2)
+    messages = []
+    try:
+        failed = launch.supervise(workers, fail_grace=0.5, stop_grace=5.0, timeout=60, report=messages.append)
+    finally:
+        launch.stop_workers(workers, grace=0.0)
+    assert failed == 1
+    assert messages[0] == "worker 1 exited with status 3: stopping the other workers"
+    assert workers[0].stopped_by_launcher and workers[0].process.returncode != 0
+    assert list(workers[1].tail) == ["worker 1"]
+    assert launch.exit_status(workers[1]) == 3
+
+
+def test_command_line_help_and_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--workers" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        launch.main(["--workers", "2"])
+    assert "research.train arguments" in capsys.readouterr().err
