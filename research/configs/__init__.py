@@ -2,10 +2,11 @@
 
 The mapping below is the whole list; add a module and a line to add a config.
 """
-from research.configs import deeplabv3_voc, demo, smoke, unet_voc
+from research.configs import deeplabv3_voc, deeplabv3_voc_aug, demo, smoke, unet_voc
 
 NAMED_CONFIGS = {
     "deeplabv3_voc": deeplabv3_voc.get_config,
+    "deeplabv3_voc_aug": deeplabv3_voc_aug.get_config,
     "unet_voc": unet_voc.get_config,
     "demo": demo.get_config,
     "smoke": smoke.get_config,
