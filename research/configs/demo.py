@@ -15,10 +15,6 @@ The recipe (issue 14), the reference recipe's pieces scaled down to 1,800 steps:
   IoU still rising at the end: a decaying rate converges within the budget instead.
 - Random scale 0.9-1.25 of the 128 x 128 resize, padded and cropped back to 128 (the
   papers' augmentation, much narrower: this short run underfits), flip, colour jitter.
-Measured on vm-AMD-EPYC-2cpu under heavy contention (deterministic, so the numbers, not
-the times, carry over): this config test mean IoU 0.4899; 8 x 200 steps: 0.4700; width 32 with 8 x 100 steps
-and scale 0.75-1.5: 0.4480, and 0.4149 when evaluated at output stride 8 (so the demo
-evaluates at 16). The issue's target of 0.60 is not reached.
 - Six evaluations instead of 25: each one (val, TensorBoard pictures, an export when
   val mean IoU improves) costs seconds that training needs more.
 - `deterministic=true`: a rerun on the same machine gives the same numbers.
@@ -26,6 +22,11 @@ evaluates at 16). The issue's target of 0.60 is not reached.
   from-scratch run describe a network that no longer exists, and inference predicts
   background everywhere (measured: val mean IoU 0.037 with 0.99 against 0.39 with 0.9
   after the same 22 epochs).
+
+Measured on vm-AMD-EPYC-2cpu under heavy contention (deterministic, so the numbers, not
+the times, carry over): this config test mean IoU 0.4899; 8 x 200 steps: 0.4700; width 32 with 8 x 100 steps
+and scale 0.75-1.5: 0.4480, and 0.4149 when evaluated at output stride 8 (so the demo
+evaluates at 16). The issue's target of 0.60 is not reached.
 """
 from research.config import Config
 
