@@ -4,7 +4,8 @@ DeepLab v3 (OS16) at the book's 384 x 384 input, batch 2, float32, one fixed bat
 from the embedded dataset's training pipeline, the same initial weights (seeded; each
 worker reports a checksum and the test checks they agree). Cases:
 
-  custom  research.train.make_train_step: AtrousConv2D, fused loss, XLA on/off
+  custom  research.train.make_train_step: AtrousConv2D, fused loss, XLA on/off, and
+          with op determinism (`deterministic=true`) to show its cost
   fit     research.fit_baseline: dilated Conv2D, reference loss as a Keras loss,
           Keras metrics, `model.fit` with Keras' jit_compile="auto" (off on CPU)
 
@@ -132,6 +133,8 @@ def _build(case, batch_file):
         atrous._taps_conv = lambda x, kernel, rate, cut_rows, cut_cols: atrous._tap_sum(
             x, kernel, *atrous._tap_groups(x, kernel.shape, rate, cut_rows, cut_cols))[0]
     keras.utils.set_random_seed(0)
+    if case.get("deterministic"):
+        runtime.enable_determinism(0)  # what `--set deterministic=true` does, before the build
     if case["trainer"] == "fit":
         model = fit_baseline.build_compiled_model(config)
         dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
@@ -181,6 +184,8 @@ def _case_id(case):
     if case["trainer"] == "custom":
         parts.append("xla_" + ("on" if case["xla"] else "off"))
     parts += [f"{k}_{case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward") if k in case]
+    if case.get("deterministic"):
+        parts.append("deterministic")
     return "-".join(parts)
 
 
@@ -199,6 +204,9 @@ def _cases():
                           batchnorm="keras"))
         cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
                           atrous_backward="autodiff"))
+        # The cost of `--set deterministic=true` (op determinism) on the default step.
+        cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=not onednn,
+                          deterministic=True))
     for onednn in (False, True):
         cases.append(dict(model="unet", trainer="fit", onednn=onednn))
         cases.append(dict(model="unet", trainer="custom", onednn=onednn, xla=not onednn))

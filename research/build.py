@@ -5,6 +5,7 @@ scripts all build through these functions, so a config means the same network, u
 rule and objective everywhere.
 """
 import contextlib
+import math
 
 import keras
 
@@ -47,17 +48,39 @@ def build_model(config, precision="float32", num_replicas=1, pretrained=True):
         return unet(**common)
 
 
+def build_model_at_output_stride(model, config, output_stride):
+    """`model`'s weights in the config's DeepLab v3 rebuilt at another output stride.
+
+    Train at 16, evaluate at 8: the strides and dilations change, the weights do not
+    (every 3x3 kernel is [3, 3, Cin, Cout] whatever its dilation, and the layer names
+    are the same at both strides), so the weights copy layer by layer by name.
+    Returns `model` itself when nothing changes (U-Net, or the same stride).
+    """
+    if config.model != "deeplab_v3" or output_stride in (None, config.output_stride):
+        return model
+    rebuilt = build_model(config.replace(output_stride=output_stride, weights=None))
+    for layer in rebuilt.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return rebuilt
+
+
 def make_optimizer(config, precision):
-    """Adam; wrapped in a dynamic LossScaleOptimizer for mixed_float16.
+    """Adam or SGD with momentum (config.optimizer) at the config's base learning rate;
+    wrapped in a dynamic LossScaleOptimizer for mixed_float16. The training loop sets
+    the learning rate of every step (`learning_rate_at`); weight decay is added to the
+    gradients there (`decayed_variables`), not here.
 
     `config.optimizer_impl` "fused": kernels.FusedAdam / FusedSGD (one TF kernel per
     variable, same variables and checkpoints); "keras": Keras' own classes.
     """
     fused = config.optimizer_impl == "fused"
-    # `sgd` is the class an `optimizer: "sgd"` config field would pick (same switch).
     adam, sgd = ((kernels.FusedAdam, kernels.FusedSGD) if fused
                  else (keras.optimizers.Adam, keras.optimizers.SGD))
-    optimizer = adam(learning_rate=config.learning_rate)
+    if config.optimizer == "sgd":
+        optimizer = sgd(learning_rate=config.learning_rate, momentum=config.momentum)
+    else:
+        optimizer = adam(learning_rate=config.learning_rate)
     if precision == "mixed_float16":
         # Scales the loss up so float16 gradients do not underflow; unscales before the
         # update, skips steps whose gradients overflowed and halves the scale then.
@@ -72,3 +95,41 @@ def loss_function(config):
                   smooth=config.dice_smooth, ce_weight=config.ce_weight,
                   dice_weight=config.dice_weight, class_weighted=config.class_weighted)
     return fn, kwargs
+
+
+def schedule_steps(config, steps_per_epoch):
+    """The poly/cosine horizon: `total_steps`, or the whole run (epochs * steps_per_epoch)."""
+    return config.total_steps or config.epochs * steps_per_epoch
+
+
+def learning_rate_at(config, step, total_steps, base=None):
+    """The learning rate of optimizer step `step` (0-based), a Python float.
+
+    A pure function of the step (and of `base`, which the loop keeps in its
+    checkpointed state), so a resumed run continues the schedule exactly:
+      base: config.learning_rate, or what LR-on-plateau and NaN restores lowered it to
+      warmup: step < warmup_steps -> base * (step + 1) / warmup_steps
+      "plateau": base (the loop lowers `scale` after epochs without improvement)
+      "poly":    base * (1 - t / total) ** poly_power, t = min(step, total)
+      "cosine":  base * (1 + cos(pi * t / total)) / 2
+    Warmup multiplies the decayed value (the first steps of a poly run are barely decayed).
+    """
+    rate = config.learning_rate if base is None else base
+    if config.warmup_steps and step < config.warmup_steps:
+        rate *= (step + 1) / config.warmup_steps
+    progress = min(step, total_steps) / total_steps
+    if config.lr_schedule == "poly":
+        rate *= (1.0 - progress) ** config.poly_power
+    elif config.lr_schedule == "cosine":
+        rate *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return rate
+
+
+def decayed_variables(model):
+    """The variables weight decay applies to: convolution and dense kernels only.
+
+    Not BatchNorm's gamma/beta, not biases (the papers' recipe; decaying BN's scale
+    fights the normalisation). Returns a list of bools aligned with
+    `model.trainable_variables`.
+    """
+    return [v.path.rsplit("/", 1)[-1] == "kernel" for v in model.trainable_variables]

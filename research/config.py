@@ -29,6 +29,8 @@ class Config:
     input_size: tuple = (384, 384)             # (height, width) the model trains on
     resize_to_before_crop: typing.Optional[tuple] = (444, 444)
     augmentation: bool = True
+    scale_range: typing.Optional[tuple] = None # (low, high): random scale, pad, crop (recipe of the
+                                               # papers) instead of the book's crop-or-resize
     batch_size: int = 8                        # global batch, split across replicas
     eval_batch_size: int = 8
     split_seed: int = 0                        # val/test halves of val.txt
@@ -46,6 +48,8 @@ class Config:
     atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
     bn_momentum: float = 0.99                  # BatchNorm moving averages; 0.9 for short runs
     batchnorm: str = "fused"                   # "fused" (kernels.FusedBatchNormalization) or "keras"
+    eval_output_stride: typing.Optional[int] = None  # DeepLab v3: evaluate at 8 what trained at 16
+                                               # (same weights, model rebuilt); None: output_stride
 
     # --- Loss ---------------------------------------------------------------
     loss_impl: str = "fused"                   # "fused" (kernels.ce_dice_loss) or "reference"
@@ -55,9 +59,16 @@ class Config:
     dice_smooth: float = 1.0
 
     # --- Optimisation -------------------------------------------------------
-    learning_rate: float = 1e-4                # Adam
-    optimizer_impl: str = "fused"              # "fused" (kernels.FusedAdam: one TF kernel per
-                                               # variable) or "keras" (keras.optimizers.Adam)
+    optimizer: str = "adam"                    # "adam" or "sgd" (with `momentum`)
+    momentum: float = 0.9                      # SGD only
+    weight_decay: float = 0.0                  # L2 on conv/dense kernels (not BN, not biases)
+    learning_rate: float = 1e-4                # the base (peak) learning rate
+    optimizer_impl: str = "fused"              # "fused" (kernels.FusedAdam/FusedSGD: one TF kernel
+                                               # per variable) or "keras" (Keras' own classes)
+    lr_schedule: str = "plateau"               # "plateau" (the book's), "poly" or "cosine", per step
+    poly_power: float = 0.9
+    warmup_steps: int = 0                      # linear warmup from base/warmup_steps to base
+    total_steps: typing.Optional[int] = None   # poly/cosine horizon; None: epochs * steps_per_epoch
     epochs: int = 25
     steps_per_epoch: typing.Optional[int] = None  # None: one pass over the train split
     eval_steps: typing.Optional[int] = None       # None: the whole val split
@@ -73,6 +84,7 @@ class Config:
     jit_compile: typing.Union[bool, str] = "auto"  # True, False or "auto" (by device, measured)
     distribute: str = "default"                # "default", "mirrored" or "multi_worker"
     seed: int = 0
+    deterministic: bool = False                # bit-identical reruns (op determinism; a little slower)
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 20                  # TensorBoard scalars and progress metrics
@@ -82,6 +94,7 @@ class Config:
     max_nan_restores: int = 3
     profile_steps: typing.Optional[tuple] = None  # (first, last) global steps to trace
     export_best: bool = True                   # export the best model by `monitor` to export/
+    final_eval_full_resolution: bool = False   # at the end: val at each image's own size (eval_val/)
 
     def replace(self, **changes):
         """Returns a copy with `changes` applied and checked."""
@@ -99,6 +112,7 @@ RESUMABLE_FIELDS = frozenset({
     "nan_policy", "max_nan_restores", "eval_steps", "export_best",
     # Same update to round-off and the same checkpoint variables (kernels/optimizers.py).
     "optimizer_impl",
+    "final_eval_full_resolution", "eval_output_stride",
 })
 
 _CHOICES = {
@@ -114,6 +128,8 @@ _CHOICES = {
     "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
     "distribute": ("default", "mirrored", "multi_worker"),
     "nan_policy": ("stop", "restore"),
+    "optimizer": ("adam", "sgd"),
+    "lr_schedule": ("plateau", "poly", "cosine"),
 }
 
 
@@ -176,6 +192,17 @@ def check_config(config):
         raise ValueError(f"backbone {values['backbone']} is for model deeplab_v3 only")
     if values["output_stride"] not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16; got {values['output_stride']}")
+    if values["eval_output_stride"] not in (None, 8, 16):
+        raise ValueError(f"eval_output_stride must be null, 8 or 16; got {values['eval_output_stride']}")
+    scale_range = values["scale_range"]
+    if scale_range is not None and (len(scale_range) != 2 or not all(isinstance(s, (int, float)) for s in scale_range)
+                                    or not 0 < scale_range[0] <= scale_range[1]):
+        raise ValueError(f"scale_range must be [low, high] with 0 < low <= high; got {scale_range!r}")
+    for name in ("weight_decay", "warmup_steps", "momentum", "poly_power"):
+        if values[name] < 0:
+            raise ValueError(f"{name} must be >= 0; got {values[name]}")
+    if values["total_steps"] is not None and values["total_steps"] <= 0:
+        raise ValueError(f"total_steps must be positive or null; got {values['total_steps']}")
     for name in ("input_size", "resize_to_before_crop"):
         size = values[name]
         if size is not None and (len(size) != 2 or any(not isinstance(s, int) or s <= 0 for s in size)):
@@ -252,7 +279,10 @@ def apply_overrides(config, overrides):
 def resume_differences(saved, current):
     """Names of fields that differ between two configs and may not change on resume."""
     a, b = saved.to_dict(), current.to_dict()
-    return sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_FIELDS)
+    differences = {k for k in a if a[k] != b[k] and k not in RESUMABLE_FIELDS}
+    if a["epochs"] != b["epochs"] and saved.lr_schedule != "plateau" and saved.total_steps is None:
+        differences.add("epochs")  # the poly/cosine horizon is epochs * steps_per_epoch
+    return sorted(differences)
 
 
 def monitor_mode(config):

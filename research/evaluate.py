@@ -545,6 +545,12 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
         loaded = load_model(workdir, config, source)
     log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
              loaded.source.get("step"))
+    if config.eval_output_stride not in (None, config.output_stride) and config.model == "deeplab_v3":
+        # Trained at one output stride, evaluated at another: same weights, rebuilt model.
+        loaded.model = build.build_model_at_output_stride(loaded.model, config, config.eval_output_stride)
+        loaded.source["output_stride"] = config.eval_output_stride
+        config = config.replace(output_stride=config.eval_output_stride)
+        log.info("evaluating at output stride %d", config.output_stride)
     ids = voc.read_split(config.voc_root, subset, split_seed=config.split_seed)
     if not ids:
         raise ValueError(f"{config.voc_root}: subset {subset!r} is empty")

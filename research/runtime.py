@@ -220,3 +220,25 @@ def make_strategy(name):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown distribute setting {name!r}")
+
+
+def enable_determinism(seed):
+    """Makes this process's training bit-reproducible (config `deterministic=true`).
+
+    Seeds Python, NumPy and TF (`keras.utils.set_random_seed`: weight initialisation)
+    and turns on `tf.config.experimental.enable_op_determinism()`, which makes ops pick
+    deterministic algorithms (or raise UnimplementedError where they have none) and
+    forces tf.data's `deterministic` options on. The input pipeline's own randomness is
+    already stateless and seeded by (seed, epoch, sample); its decoding
+    `numpy_function`s are declared stateless, because op determinism runs a map with a
+    stateful op, and every map and prefetch of that pipeline, serially.
+
+    Same machine, same thread counts, same software: two runs then give the same
+    train_log.csv (but its time columns) and the same weights. It is process-wide and
+    cannot be turned off again.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()

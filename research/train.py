@@ -122,6 +122,7 @@ class LoopState:
     data_epoch: int = None
     data_batches: int = None
     workers: int = None           # processes that trained the run (None: one, older versions)
+    base_learning_rate: float = None  # after plateau drops and NaN restores (None: the config's)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self))
@@ -141,7 +142,8 @@ def improved(value, best, mode):
 
 
 def update_schedules(state, value, config, mode, learning_rate):
-    """Plateau LR and early stopping after an epoch, as Keras' callbacks do.
+    """Plateau LR (lr_schedule "plateau" only) and early stopping after an epoch, as
+    Keras' callbacks do.
 
     Returns (new_learning_rate, is_best). Mutates the waits, best and stop flag.
     """
@@ -152,7 +154,8 @@ def update_schedules(state, value, config, mode, learning_rate):
         return learning_rate, True
     state.plateau_wait += 1
     state.early_stop_wait += 1
-    if state.plateau_wait >= config.plateau_patience:
+    # Only the "plateau" schedule lowers the rate; poly and cosine follow the step alone.
+    if config.lr_schedule == "plateau" and state.plateau_wait >= config.plateau_patience:
         new_lr = max(learning_rate * config.plateau_factor, config.min_learning_rate)
         if new_lr < learning_rate:
             log.info("epoch %d: %s did not improve for %d epochs: learning rate %.3g -> %.3g",
@@ -364,6 +367,18 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
     loss_fn, loss_kwargs = build.loss_function(config)
     variables = model.trainable_variables
     num_replicas = strategy.num_replicas_in_sync
+    decayed = build.decayed_variables(model) if config.weight_decay else [False] * len(variables)
+
+    def add_weight_decay(grads, scale):
+        # Coupled L2: g += wd * w on conv/dense kernels, the gradient of
+        # wd/2 * ||w||^2 (PyTorch SGD's weight_decay, as mmsegmentation uses it; TF Model
+        # Garden's wd * tf.nn.l2_loss(w)). Added to the gradients rather than the loss so
+        # the logged loss stays the data loss. Each replica adds 1/N of it (the optimizer
+        # sums replicas' gradients); `scale` is the loss scale, since the
+        # LossScaleOptimizer unscales every gradient.
+        factor = config.weight_decay / num_replicas
+        return [g + tf.cast(factor * scale, g.dtype) * tf.cast(v, g.dtype) if d else g
+                for g, v, d in zip(grads, variables, decayed)]
 
     def normalizers_for(labels):
         local = kernels.loss_normalizers(labels, config.num_classes, config.ignore_label,
@@ -378,6 +393,8 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
             loss = loss_fn(labels, logits, normalizers=normalizers, **loss_kwargs)
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
         grads = tape.gradient(scaled, variables)
+        if config.weight_decay:
+            grads = add_weight_decay(grads, optimizer.dynamic_scale if loss_scaling else 1.0)
         predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return loss, grads, predictions
 
@@ -581,6 +598,8 @@ def _remove_leftovers(workdir, ckpt_dir):
 def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
     # ------------------------------------------------------------------ Runtime ---
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        runtime.enable_determinism(config.seed)
     device = runtime.device_kind()
     gpu_warning = runtime.unused_gpu_warning(runtime.nvidia_smi_output(),
                                              len(tf.config.list_physical_devices("GPU")))
@@ -596,6 +615,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
         "device": device, "num_replicas": strategy.num_replicas_in_sync,
         "precision": precision, "jit_compile": use_xla, "jit_compile_reason": xla_reason,
         "onednn": onednn, "tensorflow": tf.__version__, "keras": keras.__version__,
+        "deterministic": config.deterministic,
     }
     if role.count > 1:
         runtime_info["workers"] = role.count
@@ -625,7 +645,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
                 resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
                 shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
                 drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed,
-                with_epoch=True)
+                scale_range=config.scale_range, with_epoch=True)
             return dataset.skip(offset) if offset else dataset
 
         return iter(distribute_batches(strategy, role, global_batches, config.batch_size))
@@ -669,7 +689,10 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
     def restore_latest():
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         _keep_sums_on_chief(strategy, train_confusion, manager.latest_checkpoint)
-        return LoopState.from_json(loop_state_text.numpy().decode())
+        restored = LoopState.from_json(loop_state_text.numpy().decode())
+        if restored.base_learning_rate is None:  # a checkpoint from before per-step schedules
+            restored.base_learning_rate = float(optimizer.learning_rate.numpy())
+        return restored
 
     # Every float variable a checkpoint or export holds: weights, BatchNorm statistics,
     # optimizer slots (and the loss scale). One pass, before every save and export.
@@ -678,20 +701,21 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
 
     def recover(message):
         """After a NaN/Inf: the state of the last good checkpoint, restored with a lower
-        learning rate (nan_policy "restore"), or NonFiniteLossError."""
+        base learning rate (nan_policy "restore"), or NonFiniteLossError."""
         if (config.nan_policy == "restore" and manager.latest_checkpoint
                 and state.nan_restores < config.max_nan_restores):
             restores = state.nan_restores + 1
             restored = restore_latest()
             restored.nan_restores = restores
-            new_lr = float(optimizer.learning_rate.numpy()) * config.nan_lr_factor
-            optimizer.learning_rate.assign(new_lr)
-            log.warning("%s: restored %s, learning rate -> %.3g (restore %d of %d)",
-                        message, manager.latest_checkpoint, new_lr, restores, config.max_nan_restores)
+            applied["rate"] = None  # the restore rewrote the learning-rate variable
+            restored.base_learning_rate *= config.nan_lr_factor
+            log.warning("%s: restored %s, base learning rate -> %.3g (restore %d of %d)",
+                        message, manager.latest_checkpoint, restored.base_learning_rate, restores,
+                        config.max_nan_restores)
             return restored
         raise NonFiniteLossError(f"{message}; stopped. Last good checkpoint: {manager.latest_checkpoint}")
 
-    state = LoopState(workers=role.count)
+    state = LoopState(workers=role.count, base_learning_rate=float(np.float32(config.learning_rate)))
     if manager.latest_checkpoint:
         state = restore_latest()
         log.info("resumed from %s: step %d, epoch %d, learning rate %.3g",
@@ -719,7 +743,16 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
         tb_images = next(iter(val_batches().unbatch().batch(config.tensorboard_images).take(1)))
 
     # -------------------------------------------------------------- Train loop ---
-    total_steps = config.epochs * steps_per_epoch
+    schedule_steps = build.schedule_steps(config, steps_per_epoch)
+
+    def set_learning_rate():
+        # Every step's LR comes from the step and the loop state alone (exact on resume).
+        rate = build.learning_rate_at(config, state.step, schedule_steps, state.base_learning_rate)
+        if rate != applied["rate"]:
+            optimizer.learning_rate.assign(rate)
+            applied["rate"] = rate
+
+    applied = {"rate": None}
     profiling = False
     check_flags = {flag: tf.constant(flag) for flag in (False, True)}
 
@@ -743,6 +776,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
                     tf.profiler.experimental.start(os.path.join(workdir, "tensorboard"))
                     profiling = True
                 images, labels, batch_epochs = next(batches)
+                set_learning_rate()
                 with tf.profiler.experimental.Trace("train", step_num=state.step, _r=1):
                     loss, finite = train_step(images, labels, check_flags[check])
                     loss = float(loss)  # host sync point: the NaN guard needs the value
@@ -813,9 +847,11 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
                 row[name] = train_metrics[name]
                 row["val_" + name] = val_metrics[name]
             state.epoch += 1
-            new_lr, is_best = update_schedules(state, row[config.monitor], config, mode, learning_rate)
-            if new_lr != learning_rate:
-                optimizer.learning_rate.assign(new_lr)
+            base = state.base_learning_rate
+            new_base, is_best = update_schedules(state, row[config.monitor], config, mode, base)
+            # The variable is float32: keep the value it holds (as before per-step schedules).
+            state.base_learning_rate = float(np.float32(new_base))
+            set_learning_rate()  # the checkpoint holds the next step's rate
             state.history.append(row)
             log.info("epoch %d: %s", state.epoch, ", ".join(
                 f"{k} {row[k]:.4g}" for k in CSV_COLUMNS[2:] if isinstance(row[k], float)))
@@ -844,8 +880,17 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
                 writer.flush()
     if profiling:
         tf.profiler.experimental.stop()
-    return {"history": state.history, "best": state.best, "best_epoch": state.best_epoch,
-            "step": state.step, "stopped_early": state.stopped_early, "runtime": runtime_info}
+    result = {"history": state.history, "best": state.best, "best_epoch": state.best_epoch,
+              "step": state.step, "stopped_early": state.stopped_early, "runtime": runtime_info}
+    if config.final_eval_full_resolution and role.is_chief:
+        # What papers report: val at each image's own size, by the exported best model (or
+        # the last checkpoint), at eval_output_stride; written to WORKDIR/eval_val/.
+        from research import evaluate as evaluate_lib
+
+        final = evaluate_lib.evaluate(workdir, subset="val", full_resolution=True)
+        result["final_eval"] = {k: final[k] for k in evaluate_lib.METRIC_NAMES}
+        log.info("val at full resolution: %s", ", ".join(f"{k} {v:.4f}" for k, v in result["final_eval"].items()))
+    return result
 
 
 # ---------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ again: it shares the base's run, `OUT/cells/base`. Every other cell trains in
 resumes: finished cells are skipped and a partly trained cell continues from its
 checkpoint.
 
+Determinism: cells run with `deterministic=true` (research.runtime.enable_determinism)
+unless `--no-deterministic`, so rerunning a cell gives the same numbers and a cell
+differs from the base only by its override.
+
 Budget: each cell trains exactly `--steps` steps in `--evals` epochs of steps/evals
 steps, and is evaluated on val after each. Early stopping and the plateau LR schedule
 are switched off (a fixed budget at the base learning rate; the loss cells would
@@ -133,7 +137,7 @@ def _same_run(a, b):
     return a.replace(name="") == b.replace(name="")
 
 
-def make_cells(base, axes, steps, evals, overrides=()):
+def make_cells(base, axes, steps, evals, overrides=(), deterministic=True):
     """The base config and the grid's cells for the chosen axes.
 
     Args:
@@ -141,6 +145,9 @@ def make_cells(base, axes, steps, evals, overrides=()):
       axes: names from `AXES`, in the order to run them.
       steps, evals: the budget (see `budget_changes`).
       overrides: `key=value` strings applied to every cell, after the budget.
+      deterministic: every cell runs with `deterministic=true` (bit-reproducible), so
+        a cell differs from the base only by its override and not by thread-timing
+        noise; the seed axis then shows the true seed-to-seed spread.
     Returns:
       (base_config, [Cell]): the budgeted base config (precision and XLA resolved) and
       the cells in run order.
@@ -148,7 +155,8 @@ def make_cells(base, axes, steps, evals, overrides=()):
     unknown = [a for a in axes if a not in AXES]
     if unknown or not axes:
         raise ValueError(f"unknown axes {', '.join(unknown) or '(none given)'}: choose from {', '.join(AXES)}")
-    base = config_lib.apply_overrides(base.replace(**budget_changes(steps, evals)), overrides)
+    base = config_lib.apply_overrides(base.replace(**budget_changes(steps, evals), deterministic=deterministic),
+                                      overrides)
     base = resolve_auto(base)
     cells = []
     for axis in axes:
@@ -409,6 +417,9 @@ def parse_args(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field for every cell (value parsed as JSON), repeatable")
     parser.add_argument("--out", default="runs/ablation", help="output folder (default runs/ablation)")
+    parser.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                        help="run cells without op determinism (a little faster; reruns then differ "
+                             "by thread-timing noise)")
     return parser.parse_args(argv)
 
 
@@ -419,7 +430,7 @@ def main(argv=None):
     command = "python scripts/ablate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         base, cells = make_cells(config_lib.load_config(args.base), [a for a in args.axes.split(",") if a],
-                                 args.steps, args.evals, args.overrides)
+                                 args.steps, args.evals, args.overrides, args.deterministic)
         rows = run_grid(base, cells, args.out, command)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

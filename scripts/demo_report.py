@@ -48,7 +48,29 @@ def read_history(path):
         return list(csv.DictReader(f))
 
 
-def report_text(workdir, history, metrics, baseline, wall_seconds):
+def recipe_text(config):
+    """One sentence naming the run's recipe (from its config.json "config" dict)."""
+    schedule = config.get("lr_schedule", "plateau")
+    if schedule == "poly":
+        schedule = f"poly (power {config.get('poly_power', 0.9):g})"
+    warmup = config.get("warmup_steps") or 0
+    steps = config.get("total_steps") or config["epochs"] * (config.get("steps_per_epoch") or 0) or "all"
+    optimizer = config.get("optimizer", "adam")
+    if optimizer == "sgd":
+        optimizer += f" (momentum {config.get('momentum', 0.9):g})"
+    augmentation = (f"scale {config['scale_range'][0]:g}-{config['scale_range'][1]:g} + crop"
+                    if config.get("scale_range") else "crop-or-resize")
+    stride = f"output stride {config.get('output_stride')}"
+    if config.get("eval_output_stride") not in (None, config.get("output_stride")):
+        stride += f" (evaluated at {config['eval_output_stride']})"
+    return (f"Recipe: {optimizer}, learning rate {config['learning_rate']:g} with schedule {schedule}"
+            f"{f', {warmup} warmup steps' if warmup else ''} over {steps} steps, weight decay "
+            f"{config.get('weight_decay', 0.0):g}, batch {config['batch_size']}, input "
+            f"{config['input_size'][0]}x{config['input_size'][1]}, {augmentation}, {stride}, BatchNorm "
+            f"momentum {config.get('bn_momentum')}, deterministic {str(config.get('deterministic', False)).lower()}.")
+
+
+def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
     num_classes = len(metrics["confusion_matrix"])
     names = list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
     model = metrics["model"]
@@ -70,11 +92,14 @@ def report_text(workdir, history, metrics, baseline, wall_seconds):
         f"({float(history[-1]['images_per_second']):.1f} images/s in the last epoch); "
         f"best val mean IoU {float(best['val_mean_iou']):.4f} at epoch {best['epoch']}.",
     ]
+    if config:
+        lines.append(recipe_text(config))
     if wall_seconds is not None:
         lines.append(f"Wall time of the whole demo (data, training, evaluation): {wall_seconds / 60:.1f} min.")
-    lines += ["", "| epoch | loss | val loss | val mean IoU | learning rate |", "|---|---|---|---|---|"]
+    lines += ["", "| epoch | step | loss | val loss | val mean IoU | learning rate (last step) |",
+              "|---|---|---|---|---|---|"]
     for row in history:
-        lines.append(f"| {row['epoch']} | {float(row['loss']):.4f} | {float(row['val_loss']):.4f} | "
+        lines.append(f"| {row['epoch']} | {row['step']} | {float(row['loss']):.4f} | {float(row['val_loss']):.4f} | "
                      f"{float(row['val_mean_iou']):.4f} | {float(row['learning_rate']):.3g} |")
     lines += ["", "Pictures: eval/samples.png (image | truth | prediction | errors), eval/hardest.png, "
               "eval/confusion.png; per-class table: eval/per_class.csv.", ""]
@@ -91,8 +116,13 @@ def main(argv=None):
     with open(os.path.join(args.workdir, "eval", "metrics.json")) as f:
         metrics = json.load(f)
     baseline = majority_baseline(metrics["confusion_matrix"])
+    config = None
+    config_file = os.path.join(args.workdir, "config.json")
+    if os.path.exists(config_file):
+        with open(config_file) as f:
+            config = json.load(f)["config"]
     wall = time.time() - args.started_at if args.started_at else None
-    text = report_text(args.workdir, history, metrics, baseline, wall)
+    text = report_text(args.workdir, history, metrics, baseline, wall, config)
     atomic_write_text(os.path.join(args.workdir, "REPORT.md"), text)
     print(text)
     print(f"report: {os.path.join(args.workdir, 'REPORT.md')}")

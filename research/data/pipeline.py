@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 # Labels of padding elements and the value `ignore`-aware losses and metrics skip.
 IGNORE_LABEL = voc.IGNORE_LABEL
 
+# What scale jitter pads images with: the ImageNet RGB mean, the usual stand-in for the
+# dataset mean (VOC's own is within a few levels of it). After the model's
+# preprocessing the padding is then about zero, i.e. "no signal".
+PAD_RGB_MEAN = (123.68, 116.779, 103.939)
+
 
 def dataset_size(voc_root, subset, split_seed=0):
     """Number of ids in a subset (for steps per epoch); see `voc.read_split`."""
@@ -187,6 +192,42 @@ def random_crop_or_resize(image, mask, seed, input_size, resize_to_before_crop):
                    lambda: resize_pair(image, mask, input_size))
 
 
+def random_scale_pad_crop(image, mask, seed, input_size, scale_range, base_size=None):
+    """The papers' augmentation: scale by s ~ U(scale_range), pad, cut a random window.
+
+    The image (first resized to `base_size` when given, else at its own size) is
+    resized by a random factor s (image bilinear, mask nearest), padded at the bottom
+    and right up to at least `input_size` (image with `PAD_RGB_MEAN`, mask with the
+    ignore label, so padding is never scored), and an `input_size` window is cut at a
+    random position, the same for image and mask.
+
+    Args:
+      image: float32 [H, W, 3]; mask: uint8 [H, W, 1]; seed: int [2] (stateless seed).
+      input_size: (h, w) Python ints; scale_range: (low, high) floats;
+      base_size: (h, w) Python ints or None.
+    Returns:
+      float32 [h, w, 3], uint8 [h, w, 1].
+    """
+    scale_seed, row_seed, column_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    if base_size is not None:
+        image, mask = resize_pair(image, mask, base_size)
+    height, width = input_size
+    scale = tf.random.stateless_uniform([], scale_seed, scale_range[0], scale_range[1])
+    size = tf.cast(tf.shape(image)[:2], tf.float32) * scale
+    image, mask = resize_pair(image, mask, tf.maximum(tf.cast(tf.round(size), tf.int32), 1))
+    pad_rows = tf.maximum(height - tf.shape(image)[0], 0)
+    pad_columns = tf.maximum(width - tf.shape(image)[1], 0)
+    paddings = [[0, pad_rows], [0, pad_columns], [0, 0]]
+    # Pad each channel with its mean: subtract, zero-pad, add back.
+    mean = tf.constant(PAD_RGB_MEAN, tf.float32)
+    image = tf.pad(image - mean, paddings) + mean
+    mask = tf.pad(mask, paddings, constant_values=IGNORE_LABEL)
+    top = tf.random.stateless_uniform([], row_seed, 0, tf.shape(image)[0] - height + 1, tf.int32)
+    left = tf.random.stateless_uniform([], column_seed, 0, tf.shape(image)[1] - width + 1, tf.int32)
+    return (image[top:top + height, left:left + width],
+            mask[top:top + height, left:left + width])
+
+
 def random_flip(image, mask, seed):
     """Flips image [H, W, 3] and mask [H, W, 1] left-right together, with probability 1/2."""
     flip = tf.random.stateless_uniform([], seed) < 0.5
@@ -220,10 +261,13 @@ def _pair(size, name):
 
 
 def _check_arguments(batch_size, input_size, resize_to_before_crop, augmentation,
-                     drop_remainder, pad_final_batch, epochs, start_epoch):
+                     drop_remainder, pad_final_batch, epochs, start_epoch, scale_range=None):
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if augmentation:
+    if scale_range is not None:
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+    elif augmentation:
         if resize_to_before_crop is None:
             raise ValueError("augmentation=True needs resize_to_before_crop (the size to "
                              "resize to before a random crop of input_size)")
@@ -256,7 +300,7 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
                  epochs=1, cache=True, drop_remainder=False, pad_final_batch=False,
                  deterministic=True, skip_bad=False, split_seed=0,
                  num_parallel_calls=tf.data.AUTOTUNE, skipped=None,
-                 max_pixels=voc.DEFAULT_MAX_PIXELS, with_epoch=False):
+                 max_pixels=voc.DEFAULT_MAX_PIXELS, scale_range=None, with_epoch=False):
     """A tf.data pipeline of (images, labels) batches from a dataset in VOC layout.
 
     Args:
@@ -290,6 +334,9 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
       with_epoch: also yield each batch's epoch number, int64 [B] (every element the
         same: batches never straddle epochs), so a consumer knows its data position
         even when skip_bad makes epochs shorter (research.train's resume).
+      scale_range: (low, high): with augmentation, `random_scale_pad_crop` (from the
+        `resize_to_before_crop` size when given, else from the image's own size)
+        replaces the crop-or-resize step; flip and colour jitter follow as before.
 
     Returns:
       tf.data.Dataset of (images float32 [B, H, W, 3] in [0, 255],
@@ -306,8 +353,10 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
     input_size = _pair(input_size, "input_size")
     label_size = _pair(output_size, "output_size") if output_size is not None else input_size
     _check_arguments(batch_size, input_size, resize_to_before_crop, augmentation,
-                     drop_remainder, pad_final_batch, epochs, start_epoch)
-    if augmentation:
+                     drop_remainder, pad_final_batch, epochs, start_epoch, scale_range)
+    if scale_range is not None:
+        scale_range = tuple(float(s) for s in scale_range)
+    if augmentation and resize_to_before_crop is not None:
         resize_to_before_crop = _pair(resize_to_before_crop, "resize_to_before_crop")
     ids = voc.read_split(voc_root, subset, split_seed)
     if not ids:
@@ -318,14 +367,22 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
     seed = int(seed)
 
     def prepare(index, epoch):
+        # stateful=False: fetch returns the same sample for the same index (decoding and
+        # caching are invisible to the graph). A stateful op here would make
+        # tf.config.experimental.enable_op_determinism() run this map, and every map and
+        # prefetch of the pipeline, serially (see research.runtime.enable_determinism).
         ok, image, mask = tf.numpy_function(store.fetch, [index, epoch],
-                                            [tf.bool, tf.uint8, tf.uint8], stateful=True)
+                                            [tf.bool, tf.uint8, tf.uint8], stateful=False)
         image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
         mask = tf.ensure_shape(mask, [None, None])[:, :, None]
         if augmentation:
             key = tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), index)
             crop_seed, flip_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-            image, mask = random_crop_or_resize(image, mask, crop_seed, input_size, resize_to_before_crop)
+            if scale_range is not None:
+                image, mask = random_scale_pad_crop(image, mask, crop_seed, input_size, scale_range,
+                                                    resize_to_before_crop)
+            else:
+                image, mask = random_crop_or_resize(image, mask, crop_seed, input_size, resize_to_before_crop)
             image, mask = random_flip(image, mask, flip_seed)
             image = random_color_jitter(image, colour_seed)
         else:
@@ -352,8 +409,10 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
         if skip_bad:
             # The report element runs after every sample of the epoch has been fetched,
             # then is filtered out with the bad samples.
+            # Stateless for the same reason as `prepare`: its output is used (by the
+            # filter), so it runs; only its log line is a side effect.
             report = tf.data.Dataset.from_tensors(epoch).map(lambda e: (
-                tf.numpy_function(store.report, [e, subset], tf.int64) < 0,
+                tf.numpy_function(store.report, [e, subset], tf.int64, stateful=False) < 0,
                 tf.zeros(input_size + (3,)), tf.zeros(label_size, tf.int32)))
             samples = samples.concatenate(report).filter(_is_ok)
         samples = samples.map(_without_flag)
@@ -395,7 +454,7 @@ def make_decoded_dataset(voc_root, subset, *, split_seed=0, skip_bad=False, skip
 
     def load(index):
         ok, image, mask = tf.numpy_function(store.fetch, [index, tf.constant(0, tf.int64)],
-                                            [tf.bool, tf.uint8, tf.uint8], stateful=True)
+                                            [tf.bool, tf.uint8, tf.uint8], stateful=False)
         return ok, tf.ensure_shape(image, [None, None, 3]), tf.cast(tf.ensure_shape(mask, [None, None]), tf.int32)
 
     dataset = tf.data.Dataset.range(len(ids)).map(load, num_parallel_calls=tf.data.AUTOTUNE)

@@ -7,7 +7,6 @@ import glob
 import json
 import math
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import tensorflow as tf
 import keras
 
 import kernels
-from tests.helpers import read_csv
+from tests.helpers import read_csv, sigterm_during
 from research import build
 from research import config as config_lib
 from research import train as train_lib
@@ -180,19 +179,12 @@ def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
 def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
     config, _, reference = straight_run
     workdir = str(tmp_path / "interrupted")
-    original_update = train_lib.ProgressBar.update
-
-    def interrupt_at_step_5(self, steps=1, **values):
-        original_update(self, steps, **values)
-        if self.count == 2 and self.desc.startswith("epoch 2/"):  # global step 5
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(train_lib.ProgressBar, "update", interrupt_at_step_5)
+    undo = sigterm_during(monkeypatch, train_lib, epoch=2, count=2)  # global step 5
     with pytest.raises(train_lib.TrainingInterrupted, match="SIGTERM at step 5"):
         train_lib.train_and_evaluate(config, workdir)
     assert len(read_csv(os.path.join(workdir, "train_log.csv"))) == 1
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-5")
-    monkeypatch.setattr(train_lib.ProgressBar, "update", original_update)
+    undo()
 
     resumed = train_lib.train_and_evaluate(config, workdir)
     assert resumed["step"] == reference["step"] == 9

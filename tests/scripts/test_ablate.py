@@ -39,12 +39,18 @@ def test_cells_change_one_axis_from_the_base_within_the_budget(smoke_config):
         assert config.epochs * config.steps_per_epoch == 6 and config.epochs == 3
         assert config.early_stop_patience > config.epochs and config.plateau_patience > config.epochs
         assert config.batch_size == 3 and not config.export_best
+        assert config.deterministic  # cells are bit-reproducible by default
     fields = base.to_dict()
     for cell in cells:
         changed = {k for k, v in cell.config.to_dict().items() if v != fields[k] and k != "name"}
         assert changed <= set(cell.overrides), cell.name
         assert all(getattr(cell.config, k) == v for k, v in cell.overrides.items()), cell.name
         assert bool(changed) == (cell.run != ablate.BASE_RUN), cell.name
+
+
+def test_no_deterministic_turns_determinism_off(smoke_config):
+    base, cells = ablate.make_cells(smoke_config, ["seed"], steps=4, evals=2, deterministic=False)
+    assert not base.deterministic and not any(c.config.deterministic for c in cells)
 
 
 def test_cell_overrides_win_over_set_and_auto_is_resolved(smoke_config):
@@ -149,7 +155,8 @@ def test_real_run_then_skip_then_resume(smoke_config, tmp_path, monkeypatch, cap
     only_base = [("ce+dice-weighted", dict(ce_weight=1.0, dice_weight=1.0, class_weighted=True))]
     monkeypatch.setitem(ablate.AXES, "loss", only_base)
     argv = ["--base", "smoke", "--axes", "loss", "--steps", "2", "--evals", "2", "--out", str(tmp_path),
-            "--set", f"voc_root={json.dumps(voc_root)}", "--set", "eval_steps=1", "--set", "tensorboard_images=0"]
+            "--set", f"voc_root={json.dumps(voc_root)}", "--set", "eval_steps=1", "--set", "tensorboard_images=0",
+            "--no-deterministic"]  # op determinism is process-wide: keep it out of the test process
     assert ablate.main(argv) == 0
     workdir = tmp_path / "cells" / ablate.BASE_RUN
     log = read_csv(workdir / "train_log.csv")

@@ -1,0 +1,27 @@
+"""scripts/demo_report.py: the recipe line and the schedule table of REPORT.md."""
+import os
+import runpy
+import types
+
+from research import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+report = types.SimpleNamespace(**runpy.run_path(os.path.join(REPO, "scripts", "demo_report.py")))
+
+
+def test_report_shows_the_runs_schedule():
+    config = config_lib.load_config("smoke").replace(
+        lr_schedule="poly", warmup_steps=50, epochs=8, steps_per_epoch=100, scale_range=(0.75, 1.5),
+        deterministic=True).to_dict()
+    line = report.recipe_text(config)
+    assert "schedule poly (power 0.9), 50 warmup steps over 800 steps" in line
+    assert "scale 0.75-1.5 + crop" in line and "deterministic true" in line
+    sgd = config_lib.load_config("deeplabv3_voc_aug").to_dict()
+    assert "sgd (momentum 0.9)" in report.recipe_text(sgd) and "(evaluated at 8)" in report.recipe_text(sgd)
+    history = [{"epoch": "1", "step": "100", "loss": "1.5", "val_loss": "1.2", "val_mean_iou": "0.3",
+                "learning_rate": "0.0018", "epoch_seconds": "30", "images_per_second": "26"}]
+    metrics = {"confusion_matrix": [[5, 1], [1, 3]], "model": {"source": "export", "step": 100},
+               "num_images": 2, "pixel_accuracy": 0.8, "mean_accuracy": 0.7, "mean_iou": 0.6}
+    baseline = report.majority_baseline(metrics["confusion_matrix"])
+    text = report.report_text("runs/demo", history, metrics, baseline, 60.0, config)
+    assert "| 1 | 100 | 1.5000 | 1.2000 | 0.3000 | 0.0018 |" in text and "Recipe: adam" in text
