@@ -11,6 +11,7 @@ import keras
 
 import kernels
 from research.models import deeplab_v3, unet
+from research.models.weights import pretrained_preprocessing
 
 
 @contextlib.contextmanager
@@ -35,7 +36,10 @@ def build_model(config, precision="float32", num_replicas=1, pretrained=True):
     "imagenet" or an .h5 file that is gone needs neither the download nor the file.
     """
     weights = config.weights if pretrained else None
-    preprocessing = None if pretrained else ("caffe" if config.weights else "unit")
+    # Without reading the file, the input scaling must still be the one those weights
+    # imply (a preprocessing layer has no weights: a checkpoint cannot correct it).
+    preprocessing = None if pretrained else (
+        pretrained_preprocessing(config.backbone) if config.weights else "unit")
     common = dict(num_classes=config.num_classes, input_shape=(None, None, 3), weights=weights,
                   preprocessing=preprocessing,
                   blocks_per_stage=tuple(config.backbone_blocks), width=config.backbone_width,
@@ -58,7 +62,7 @@ def build_model_at_output_stride(model, config, output_stride):
     """
     if config.model != "deeplab_v3" or output_stride in (None, config.output_stride):
         return model
-    rebuilt = build_model(config.replace(output_stride=output_stride, weights=None))
+    rebuilt = build_model(config.replace(output_stride=output_stride), pretrained=False)
     for layer in rebuilt.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())

@@ -545,7 +545,8 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
         loaded = load_model(workdir, config, source)
     log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
              loaded.source.get("step"))
-    if config.eval_output_stride not in (None, config.output_stride) and config.model == "deeplab_v3":
+    if (not tflite and config.eval_output_stride not in (None, config.output_stride)
+            and config.model == "deeplab_v3"):  # a .tflite file's output stride is fixed
         # Trained at one output stride, evaluated at another: same weights, rebuilt model.
         loaded.model = build.build_model_at_output_stride(loaded.model, config, config.eval_output_stride)
         loaded.source["output_stride"] = config.eval_output_stride

@@ -70,7 +70,7 @@ def device_model(model, config):
     """
     from research import build
 
-    rebuilt = build.build_model(config.replace(atrous="keras", batchnorm="keras", weights=None))
+    rebuilt = build.build_model(config.replace(atrous="keras", batchnorm="keras"), pretrained=False)
     for layer in model.layers:
         if layer.weights:
             rebuilt.get_layer(layer.name).set_weights(layer.get_weights())

@@ -205,6 +205,12 @@ def _socket_timeout(seconds):
         socket.setdefaulttimeout(previous)
 
 
+def pretrained_preprocessing(backbone):
+    """The input scaling the backbone's ImageNet weights were trained with: "caffe"
+    (BGR, mean subtracted) for ResNet-50, "tf" ([-1, 1]) for MobileNetV2."""
+    return "caffe" if backbone == "resnet50" else "tf"
+
+
 def image_input(input_shape, weights, preprocessing, blocks_per_stage, width, backbone="resnet50"):
     """The model's image input and the preprocessing its backbone weights expect.
 
@@ -220,6 +226,6 @@ def image_input(input_shape, weights, preprocessing, blocks_per_stage, width, ba
     """
     weights_file = resolve_weights(weights, backbone, blocks_per_stage, width)
     if preprocessing is None:
-        preprocessing = ("caffe" if backbone == "resnet50" else "tf") if weights_file else "unit"
+        preprocessing = pretrained_preprocessing(backbone) if weights_file else "unit"
     images = keras.Input(input_shape, dtype="float32", name="images")
     return images, Preprocessing(preprocessing, name="preprocessing")(images), weights_file
