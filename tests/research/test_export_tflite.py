@@ -32,8 +32,7 @@ AGREEMENT = {"none": 0.999, "float16": 0.99, "dynamic": 0.93, "int8": 0.93}
 # Through predict_masks (float resize, no uint8 frame) on a 30-step smoke model whose
 # logits are near ties: the frame's rounding alone flips 1-3% of pixels here (0.977 seen
 # with the fused BatchNorm). Trained models are measured by scripts/tflite_report.py.
-# int8 through that path: 0.930 seen (threaded training round-off moved it run to run, so
-# the fixture now trains deterministically).
+# int8 through that path: 0.930 seen (threaded training round-off moves it run to run).
 AGREEMENT_WITH_FLOAT_PATH = {"none": 0.95, "float16": 0.95, "dynamic": 0.90, "int8": 0.90}
 
 
@@ -53,7 +52,8 @@ def run(tmp_path_factory, smoke_config):
     config = smoke_config.replace(
         name="smoke_mobile", backbone="mobilenet_v2", backbone_blocks=(1,) * 7, backbone_width=8,
         head="light", input_size=INPUT, resize_to_before_crop=(72, 72), epochs=3,
-        steps_per_epoch=10, bn_momentum=0.5, batch_size=4, deterministic=True)
+        steps_per_epoch=10, bn_momentum=0.5, batch_size=4)  # not deterministic: op determinism
+        # is process-wide and would break later tests' XLA steps (no deterministic MaxPoolGrad)
     workdir = str(tmp_path_factory.mktemp("tflite_run"))
     keras.utils.set_random_seed(0)
     train_lib.train_and_evaluate(config, workdir)
