@@ -48,7 +48,9 @@ def build_model(config, precision="float32", num_replicas=1, pretrained=True):
     with dtype_policy(precision):
         if config.model == "deeplab_v3":
             return deeplab_v3(output_stride=config.output_stride, atrous=config.atrous,
-                              backbone=config.backbone, head=config.head, **common)
+                              backbone=config.backbone, head=config.head,
+                              aspp_rates=tuple(config.aspp_rates), aspp_filters=config.aspp_filters,
+                              **common)
         return unet(**common)
 
 

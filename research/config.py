@@ -45,6 +45,9 @@ class Config:
     backbone: str = "resnet50"                 # DeepLab v3: "resnet50" or "mobilenet_v2" (7 stages:
                                                # blocks (1,2,3,4,3,3,1), width 32 = alpha 1.0)
     head: str = "aspp"                         # DeepLab v3: "aspp" or "light" (1x1 + image pooling)
+    aspp_rates: tuple = (6, 12, 18)            # ASPP atrous rates at output stride 16 (doubled at 8):
+                                               # the paper's, for ~513 px crops; scale for small inputs
+    aspp_filters: int = 256                    # channels of each ASPP branch and the projection
     atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
     bn_momentum: float = 0.99                  # BatchNorm moving averages; 0.9 for short runs
     batchnorm: str = "fused"                   # "fused" (kernels.FusedBatchNormalization) or "keras"
@@ -194,6 +197,11 @@ def check_config(config):
         raise ValueError(f"output_stride must be 8 or 16; got {values['output_stride']}")
     if values["eval_output_stride"] not in (None, 8, 16):
         raise ValueError(f"eval_output_stride must be null, 8 or 16; got {values['eval_output_stride']}")
+    if values["aspp_filters"] < 1:
+        raise ValueError(f"aspp_filters must be positive; got {values['aspp_filters']}")
+    rates = values["aspp_rates"]
+    if not rates or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rates):
+        raise ValueError(f"aspp_rates must be a list of positive integers; got {rates!r}")
     scale_range = values["scale_range"]
     if scale_range is not None and (len(scale_range) != 2 or not all(isinstance(s, (int, float)) for s in scale_range)
                                     or not 0 < scale_range[0] <= scale_range[1]):

@@ -12,13 +12,13 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
                preprocessing=None, aspp_filters=256, atrous="kernels",
                blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, dropout=0.0,
                bn_momentum=0.99, sync_batchnorm=False, bn_impl="fused", backbone="resnet50",
-               head="aspp", name="deeplab_v3"):
+               head="aspp", aspp_rates=(6, 12, 18), name="deeplab_v3"):
     """Builds DeepLab v3 on ResNet-50 or MobileNetV2: images in [0, 255] -> class logits.
 
     Backbone: ResNet-50 unchanged up to conv4; conv5 with stride 1 and dilation 2 (output
     stride 16), or additionally conv4 with stride 1 and dilation 2 and conv5 dilation 4
     (output stride 8). Head (ASPP): a 1x1 conv and three 3x3 atrous convs at rates
-    (6, 12, 18), doubled to (12, 24, 36) at output stride 8 as the paper does; an image
+    `aspp_rates` (6, 12, 18), doubled to (12, 24, 36) at output stride 8 as the paper does; an image
     pooling branch (global mean -> 1x1 conv -> BN -> ReLU -> bilinear resize of THAT
     conv output to the feature map's size); each conv without bias, followed by BN and
     ReLU; concatenation; a 1x1 projection with BN and ReLU; optional dropout; the 1x1
@@ -73,6 +73,11 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
         pooling only).
       bn_impl: "fused" (`kernels.FusedBatchNormalization`) or "keras" (see
         `layers.batch_normalization`).
+      aspp_rates: the atrous rates of the ASPP's 3x3 branches at output stride 16
+        (doubled at 8). The paper's (6, 12, 18) are for 513 px crops (33x33 features);
+        on a small input they degenerate: at 128 px (8x8 features) rates 12 and 18 reach
+        only padding, so those branches become 1x1 convolutions. Scale them with the
+        feature size (about 6 * features / 33).
       name: model name.
 
     Returns:
@@ -92,11 +97,13 @@ def deeplab_v3(num_classes=21, input_shape=(None, None, 3), output_stride=16, we
     ...                     width=32, head="light")
     """
     if output_stride == 16:
-        strides, dilations, rates = (1, 2, 2, 1), (1, 1, 1, 2), (6, 12, 18)
+        strides, dilations, rates = (1, 2, 2, 1), (1, 1, 1, 2), tuple(aspp_rates)
     elif output_stride == 8:
-        strides, dilations, rates = (1, 2, 1, 1), (1, 1, 2, 4), (12, 24, 36)
+        strides, dilations, rates = (1, 2, 1, 1), (1, 1, 2, 4), tuple(2 * r for r in aspp_rates)
     else:
         raise ValueError(f"output_stride must be 16 or 8; got {output_stride!r}")
+    if not aspp_rates or not all(isinstance(r, int) and r >= 1 for r in aspp_rates):
+        raise ValueError(f"aspp_rates must be positive integers; got {aspp_rates!r}")
     if head not in ("aspp", "light"):
         raise ValueError(f'head must be "aspp" or "light"; got {head!r}')
     images, x, weights_file = image_input(input_shape, weights, preprocessing, blocks_per_stage,

@@ -29,3 +29,18 @@ def test_output_stride_rebuild_keeps_weights_and_input_scaling():
     for layer in model.layers:
         for a, b in zip(layer.get_weights(), rebuilt.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(a, b)
+
+
+def aspp_rates(model):
+    """The ASPP branches' dilation rates (AtrousConv2D keeps an int, Conv2D a pair)."""
+    rates = [model.get_layer(f"aspp_atrous{i}_conv").dilation_rate for i in (1, 2, 3)]
+    return [rate if isinstance(rate, int) else rate[0] for rate in rates]
+
+
+def test_config_aspp_rates_and_filters_reach_the_model_and_its_output_stride_rebuild():
+    config = config_lib.load_config("smoke").replace(aspp_rates=(1, 3, 4), aspp_filters=24)
+    model = build.build_model(config)
+    assert aspp_rates(model) == [1, 3, 4]
+    assert model.get_layer("aspp_project_conv").filters == 24
+    rebuilt = build.build_model_at_output_stride(model, config, 8)
+    assert aspp_rates(rebuilt) == [2, 6, 8]

@@ -39,6 +39,10 @@ def test_overrides_parse_json_and_strings():
     ("input_size=[64]", "input_size must be two positive integers"),
     ("augmentation=1", "augmentation must be true or false"),
     ("noequals", "is not key=value"),
+    ("aspp_rates=[]", "aspp_rates must be a list of positive integers"),
+    ("aspp_rates=[6, 0]", "aspp_rates must be a list of positive integers"),
+    ("aspp_rates=[1.5]", "aspp_rates must be a list of positive integers"),
+    ("aspp_filters=0", "aspp_filters must be positive"),
 ])
 def test_bad_overrides_are_refused(override, message):
     with pytest.raises(ValueError, match=message):

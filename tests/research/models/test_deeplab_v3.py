@@ -68,6 +68,29 @@ def test_every_dilated_conv_is_an_atrous_kernel(output_stride, expected):
     assert dilated_keras_convs == []
 
 
+@pytest.mark.parametrize("output_stride, expected", [(16, (2, 3, 4)), (8, (4, 6, 8))])
+def test_aspp_rates_are_given_at_output_stride_16_and_doubled_at_8(output_stride, expected):
+    model = deeplab_v3(output_stride=output_stride, aspp_rates=(2, 3, 4), **HEAD, **TINY)
+    rates = atrous_rates(model)
+    assert [rates[f"aspp_atrous{i}_conv"] for i in (1, 2, 3)] == list(expected)
+    assert model(random_images(1, 64, 64, 3)).shape == (1, 64, 64, 5)
+
+
+def test_aspp_rate_1_and_any_number_of_rates_build():
+    model = deeplab_v3(aspp_rates=(1, 2), **HEAD, **TINY)
+    assert atrous_rates(model)["aspp_atrous2_conv"] == 2
+    assert model.get_layer("aspp_atrous1_conv").kernel_size in (3, (3, 3))   # rate 1: a plain 3x3
+    with pytest.raises(ValueError, match="aspp_atrous3_conv"):
+        model.get_layer("aspp_atrous3_conv")
+    assert model(random_images(1, 32, 32, 3)).shape == (1, 32, 32, 5)
+
+
+@pytest.mark.parametrize("rates", [(), (0, 2), (2.5,)])
+def test_bad_aspp_rates_are_refused(rates):
+    with pytest.raises(ValueError, match="aspp_rates must be positive integers"):
+        deeplab_v3(aspp_rates=rates, **HEAD, **TINY)
+
+
 def test_keras_atrous_choice_has_same_names_and_shapes_and_outputs():
     settings = dict(output_stride=8, blocks_per_stage=(1, 1, 2, 1), width=8, **HEAD)
     fast = deeplab_v3(atrous="kernels", **settings)
