@@ -13,10 +13,12 @@ Determinism: the classes of every image are planned up front from `seed`, and im
 is drawn with its own `numpy.random.Generator([seed, i])`, so the same arguments give
 the same bytes (PIL's JPEG/PNG encoders are deterministic for fixed settings).
 """
+import concurrent.futures
 import dataclasses
 import glob
 import json
 import math
+import multiprocessing
 import os
 import shutil
 
@@ -32,6 +34,7 @@ MANIFEST_NAME = "synthetic_manifest.json"
 BOUNDARY_RADIUS = 2          # pixels each side of an outline -> a 4 px band of 255
 JPEG_QUALITY = 90
 MIN_SIDE, MAX_SIDE = 200, 500
+PARALLEL_FROM = 64           # samples; fewer are rendered in this process (no start-up cost)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,12 +429,9 @@ def _write_dataset(voc_root, manifest, progress):
     with atomic_directory(voc_root) as tmp:
         for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
             os.makedirs(os.path.join(tmp, sub))
-        for number, (image_id, classes) in enumerate(zip(ids, plan), start=1):
-            image, mask = render_sample(classes, np.random.default_rng([seed, number]))
-            Image.fromarray(image).save(voc.image_path(tmp, image_id), format="JPEG",
-                                        quality=JPEG_QUALITY, subsampling=2, optimize=False)
-            # Plain writes: the whole folder appears atomically when it is complete.
-            voc.mask_to_png(mask).save(voc.mask_path(tmp, image_id), format="PNG")
+        samples = [(tmp, image_id, tuple(classes), seed, number)
+                   for number, (image_id, classes) in enumerate(zip(ids, plan), start=1)]
+        for _ in _map_samples(_write_sample, samples):
             if bar:
                 bar.update(1)
         for name, members in (("train", train), ("val", val), ("trainval", sorted(train + val))):
@@ -441,3 +441,30 @@ def _write_dataset(voc_root, manifest, progress):
             json.dump(manifest, f, indent=2, sort_keys=True)
     if bar:
         bar.close()
+
+
+def _write_sample(args):
+    """Renders sample `number` (its own generator [seed, number]) and writes its JPEG and
+    PNG into the dataset folder `tmp`; plain writes: the whole folder appears atomically
+    when it is complete."""
+    tmp, image_id, classes, seed, number = args
+    image, mask = render_sample(list(classes), np.random.default_rng([seed, number]))
+    Image.fromarray(image).save(voc.image_path(tmp, image_id), format="JPEG",
+                                quality=JPEG_QUALITY, subsampling=2, optimize=False)
+    voc.mask_to_png(mask).save(voc.mask_path(tmp, image_id), format="PNG")
+
+
+def _map_samples(function, samples):
+    """`map(function, samples)`, over every CPU core for a dataset worth it.
+
+    Each sample has its own generator, so the bytes do not depend on the process that
+    renders them. "spawn" processes: the caller may hold TensorFlow's threads, which a
+    fork would copy in an undefined state (the workers import only NumPy and PIL).
+    """
+    workers = min(os.cpu_count() or 1, 8)
+    if workers == 1 or len(samples) < PARALLEL_FROM:
+        yield from map(function, samples)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(function, samples, chunksize=16)

@@ -87,6 +87,17 @@ def test_same_arguments_give_the_same_bytes(dataset, tmp_path):
     assert not filecmp.cmp(voc.image_path(voc_root, "2012_000001"), voc.image_path(other, "2012_000001"), shallow=False)
 
 
+def test_rendering_over_several_processes_gives_the_same_bytes(dataset, tmp_path, monkeypatch):
+    _, voc_root = dataset
+    monkeypatch.setattr(synthetic, "PARALLEL_FROM", 1)      # 9 samples: over a process pool
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 2)
+    parallel = synthetic.make_synthetic_voc(str(tmp_path), 6, 3, seed=5, progress=False)
+    files = _all_files(voc_root)
+    assert files == _all_files(parallel)
+    match, mismatch, errors = filecmp.cmpfiles(voc_root, parallel, files, shallow=False)
+    assert not mismatch and not errors and len(match) == len(files)
+
+
 def test_rerun_is_a_no_op_and_other_arguments_are_refused(tmp_path):
     voc_root = synthetic.make_synthetic_voc(str(tmp_path), 2, 1, seed=0, progress=False)
     manifest = os.path.join(voc_root, synthetic.MANIFEST_NAME)
