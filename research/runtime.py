@@ -125,7 +125,8 @@ def resolve_precision(precision, device):
     return "mixed_float16" if device == "gpu" else "float32"
 
 
-def resolve_jit_compile(jit_compile, device, precision, num_replicas, onednn_enabled):
+def resolve_jit_compile(jit_compile, device, precision, num_replicas, onednn_enabled,
+                        deterministic=False):
     """(use_xla, reason) for the train/eval steps.
 
     - "auto": on GPU, XLA on. On CPU, XLA off when oneDNN is on (XLA:CPU does not
@@ -135,12 +136,23 @@ def resolve_jit_compile(jit_compile, device, precision, num_replicas, onednn_ena
       BatchNorm, gradient sums) that XLA cannot compile there.
     - mixed_bfloat16 with XLA on CPU fails inside XLA in TF 2.21 ("Seen floating
       point types of different precisions in %ReluGrad"): fall back to no XLA.
+    - `deterministic` on CPU: XLA:CPU has no deterministic MaxPool gradient (op
+      determinism makes the first step fail with UnimplementedError), so "auto" is off
+      and an explicit `jit_compile=true` is a ValueError saying so.
+
+    Raises:
+      ValueError: jit_compile=true with deterministic=true on CPU.
     """
     if num_replicas > 1:
         if jit_compile is True:
             log.warning("XLA is not supported with %d tf.distribute replicas: running without it",
                         num_replicas)
         return False, "off under multi-replica tf.distribute"
+    if deterministic and device == "cpu":
+        if jit_compile is True:
+            raise ValueError("deterministic=true cannot run with jit_compile=true on CPU: XLA:CPU has "
+                             "no deterministic MaxPool gradient; use jit_compile=false or \"auto\"")
+        return False, "off: deterministic on CPU (no deterministic XLA MaxPool gradient)"
     if jit_compile == "auto":
         if device == "gpu":
             use, reason = True, "auto: GPU"

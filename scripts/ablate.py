@@ -224,7 +224,10 @@ def read_wall_seconds(workdir):
 def train_cell(config, workdir):
     """Trains (or resumes) one run; returns its status. Adds its wall time to the workdir.
 
-    A run whose loss becomes NaN/Inf is reported as failed and the grid goes on.
+    A run whose loss becomes NaN/Inf, or whose config cannot run here (ValueError: for
+    example the xla axis's "on" cell in a deterministic grid on CPU, where XLA has no
+    deterministic MaxPool gradient; `--no-deterministic` runs it), is reported as
+    failed with the reason, and the grid goes on.
     """
     from research import train  # imports TensorFlow: only when something is trained
 
@@ -232,7 +235,7 @@ def train_cell(config, workdir):
     start = time.perf_counter()
     try:
         train.train_and_evaluate(config, workdir)
-    except train.NonFiniteLossError as error:
+    except (train.NonFiniteLossError, ValueError) as error:
         status = f"failed: {error}"
         print(f"  {status}", flush=True)
     except train.TrainingInterrupted as error:

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from research import runtime
 
 H200 = ("GPU 0: NVIDIA H200 (UUID: GPU-0f0e0d0c-1111-2222-3333-444455556666)\n"
@@ -48,3 +50,14 @@ def test_tensorflow_default_onednn_matches_the_cpu_policy():
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     expected = any(f in flags.split() for f in ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"))
     assert runtime.tensorflow_default_onednn() == expected
+
+
+def test_deterministic_runs_refuse_xla_on_cpu_and_auto_turns_it_off():
+    from research import runtime
+
+    with pytest.raises(ValueError, match="deterministic=true cannot run with jit_compile=true on CPU"):
+        runtime.resolve_jit_compile(True, "cpu", "float32", 1, False, deterministic=True)
+    use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1, False, deterministic=True)
+    assert use is False and "deterministic" in reason
+    assert runtime.resolve_jit_compile("auto", "cpu", "float32", 1, False)[0] is True   # unchanged
+    assert runtime.resolve_jit_compile(True, "gpu", "float32", 1, False, deterministic=True)[0] is True

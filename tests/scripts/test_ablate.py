@@ -188,3 +188,15 @@ def test_nice_ticks_are_round_and_cover_the_range():
 def test_help():
     result = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--steps" in result.stdout and "--axes" in result.stdout
+
+
+def test_a_cell_that_cannot_run_here_is_reported_failed_and_the_grid_goes_on(tmp_path, monkeypatch):
+    from research import train
+
+    def refuse(config, workdir):
+        raise ValueError("deterministic=true cannot run with jit_compile=true on CPU")
+
+    monkeypatch.setattr(train, "train_and_evaluate", refuse)
+    status = ablate.train_cell(None, str(tmp_path))
+    assert status == "failed: deterministic=true cannot run with jit_compile=true on CPU"
+    assert ablate.read_wall_seconds(str(tmp_path)) is not None
