@@ -30,7 +30,7 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	@start=$$(date +%s) && set -e && \
-	$(PY) scripts/make_synthetic_voc.py --root $(DEMO_DATA) --num-train 240 --num-val 120 --seed 0 && \
+	$(PY) scripts/make_synthetic_voc.py --root $(DEMO_DATA) --num-train 960 --num-val 240 --seed 0 --overwrite && \
 	$(PY) scripts/show_batch.py --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png && \
 	$(PY) -m research.train --config demo --workdir $(DEMO_RUN) && \
 	$(PY) -m research.evaluate --workdir $(DEMO_RUN) --subset test && \

@@ -63,6 +63,9 @@ def recipe_text(config):
     stride = f"output stride {config.get('output_stride')}"
     if config.get("eval_output_stride") not in (None, config.get("output_stride")):
         stride += f" (evaluated at {config['eval_output_stride']})"
+    if config.get("model", "deeplab_v3") == "deeplab_v3" and config.get("head", "aspp") == "aspp":
+        rates = ", ".join(str(r) for r in config.get("aspp_rates", (6, 12, 18)))
+        stride += f", ASPP rates ({rates}) x {config.get('aspp_filters', 256)} channels"
     return (f"Recipe: {optimizer}, learning rate {config['learning_rate']:g} with schedule {schedule}"
             f"{f', {warmup} warmup steps' if warmup else ''} over {steps} steps, weight decay "
             f"{config.get('weight_decay', 0.0):g}, batch {config['batch_size']}, input "

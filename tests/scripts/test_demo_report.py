@@ -18,6 +18,9 @@ def test_report_shows_the_runs_schedule():
     assert "scale 0.75-1.5 + crop" in line and "deterministic true" in line
     sgd = config_lib.load_config("deeplabv3_voc_aug").to_dict()
     assert "sgd (momentum 0.9)" in report.recipe_text(sgd) and "(evaluated at 8)" in report.recipe_text(sgd)
+    assert "ASPP rates (6, 12, 18) x 256 channels" in report.recipe_text(sgd)
+    assert "ASPP rates (1, 3, 4) x 128 channels" in report.recipe_text(config_lib.load_config("demo").to_dict())
+    assert "ASPP" not in report.recipe_text(config_lib.load_config("demo_mobile").to_dict())   # light head
     history = [{"epoch": "1", "step": "100", "loss": "1.5", "val_loss": "1.2", "val_mean_iou": "0.3",
                 "learning_rate": "0.0018", "epoch_seconds": "30", "images_per_second": "26"}]
     metrics = {"confusion_matrix": [[5, 1], [1, 3]], "model": {"source": "export", "step": 100},
