@@ -639,6 +639,10 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
         # batch carries its data epoch, so the loop state knows the position exactly.
         data_epoch, offset = data_position(state, batches_per_data_epoch)
         state.data_epoch, state.data_batches = data_epoch, offset
+        # Exactly the batches this run can still train on (every step, skipped or not,
+        # takes one). An endless pipeline is still reading and augmenting ahead when
+        # the last step is done, and releasing it waits for that work.
+        remaining = max(config.epochs * steps_per_epoch - state.step, 0)
 
         def global_batches():
             dataset = pipeline.make_dataset(
@@ -647,7 +651,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
                 shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
                 drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed,
                 scale_range=config.scale_range, with_epoch=True)
-            return dataset.skip(offset) if offset else dataset
+            return (dataset.skip(offset) if offset else dataset).take(remaining)
 
         return iter(distribute_batches(strategy, role, global_batches, config.batch_size))
 
@@ -879,6 +883,11 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
             save_checkpoint()
             for writer in writers.values():
                 writer.flush()
+    released = time.perf_counter()
+    del batches  # the input pipeline's threads end here, not at some later garbage collection
+    released = time.perf_counter() - released
+    if released > 1.0:
+        log.info("input pipeline released in %.1f s", released)
     if profiling:
         tf.profiler.experimental.stop()
     result = {"history": state.history, "best": state.best, "best_epoch": state.best_epoch,
