@@ -639,10 +639,6 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
         # batch carries its data epoch, so the loop state knows the position exactly.
         data_epoch, offset = data_position(state, batches_per_data_epoch)
         state.data_epoch, state.data_batches = data_epoch, offset
-        # Exactly the batches this run can still train on (every step, skipped or not,
-        # takes one). An endless pipeline is still reading and augmenting ahead when
-        # the last step is done, and releasing it waits for that work.
-        remaining = max(config.epochs * steps_per_epoch - state.step, 0)
 
         def global_batches():
             dataset = pipeline.make_dataset(
@@ -651,7 +647,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
                 shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
                 drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed,
                 scale_range=config.scale_range, with_epoch=True)
-            return (dataset.skip(offset) if offset else dataset).take(remaining)
+            return dataset.skip(offset) if offset else dataset
 
         return iter(distribute_batches(strategy, role, global_batches, config.batch_size))
 
@@ -884,7 +880,9 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
             for writer in writers.values():
                 writer.flush()
     released = time.perf_counter()
-    del batches  # the input pipeline's threads end here, not at some later garbage collection
+    # The input pipeline's threads end here, timed: its release waited for up to a minute
+    # before research.data.pipeline turned tf.data's autotuning thread off.
+    del batches
     released = time.perf_counter() - released
     if released > 1.0:
         log.info("input pipeline released in %.1f s", released)

@@ -164,6 +164,17 @@ def test_forever(tiny):
     assert len(_batches(dataset.take(7))) == 7
 
 
+def test_pipelines_run_without_the_autotune_thread(tiny):
+    # Deleting an iterator waits for that thread's sleep (up to 60 s in TF 2.21): see
+    # pipeline.without_autotune_thread.
+    root, _ = tiny
+    for dataset in (pipeline.make_dataset(root, "train", 2, 16, epochs=None, **AUGMENT),
+                    pipeline.make_dataset(root, "val", 2, 16),
+                    pipeline.make_decoded_dataset(root, "val")):
+        assert dataset.options().autotune.enabled is False
+    assert len(_batches(pipeline.make_dataset(root, "train", 2, 16, epochs=None).take(5))) == 5
+
+
 def test_pad_final_batch_completes_the_last_batch_with_ignored_padding(tiny):
     root, _ = tiny
     dataset = pipeline.make_dataset(root, "train", 3, (32, 40), pad_final_batch=True, epochs=2)
