@@ -23,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 test-slow: $(STAMP)
 	$(PY) -m pytest tests --run-slow
