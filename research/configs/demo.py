@@ -1,6 +1,7 @@
 """`make demo`: DeepLab v3 trained from scratch on the embedded VOC-format dataset.
 
-Sized to finish `make demo` on 2 CPU cores in about eight minutes: 128 px inputs, and a
+Sized to finish `make demo` on 2 CPU cores in under eight minutes (6.5 and 7.2 min in
+the README's last two runs, vm-AMD-EPYC-2cpu): 128 px inputs, and a
 slimmer ResNet backbone (2 blocks per stage, base width 16; the same DeepLab v3
 architecture: dilated conv5, ASPP, output stride 16) trained from scratch, because
 ImageNet weights cannot be downloaded on the project's machines and the full ResNet-50
