@@ -879,13 +879,13 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
             save_checkpoint()
             for writer in writers.values():
                 writer.flush()
-    released = time.perf_counter()
     # The input pipeline's threads end here, timed: its release waited for up to a minute
     # before research.data.pipeline turned tf.data's autotuning thread off.
+    release_start = time.perf_counter()
     del batches
-    released = time.perf_counter() - released
-    if released > 1.0:
-        log.info("input pipeline released in %.1f s", released)
+    release_seconds = time.perf_counter() - release_start
+    if release_seconds > 1.0:
+        log.info("input pipeline released in %.1f s", release_seconds)
     if profiling:
         tf.profiler.experimental.stop()
     result = {"history": state.history, "best": state.best, "best_epoch": state.best_epoch,

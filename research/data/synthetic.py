@@ -429,7 +429,7 @@ def _write_dataset(voc_root, manifest, progress):
     with atomic_directory(voc_root) as tmp:
         for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
             os.makedirs(os.path.join(tmp, sub))
-        samples = [(tmp, image_id, tuple(classes), seed, number)
+        samples = [(tmp, image_id, classes, seed, number)
                    for number, (image_id, classes) in enumerate(zip(ids, plan), start=1)]
         for _ in _map_samples(_write_sample, samples):
             if bar:
@@ -448,7 +448,7 @@ def _write_sample(args):
     PNG into the dataset folder `tmp`; plain writes: the whole folder appears atomically
     when it is complete."""
     tmp, image_id, classes, seed, number = args
-    image, mask = render_sample(list(classes), np.random.default_rng([seed, number]))
+    image, mask = render_sample(classes, np.random.default_rng([seed, number]))
     Image.fromarray(image).save(voc.image_path(tmp, image_id), format="JPEG",
                                 quality=JPEG_QUALITY, subsampling=2, optimize=False)
     voc.mask_to_png(mask).save(voc.mask_path(tmp, image_id), format="PNG")

@@ -53,8 +53,6 @@ def test_tensorflow_default_onednn_matches_the_cpu_policy():
 
 
 def test_deterministic_runs_refuse_xla_on_cpu_and_auto_turns_it_off():
-    from research import runtime
-
     with pytest.raises(ValueError, match="deterministic=true cannot run with jit_compile=true on CPU"):
         runtime.resolve_jit_compile(True, "cpu", "float32", 1, False, deterministic=True)
     use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1, False, deterministic=True)

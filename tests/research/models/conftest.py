@@ -9,8 +9,16 @@ import keras
 import numpy as np
 import pytest
 
+from kernels import AtrousConv2D
+
 # A reduced backbone keeps the naming scheme: conv{2..5}_block1_*, 8..256 channels.
 TINY = dict(blocks_per_stage=(1, 1, 1, 1), width=8)
+
+
+def atrous_rates(model):
+    """{layer name: dilation rate} of the model's AtrousConv2D layers."""
+    return {layer.name: layer.dilation_rate for layer in model.layers
+            if isinstance(layer, AtrousConv2D)}
 
 
 def random_images(*shape, seed=0):

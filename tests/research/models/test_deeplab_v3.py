@@ -8,9 +8,9 @@ import pytest
 
 import tensorflow as tf
 
-from kernels import AtrousConv2D, FusedBatchNormalization
+from kernels import FusedBatchNormalization
 from research.models import deeplab_v3
-from tests.research.models.conftest import TINY, random_images
+from tests.research.models.conftest import TINY, atrous_rates, random_images
 
 HEAD = dict(num_classes=5, aspp_filters=16)
 
@@ -44,11 +44,6 @@ def test_backbone_output_stride(output_stride, feature_size):
     model = deeplab_v3(output_stride=output_stride, **HEAD, **TINY)
     probe = keras.Model(model.input, model.get_layer("aspp_concat").output)
     assert probe(random_images(1, 64, 64, 3)).shape == (1, feature_size, feature_size, 80)
-
-
-def atrous_rates(model):
-    return {layer.name: layer.dilation_rate for layer in model.layers
-            if isinstance(layer, AtrousConv2D)}
 
 
 @pytest.mark.parametrize("output_stride, expected", [

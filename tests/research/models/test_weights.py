@@ -12,11 +12,10 @@ import keras
 import numpy as np
 import pytest
 
-from kernels import AtrousConv2D
 from research.models import PretrainedWeightsError, deeplab_v3, unet
 from research.models import weights as weights_module
 from research.models.weights import load_resnet50_weights, resolve_resnet50_weights
-from tests.research.models.conftest import TINY, random_images
+from tests.research.models.conftest import TINY, atrous_rates, random_images
 
 NOTOP = weights_module.RESNET50_NOTOP_FILE
 
@@ -32,11 +31,6 @@ def assert_all_resnet_weights_equal(model, reference):
             np.testing.assert_array_equal(actual, expected, err_msg=layer.name)
             compared += 1
     assert compared == len(reference.weights) == 318  # 53 convs x 2 + 53 BNs x 4
-
-
-def atrous_rates(model):
-    return {layer.name: layer.dilation_rate for layer in model.layers
-            if isinstance(layer, AtrousConv2D)}
 
 
 def assert_sees_imagenet_preprocessing(model):
