@@ -129,8 +129,8 @@ def resolve_jit_compile(jit_compile, device, precision, num_replicas, onednn_ena
                         deterministic=False):
     """(use_xla, reason) for the train/eval steps.
 
-    - "auto": on GPU, XLA on. On CPU, XLA off when oneDNN is on (XLA:CPU does not
-      use oneDNN's convolutions and measured slower); on when oneDNN is off.
+    - "auto": on GPU, XLA on. On CPU, XLA off, with oneDNN on or off: it measured
+      slower in both (numbers at the rule below).
     - Off under multi-replica tf.distribute, whatever the config says (as Keras'
       "auto" does): the replica step holds collectives (loss normalizers, synchronized
       BatchNorm, gradient sums) that XLA cannot compile there.
@@ -156,10 +156,16 @@ def resolve_jit_compile(jit_compile, device, precision, num_replicas, onednn_ena
     if jit_compile == "auto":
         if device == "gpu":
             use, reason = True, "auto: GPU"
-        elif onednn_enabled:
-            use, reason = False, "auto: CPU with oneDNN (XLA:CPU bypasses oneDNN convolutions)"
         else:
-            use, reason = True, "auto: CPU without oneDNN"
+            # Measured on vm-AMD-EPYC-2cpu with bench_train_step (DeepLab v3, 384 px, batch 2,
+            # s/step XLA off vs on): oneDNN on 2.76 vs 3.43 (2026-11-23), 2.61 vs 3.83
+            # (2026-11-29); oneDNN off 3.13 vs 4.55, 2.96 vs 4.80; the demo config with
+            # oneDNN off 43.5 vs 23.2 images/s. XLA:CPU compiles its own convolutions
+            # (bypassing oneDNN's) and the project's kernels (atrous taps with a hand-written
+            # backward, fused BatchNorm, FusedAdam) already fuse what XLA would. This rule
+            # was "on without oneDNN", from a Keras-layers step before those kernels (1.68
+            # vs 1.89 s). Intel AVX-512 (VNNI): TF turns oneDNN on itself, so off there.
+            use, reason = False, "auto: CPU (XLA:CPU measured slower, with and without oneDNN)"
     else:
         use, reason = bool(jit_compile), "config"
     if use and device == "cpu" and precision == "mixed_bfloat16":

@@ -57,5 +57,15 @@ def test_deterministic_runs_refuse_xla_on_cpu_and_auto_turns_it_off():
         runtime.resolve_jit_compile(True, "cpu", "float32", 1, False, deterministic=True)
     use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1, False, deterministic=True)
     assert use is False and "deterministic" in reason
-    assert runtime.resolve_jit_compile("auto", "cpu", "float32", 1, False)[0] is True   # unchanged
+    assert runtime.resolve_jit_compile(True, "cpu", "float32", 1, False)[0] is True   # unchanged
     assert runtime.resolve_jit_compile(True, "gpu", "float32", 1, False, deterministic=True)[0] is True
+
+
+@pytest.mark.parametrize("onednn_enabled", [False, True])
+def test_auto_leaves_xla_off_on_cpu_and_turns_it_on_on_gpu(onednn_enabled):
+    # XLA:CPU measured slower with and without oneDNN (the numbers are at the rule).
+    use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1, onednn_enabled)
+    assert use is False and "CPU" in reason
+    assert runtime.resolve_jit_compile(False, "cpu", "float32", 1, onednn_enabled)[0] is False
+    assert runtime.resolve_jit_compile(True, "cpu", "float32", 1, onednn_enabled)[0] is True
+    assert runtime.resolve_jit_compile("auto", "gpu", "float32", 1, onednn_enabled)[0] is True
