@@ -52,8 +52,7 @@ def _build(size_id):
     optimizer = build.make_optimizer(config, "float32")
     optimizer.build(model.trainable_variables)
     confusion = kernels.StreamingConfusionMatrix(config.num_classes)
-    use_xla, _ = train.runtime.resolve_jit_compile(config.jit_compile, "cpu", "float32", 1,
-                                                   train.runtime.onednn_state()["enabled"])
+    use_xla, _ = train.runtime.resolve_jit_compile(config.jit_compile, "cpu", "float32", 1)
     step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config, confusion,
                                  use_xla, loss_scaling=False)
     saved = [v for v in model.weights + optimizer.variables if "float" in str(v.dtype)]

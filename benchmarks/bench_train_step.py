@@ -147,7 +147,7 @@ def _build(case, batch_file):
         optimizer.build(model.trainable_variables)
         confusion = kernels.StreamingConfusionMatrix(config.num_classes)
         # As training checks it: a combination training refuses is a ValueError saying why.
-        use_xla, _ = runtime.resolve_jit_compile(case["xla"], "cpu", "float32", 1, case["onednn"],
+        use_xla, _ = runtime.resolve_jit_compile(case["xla"], "cpu", "float32", 1,
                                                  bool(case.get("deterministic")))
         step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config,
                                      confusion, use_xla=use_xla, loss_scaling=False)

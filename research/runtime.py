@@ -125,8 +125,7 @@ def resolve_precision(precision, device):
     return "mixed_float16" if device == "gpu" else "float32"
 
 
-def resolve_jit_compile(jit_compile, device, precision, num_replicas, onednn_enabled,
-                        deterministic=False):
+def resolve_jit_compile(jit_compile, device, precision, num_replicas, deterministic=False):
     """(use_xla, reason) for the train/eval steps.
 
     - "auto": on GPU, XLA on. On CPU, XLA off, with oneDNN on or off: it measured

@@ -610,7 +610,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
     _check_role(strategy, role)
     onednn = runtime.onednn_state()
     use_xla, xla_reason = runtime.resolve_jit_compile(
-        config.jit_compile, device, precision, strategy.num_replicas_in_sync, onednn["enabled"],
+        config.jit_compile, device, precision, strategy.num_replicas_in_sync,
         deterministic=config.deterministic)
     runtime_info = {
         "device": device, "num_replicas": strategy.num_replicas_in_sync,

@@ -127,8 +127,7 @@ def resolve_auto(config):
 
     device = runtime.device_kind()
     precision = runtime.resolve_precision(config.precision, device)
-    use_xla, _ = runtime.resolve_jit_compile(config.jit_compile, device, precision, 1,
-                                             runtime.onednn_state()["enabled"])
+    use_xla, _ = runtime.resolve_jit_compile(config.jit_compile, device, precision, 1)
     return config.replace(precision=precision, jit_compile=use_xla)
 
 

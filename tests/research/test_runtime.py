@@ -54,18 +54,18 @@ def test_tensorflow_default_onednn_matches_the_cpu_policy():
 
 def test_deterministic_runs_refuse_xla_on_cpu_and_auto_turns_it_off():
     with pytest.raises(ValueError, match="deterministic=true cannot run with jit_compile=true on CPU"):
-        runtime.resolve_jit_compile(True, "cpu", "float32", 1, False, deterministic=True)
-    use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1, False, deterministic=True)
+        runtime.resolve_jit_compile(True, "cpu", "float32", 1, deterministic=True)
+    use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1, deterministic=True)
     assert use is False and "deterministic" in reason
-    assert runtime.resolve_jit_compile(True, "cpu", "float32", 1, False)[0] is True   # unchanged
-    assert runtime.resolve_jit_compile(True, "gpu", "float32", 1, False, deterministic=True)[0] is True
+    assert runtime.resolve_jit_compile(True, "cpu", "float32", 1)[0] is True   # unchanged
+    assert runtime.resolve_jit_compile(True, "gpu", "float32", 1, deterministic=True)[0] is True
 
 
-@pytest.mark.parametrize("onednn_enabled", [False, True])
-def test_auto_leaves_xla_off_on_cpu_and_turns_it_on_on_gpu(onednn_enabled):
-    # XLA:CPU measured slower with and without oneDNN (the numbers are at the rule).
-    use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1, onednn_enabled)
+def test_auto_leaves_xla_off_on_cpu_and_turns_it_on_on_gpu():
+    # XLA:CPU measured slower with and without oneDNN (the numbers are at the rule), so
+    # the rule no longer takes the oneDNN setting.
+    use, reason = runtime.resolve_jit_compile("auto", "cpu", "float32", 1)
     assert use is False and "CPU" in reason
-    assert runtime.resolve_jit_compile(False, "cpu", "float32", 1, onednn_enabled)[0] is False
-    assert runtime.resolve_jit_compile(True, "cpu", "float32", 1, onednn_enabled)[0] is True
-    assert runtime.resolve_jit_compile("auto", "gpu", "float32", 1, onednn_enabled)[0] is True
+    assert runtime.resolve_jit_compile(False, "cpu", "float32", 1)[0] is False
+    assert runtime.resolve_jit_compile(True, "cpu", "float32", 1)[0] is True
+    assert runtime.resolve_jit_compile("auto", "gpu", "float32", 1)[0] is True

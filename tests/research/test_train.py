@@ -154,12 +154,12 @@ def test_mixed_precision_steps_run_on_cpu(smoke_config, precision):
 
 
 def test_bfloat16_with_xla_on_cpu_falls_back(caplog):
-    use, reason = train_lib.runtime.resolve_jit_compile(True, "cpu", "mixed_bfloat16", 1, False)
+    use, reason = train_lib.runtime.resolve_jit_compile(True, "cpu", "mixed_bfloat16", 1)
     assert use is False and "fallback" in reason
     assert "mixed_bfloat16 with XLA fails on CPU" in caplog.text
-    assert train_lib.runtime.resolve_jit_compile("auto", "gpu", "mixed_float16", 1, False)[0] is True
-    assert train_lib.runtime.resolve_jit_compile("auto", "gpu", "mixed_float16", 2, False)[0] is False
-    assert train_lib.runtime.resolve_jit_compile(True, "gpu", "mixed_float16", 2, False)[0] is False
+    assert train_lib.runtime.resolve_jit_compile("auto", "gpu", "mixed_float16", 1)[0] is True
+    assert train_lib.runtime.resolve_jit_compile("auto", "gpu", "mixed_float16", 2)[0] is False
+    assert train_lib.runtime.resolve_jit_compile(True, "gpu", "mixed_float16", 2)[0] is False
 
 
 def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):

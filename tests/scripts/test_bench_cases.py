@@ -33,8 +33,7 @@ def test_train_step_cases_are_settings_that_training_runs():
     for case in custom:
         deterministic = bool(case.get("deterministic"))
         # Raises ValueError for a combination training refuses (XLA + determinism on CPU).
-        use_xla, _ = runtime.resolve_jit_compile(case["xla"], "cpu", "float32", 1, case["onednn"],
-                                                 deterministic)
+        use_xla, _ = runtime.resolve_jit_compile(case["xla"], "cpu", "float32", 1, deterministic)
         if deterministic:  # the cost of determinism on what `auto` picks under it
             assert use_xla == runtime.resolve_jit_compile("auto", "cpu", "float32", 1,
-                                                          case["onednn"], True)[0], case
+                                                          deterministic=True)[0], case
