@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from research.config import Config  # noqa: E402
 from research.data.voc import CLASS_NAMES  # noqa: E402
 from research.fileio import atomic_write_text  # noqa: E402
 
@@ -49,28 +50,33 @@ def read_history(path):
 
 
 def recipe_text(config):
-    """One sentence naming the run's recipe (from its config.json "config" dict)."""
-    schedule = config.get("lr_schedule", "plateau")
+    """One sentence naming the run's recipe (from its config.json "config" dict).
+
+    Fields the dict lacks (a run written before the field existed) read as the Config
+    default, so the defaults live in research/config.py only.
+    """
+    config = {**Config().to_dict(), **config}
+    schedule = config["lr_schedule"]
     if schedule == "poly":
-        schedule = f"poly (power {config.get('poly_power', 0.9):g})"
-    warmup = config.get("warmup_steps") or 0
-    steps = config.get("total_steps") or config["epochs"] * (config.get("steps_per_epoch") or 0) or "all"
-    optimizer = config.get("optimizer", "adam")
+        schedule = f"poly (power {config['poly_power']:g})"
+    warmup = config["warmup_steps"]
+    steps = config["total_steps"] or config["epochs"] * (config["steps_per_epoch"] or 0) or "all"
+    optimizer = config["optimizer"]
     if optimizer == "sgd":
-        optimizer += f" (momentum {config.get('momentum', 0.9):g})"
+        optimizer += f" (momentum {config['momentum']:g})"
     augmentation = (f"scale {config['scale_range'][0]:g}-{config['scale_range'][1]:g} + crop"
-                    if config.get("scale_range") else "crop-or-resize")
-    stride = f"output stride {config.get('output_stride')}"
-    if config.get("eval_output_stride") not in (None, config.get("output_stride")):
+                    if config["scale_range"] else "crop-or-resize")
+    stride = f"output stride {config['output_stride']}"
+    if config["eval_output_stride"] not in (None, config["output_stride"]):
         stride += f" (evaluated at {config['eval_output_stride']})"
-    if config.get("model", "deeplab_v3") == "deeplab_v3" and config.get("head", "aspp") == "aspp":
-        rates = ", ".join(str(r) for r in config.get("aspp_rates", (6, 12, 18)))
-        stride += f", ASPP rates ({rates}) x {config.get('aspp_filters', 256)} channels"
+    if config["model"] == "deeplab_v3" and config["head"] == "aspp":
+        rates = ", ".join(str(r) for r in config["aspp_rates"])
+        stride += f", ASPP rates ({rates}) x {config['aspp_filters']} channels"
     return (f"Recipe: {optimizer}, learning rate {config['learning_rate']:g} with schedule {schedule}"
             f"{f', {warmup} warmup steps' if warmup else ''} over {steps} steps, weight decay "
-            f"{config.get('weight_decay', 0.0):g}, batch {config['batch_size']}, input "
+            f"{config['weight_decay']:g}, batch {config['batch_size']}, input "
             f"{config['input_size'][0]}x{config['input_size'][1]}, {augmentation}, {stride}, BatchNorm "
-            f"momentum {config.get('bn_momentum')}, deterministic {str(config.get('deterministic', False)).lower()}.")
+            f"momentum {config['bn_momentum']}, deterministic {str(config['deterministic']).lower()}.")
 
 
 def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):

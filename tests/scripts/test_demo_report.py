@@ -21,6 +21,12 @@ def test_report_shows_the_runs_schedule():
     assert "ASPP rates (6, 12, 18) x 256 channels" in report.recipe_text(sgd)
     assert "ASPP rates (1, 3, 4) x 128 channels" in report.recipe_text(config_lib.load_config("demo").to_dict())
     assert "ASPP" not in report.recipe_text(config_lib.load_config("demo_mobile").to_dict())   # light head
+    # A run written before later fields existed: they read as Config's defaults.
+    old_run = {k: v for k, v in config_lib.load_config("demo").to_dict().items()
+               if k not in ("aspp_rates", "aspp_filters", "head", "optimizer", "lr_schedule")}
+    assert "adam, learning rate" in report.recipe_text(old_run)
+    assert "schedule plateau" in report.recipe_text(old_run)
+    assert "ASPP rates (6, 12, 18) x 256 channels" in report.recipe_text(old_run)
     history = [{"epoch": "1", "step": "100", "loss": "1.5", "val_loss": "1.2", "val_mean_iou": "0.3",
                 "learning_rate": "0.0018", "epoch_seconds": "30", "images_per_second": "26"}]
     metrics = {"confusion_matrix": [[5, 1], [1, 3]], "model": {"source": "export", "step": 100},
