@@ -37,6 +37,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -163,7 +164,12 @@ def convert(model, input_size, quantize="none", logits=False, calibration=None):
         if quantize == "int8":
             converter.representative_dataset = lambda: ({"image": image} for image in calibration)
         try:
-            flatbuffer = converter.convert()
+            with warnings.catch_warnings():
+                # TF's int8 calibrator runs the model with its own tf.lite.Interpreter, which
+                # warns "deprecated, use the LiteRT interpreter": the project already does
+                # (see _interpreter); the warning would only send a user looking for a problem.
+                warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated")
+                flatbuffer = converter.convert()
         except Exception as error:  # ConverterError and friends: say which op and layer
             raise TFLiteExportError(_conversion_message(error, model, quantize)) from None
     if quantize == "int8":

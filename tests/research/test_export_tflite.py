@@ -234,3 +234,16 @@ def test_an_op_that_does_not_quantize_is_named_with_its_layer():
         et.convert(model, (8, 8), "int8", calibration=calibration)
     message = str(caught.value)
     assert "op FLOOR in layer odd_floor" in message
+
+
+def test_int8_conversion_does_not_warn_about_tfs_interpreter():
+    """TF's calibrator uses its deprecated tf.lite.Interpreter; the project runs LiteRT's,
+    so that warning is not the user's to act on."""
+    import warnings
+
+    model = _model_with(lambda x: x, "identity")
+    calibration = [np.random.default_rng(i).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8) for i in range(4)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        et.convert(model, (8, 8), "int8", calibration=calibration)
+    assert not [w for w in caught if "tf.lite.Interpreter is deprecated" in str(w.message)]
