@@ -37,3 +37,32 @@ def test_train_step_cases_are_settings_that_training_runs():
         if deterministic:  # the cost of determinism on what `auto` picks under it
             assert use_xla == runtime.resolve_jit_compile("auto", "cpu", "float32", 1,
                                                           deterministic=True)[0], case
+
+
+# The FLOP count behind the benchmark's "% of the dense-conv probe" (issue 13's goal).
+_COUNT_FLOPS = """
+import json, sys
+sys.path.insert(0, "benchmarks")
+import keras
+import bench_train_step
+from kernels import AtrousConv2D
+
+images = keras.Input((None, None, 3))
+x = keras.layers.Conv2D(8, 3, padding="same", name="dense3x3")(images)      # 16x16 out
+x = keras.layers.Conv2D(4, 1, strides=2, name="strided1x1")(x)              # 8x8 out
+x = AtrousConv2D(4, 3, dilation_rate=2, use_bias=False, name="atrous")(x)  # 8x8 out
+x = keras.layers.BatchNormalization(name="bn")(x)                           # not counted
+model = keras.Model(images, x)
+probe = bench_train_step.make_dense_conv_probe(repeats=1)
+print(json.dumps({"flops": bench_train_step.training_flops(model, 16, 2), "probe": probe()}))
+"""
+
+
+def test_training_flops_counts_each_conv_and_the_probe_measures():
+    done = subprocess.run([sys.executable, "-c", _COUNT_FLOPS], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    forward = 2 * 16 * 16 * 9 * 3 * 8 + 2 * 8 * 8 * 1 * 8 * 4 + 2 * 8 * 8 * 9 * 4 * 4  # per image
+    assert result["flops"] == 3 * forward * 2   # forward + two backward passes, batch 2
+    assert 1e8 < result["probe"] < 1e14         # FLOP/s: a real machine's, not 0 or inf
