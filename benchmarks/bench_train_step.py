@@ -7,7 +7,8 @@ worker reports a checksum and the test checks they agree). Cases:
   custom  research.train.make_train_step: AtrousConv2D, fused loss, XLA on/off, and
           with op determinism (`deterministic=true`) to show its cost
   fit     research.fit_baseline: dilated Conv2D, reference loss as a Keras loss,
-          Keras metrics, `model.fit` with Keras' jit_compile="auto" (off on CPU)
+          Keras metrics, `model.fit` with Keras' jit_compile="auto" (off on CPU), fed
+          by a tf.data dataset repeating the batch (without the autotuning thread)
 
 each with oneDNN off and on (TF's own default depends on the CPU: the table's speed-ups
 are against `fit` with TF's default on the machine it runs on); the custom loop also with one
@@ -129,6 +130,7 @@ def _build(case, batch_file):
     import kernels
     from research import config as config_lib
     from research import build, fit_baseline, runtime, train
+    from research.data import pipeline
 
     data = np.load(batch_file)
     images, labels = tf.constant(data["images"]), tf.constant(data["labels"])
@@ -147,7 +149,15 @@ def _build(case, batch_file):
         runtime.enable_determinism(0)  # what `--set deterministic=true` does, before the build
     if case["trainer"] == "fit":
         model = fit_baseline.build_compiled_model(config)
-        dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+        # Without tf.data's autotuning thread, as the project's own pipelines run
+        # (pipeline.without_autotune_thread): `fit` deletes its iterator at the end of
+        # every call, and the deletion waits out that thread's current sleep, which
+        # doubles over a run. Measured (vm-AMD-EPYC-2cpu, oneDNN on, 4 calls of 3 steps
+        # each way): 2 of 4 calls spent 3.8 and 6.0 s after their last step with the
+        # thread, none over 0.01 s without; the steps themselves took the same. That
+        # wait, not Keras, made the 5.11 s / 10.24 s clusters of the README's `fit` times.
+        dataset = pipeline.without_autotune_thread(
+            tf.data.Dataset.from_tensors((images, labels)).repeat())
 
         def run(steps):
             model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
