@@ -110,32 +110,28 @@ def test_loss_decreases_on_a_fixed_batch(smoke_config):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
-def test_xla_on_and_off_give_the_same_loss(smoke_config):
-    images, labels = _tiny_batch()
-    # Same initial weights, same batch: the first loss must agree tightly; the second
-    # (after one Adam update, which amplifies round-off in near-zero gradients) closely.
-    losses = {}
-    for use_xla in (False, True):
-        _, _, step = _step_pieces(smoke_config, use_xla=use_xla)
-        losses[use_xla] = [float(step(images, labels)[0]) for _ in range(2)]
-    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
-    assert losses[True][1] == pytest.approx(losses[False][1], rel=1e-3)
-
-
-@pytest.mark.parametrize("use_xla", [False, True])
-def test_fused_and_keras_optimizers_train_alike(smoke_config, use_xla):
-    # Exact agreement is tests/kernels/test_optimizers.py's; here the whole step runs
-    # with either. Weights are not compared: gradients that are round-off (the bias of
-    # a conv before BatchNorm) differ between any two runs on a threaded CPU, and Adam
-    # turns them into full +-lr steps. The losses must follow each other.
+def test_xla_and_the_fused_optimizer_train_like_their_twins(smoke_config):
+    # One build per (optimizer, XLA) pair, each used by two comparisons: the XLA compiles
+    # are most of this test's time. Same initial weights and batch in every build.
     images, labels = _tiny_batch()
     losses = {}
     for impl in ("fused", "keras"):
-        _, optimizer, step = _step_pieces(smoke_config.replace(optimizer_impl=impl), use_xla=use_xla)
-        assert isinstance(optimizer, kernels.FusedAdam) == (impl == "fused")
-        losses[impl] = [float(step(images, labels)[0]) for _ in range(4)]
-    assert losses["fused"][0] == pytest.approx(losses["keras"][0], rel=1e-5)
-    assert losses["fused"] == pytest.approx(losses["keras"], rel=1e-3)
+        for use_xla in (False, True):
+            _, optimizer, step = _step_pieces(smoke_config.replace(optimizer_impl=impl), use_xla=use_xla)
+            assert isinstance(optimizer, kernels.FusedAdam) == (impl == "fused")
+            losses[impl, use_xla] = [float(step(images, labels)[0]) for _ in range(4)]
+    for impl in ("fused", "keras"):
+        # XLA on and off: the first loss agrees tightly; the second (after one Adam
+        # update, which amplifies round-off in near-zero gradients) closely.
+        assert losses[impl, True][0] == pytest.approx(losses[impl, False][0], rel=1e-5)
+        assert losses[impl, True][1] == pytest.approx(losses[impl, False][1], rel=1e-3)
+    for use_xla in (False, True):
+        # The whole step with either optimizer (exact agreement of the update itself is
+        # tests/kernels/test_optimizers.py's). Weights are not compared: gradients that are
+        # round-off (the bias of a conv before BatchNorm) differ between any two runs on a
+        # threaded CPU, and Adam turns them into full +-lr steps. The losses follow each other.
+        assert losses["fused", use_xla][0] == pytest.approx(losses["keras", use_xla][0], rel=1e-5)
+        assert losses["fused", use_xla] == pytest.approx(losses["keras", use_xla], rel=1e-3)
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
