@@ -12,22 +12,22 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Run apart: bench_train_step imports benchmarks/conftest.py as the top-level `conftest`.
-_LIST_CASES = """
-import json, sys
-sys.path.insert(0, "benchmarks")
-import bench_train_step
-print(json.dumps(bench_train_step.CASES))
-"""
+
+def _run_with_bench_train_step(code):
+    """Runs `code` in a fresh Python with `bench_train_step` imported; returns the JSON it
+    prints last. Run apart: bench_train_step imports benchmarks/conftest.py as the
+    top-level `conftest`, which the test session's own conftest would shadow."""
+    prelude = 'import json, sys\nsys.path.insert(0, "benchmarks")\nimport bench_train_step\n'
+    done = subprocess.run([sys.executable, "-c", prelude + code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_train_step_cases_are_settings_that_training_runs():
     from research import runtime
 
-    done = subprocess.run([sys.executable, "-c", _LIST_CASES], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    cases = json.loads(done.stdout.strip().splitlines()[-1])
+    cases = _run_with_bench_train_step("print(json.dumps(bench_train_step.CASES))")
     custom = [case for case in cases if case["trainer"] == "custom"]
     assert any(case.get("deterministic") for case in custom)
     for case in custom:
@@ -41,10 +41,7 @@ def test_train_step_cases_are_settings_that_training_runs():
 
 # The FLOP count behind the benchmark's "% of the dense-conv probe" (issue 13's goal).
 _COUNT_FLOPS = """
-import json, sys
-sys.path.insert(0, "benchmarks")
 import keras
-import bench_train_step
 from kernels import AtrousConv2D
 
 images = keras.Input((None, None, 3))
@@ -59,10 +56,7 @@ print(json.dumps({"flops": bench_train_step.training_flops(model, 16, 2), "probe
 
 
 def test_training_flops_counts_each_conv_and_the_probe_measures():
-    done = subprocess.run([sys.executable, "-c", _COUNT_FLOPS], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _run_with_bench_train_step(_COUNT_FLOPS)
     forward = 2 * 16 * 16 * 9 * 3 * 8 + 2 * 8 * 8 * 1 * 8 * 4 + 2 * 8 * 8 * 9 * 4 * 4  # per image
     assert result["flops"] == 3 * forward * 2   # forward + two backward passes, batch 2
     assert 1e8 < result["probe"] < 1e14         # FLOP/s: a real machine's, not 0 or inf
