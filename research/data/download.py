@@ -146,15 +146,19 @@ def _through_link(path, links):
     return None
 
 
-def check_member(member, target, links=frozenset()):
+def check_member(member, target, links=frozenset(), archive_links=None):
     """Raises UnsafeArchiveError when extracting `member` into `target` could write or
     point outside it, or would create anything but files, folders and links.
 
-    `links`: the (normalised) names of the symlinks among the members before this one.
-    The checks here are lexical; a member that goes through, or replaces, one of those
-    links (or a link whose target does) is refused, since the lexical path says nothing
+    `links`: the (normalised) names of the symlinks among the members before this one;
+    `archive_links`: those of all the archive's symlinks (default: `links`).
+    The checks here are lexical; a member that goes through, or replaces, one of `links`
+    (they exist when it is written), or a link whose target goes through any of
+    `archive_links` (a link is followed after the whole archive is out, so a link
+    extracted after this one counts too), is refused, since the lexical path says nothing
     about where it really lands.
     """
+    archive_links = links if archive_links is None else archive_links
     name = member.name
     if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchiveError(f"refusing to extract {name!r}: absolute path")
@@ -171,7 +175,7 @@ def check_member(member, target, links=frozenset()):
         # a symlink's target is relative to its own folder; a hard link's to the archive root
         pointed = (posixpath.join(posixpath.dirname(name), member.linkname) if member.issym()
                    else member.linkname)
-        via = _through_link(pointed, links)
+        via = _through_link(pointed, archive_links)
         if via is not None:
             raise UnsafeArchiveError(f"refusing to extract {name!r}: link to {member.linkname!r} "
                                      f"goes through the link {via!r} of the archive")
@@ -210,9 +214,10 @@ def safe_extract(tar_path, data_dir, folder, staging_prefix, progress=True):
     try:
         with tarfile.open(tar_path) as archive:
             members = archive.getmembers()
+            archive_links = {posixpath.normpath(m.name.replace("\\", "/")) for m in members if m.issym()}
             links = set()
             for member in members:                       # all checked before any write
-                check_member(member, staging, links)
+                check_member(member, staging, links, archive_links)
                 if member.issym():
                     links.add(posixpath.normpath(member.name.replace("\\", "/")))
             bar = ProgressBar(total=len(members), desc="extract", unit="file") if progress else None

@@ -160,8 +160,8 @@ def _block_device():
     return info, None
 
 
-# Members that each look harmless to a lexical check but, after the links before them
-# are created, write or point outside the target (the first three), or that are
+# Members that each look harmless to a lexical check but, once the archive's links
+# are created, write or point outside the target (the first four), or that are
 # outside on their own (the rest).
 _MORE_EVIL = {
     # up -> VOCdevkit (inside); "up/../../escape.txt" is VOCdevkit/escape.txt on paper,
@@ -175,6 +175,10 @@ _MORE_EVIL = {
     # e -> d/.. is VOC2012 on paper, really the folder above the target.
     "link_target_through_link": [_link("VOCdevkit/VOC2012/d", "../.."), _link("VOCdevkit/VOC2012/e", "d/.."),
                                  _file("VOCdevkit/VOC2012/e/escape.txt")],
+    # b -> a/a/../../../.. is the target root on paper while "a" is not yet a link; once
+    # "a" (later in the archive) links to ".", b is the folder above the target.
+    "link_target_through_a_later_link": [_link("VOCdevkit/VOC2012/b", "a/a/../../../.."),
+                                         _link("VOCdevkit/VOC2012/a", ".")],
     # a file replacing a link would be written through it
     "file_over_link": [_link("VOCdevkit/VOC2012/l", "ok.txt"), _file("VOCdevkit/VOC2012/l")],
     "absolute_symlink": [_link("VOCdevkit/VOC2012/passwd", "/etc/passwd")],
@@ -190,6 +194,7 @@ _MORE_EVIL = {
     ("dotdot_through_link", "goes through or replaces the link 'VOCdevkit/VOC2012/up'"),
     ("link_chain", "goes through or replaces the link 'VOCdevkit/VOC2012/d'"),
     ("link_target_through_link", "goes through the link 'VOCdevkit/VOC2012/d'"),
+    ("link_target_through_a_later_link", "goes through the link 'VOCdevkit/VOC2012/a'"),
     ("file_over_link", "goes through or replaces the link 'VOCdevkit/VOC2012/l'"),
     ("absolute_symlink", "link to absolute path '/etc/passwd'"),
     ("absolute_hardlink", "link to absolute path '/etc/passwd'"),
