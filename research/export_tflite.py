@@ -98,13 +98,15 @@ def representative_images(config, input_size, count):
     """`count` train images through the pipeline (no augmentation), uint8 [1, h, w, 3] each.
 
     The calibration set of int8 quantization: the same decoding and bilinear resize as
-    evaluation, rounded to uint8 as the file's input is.
+    evaluation, rounded to uint8 as the file's input is. Bad files are left out when the
+    run's config has skip_bad, as in its evaluation; otherwise the first one raises
+    tf.errors.InvalidArgumentError (`pipeline.bad_file_message` reads its file and problem).
     """
     from research.data import pipeline
 
     dataset = pipeline.make_dataset(config.voc_root, "train", 1, tuple(input_size),
                                     augmentation=False, shuffle=False, epochs=1,
-                                    split_seed=config.split_seed)
+                                    skip_bad=config.skip_bad, split_seed=config.split_seed)
     images = [np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
               for images, _ in dataset.take(count)]
     if not images:
@@ -427,11 +429,22 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    import tensorflow as tf                              # after --help: TF takes seconds to import
+
+    from research.data import pipeline
+
     try:
         path = export_tflite(args.workdir, args.quantize, args.input_size, args.out,
                              args.calibration_images, args.logits, args.source, args.voc_root)
     except (ValueError, FileNotFoundError, TFLiteExportError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except tf.errors.InvalidArgumentError as e:         # a bad calibration image
+        message = pipeline.bad_file_message(e)
+        if message is None:
+            raise
+        print(f"error: {message} (a run whose config has skip_bad true leaves bad samples out)",
+              file=sys.stderr)
         return 1
     print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.quantize})")
     return 0

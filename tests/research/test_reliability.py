@@ -442,6 +442,23 @@ def test_training_command_line_names_a_bad_file(corpus, tmp_path, caplog):
     assert any(errors[0].startswith(s.path + ": ") for s in corpus.bad), errors
 
 
+def test_int8_export_names_a_bad_calibration_file_or_calibrates_on_the_good_ones(corpus, model, tmp_path, capsys):
+    from research import export_tflite
+
+    run = write_run(tmp_path / "run", model, corpus.voc_root)
+    first_bad = next(s for s in corpus.bad if s.subset == "train")
+    out = tmp_path / "model.tflite"
+    assert export_tflite.main(["--workdir", run, "--quantize", "int8", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {first_bad.path}: ") and first_bad.phrase in err, err
+    assert "Traceback" not in err and "skip_bad true" in err and not out.exists()
+    # skip_bad in the run's config: calibration reads exactly the good train images
+    config = config_lib.load_config("smoke").replace(voc_root=corpus.voc_root, skip_bad=True)
+    frames = export_tflite.representative_images(config, (24, 24), 100)
+    assert len(frames) == len(corpus.good_in("train"))
+    assert all(f.dtype == np.uint8 and f.shape == (1, 24, 24, 3) for f in frames)
+
+
 def test_make_synthetic_voc_validation_catches_a_corrupted_output_file(tmp_path, capsys):
     main = runpy.run_path(os.path.join(REPO, "scripts", "make_synthetic_voc.py"))["main"]
     arguments = ["--root", str(tmp_path), "--num-train", "3", "--num-val", "2", "--seed", "3", "--no-progress"]
