@@ -79,6 +79,28 @@ def all_finite(tensors):
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
+def agree_on_overflow(finite, grads):
+    """`(finite, grads)` agreed by all replicas, for Keras' LossScaleOptimizer.
+
+    Under tf.distribute that optimizer decides whether to skip the step (and lower the
+    scale) from the FIRST replica's gradients, before the gradients are summed (its
+    comment assumes they were summed already): an overflow on another replica alone was
+    summed into the weights (reproduced: NaN weights). Every replica learns whether any
+    replica overflowed and, if one did, turns its first gradient into NaN, so the step is
+    skipped on all of them alike (call in a replica context; one scalar all-reduce).
+
+    Args:
+      finite: scalar bool, this replica's gradients are all finite.
+      grads: this replica's list of gradient tensors.
+    Returns:
+      scalar bool (no replica overflowed) and the gradients, the first poisoned if one did.
+    """
+    overflowed = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.int32)) > 0
+    poison = tf.where(overflowed, tf.constant(float("nan"), grads[0].dtype), tf.zeros([], grads[0].dtype))
+    return tf.logical_not(overflowed), [grads[0] + poison] + list(grads[1:])
+
+
 def checks_gradients(step, epoch_step, steps_per_epoch, config, loss_scaling):
     """Whether global step `step` (1-based, about to run) checks its gradients are finite.
 
@@ -405,6 +427,8 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
         # all weights are checked before any checkpoint is saved.
         if loss_scaling:
             finite = all_finite(grads)
+            if num_replicas > 1:
+                finite, grads = agree_on_overflow(finite, grads)
         else:
             finite = tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True))
         optimizer.apply(grads, variables)

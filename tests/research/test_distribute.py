@@ -1,4 +1,5 @@
-"""tf.distribute: two replicas compute exactly what one device computes on the global batch.
+"""tf.distribute: two replicas compute exactly what one device computes on the global batch,
+and under mixed_float16 an overflow on any one replica skips the step on all.
 
 The loss normalizers (valid-pixel count, class-weight sum) are all-reduced, each
 replica returns its share of the loss, gradients are summed by the optimizer, and
@@ -52,16 +53,49 @@ SCRIPT = textwrap.dedent("""
                 "weights": [w.numpy().ravel().tolist() for w in model.weights]}
 
     one = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    two = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    print("RESULT" + json.dumps({"one": one, "two": two}))
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one: a second one's
+    two = one_step(mirrored)                     # collective keys would collide with its own
+
+    # mixed_float16 with loss scaling, two replicas, the float16 gradients of one replica
+    # overflow: a 1x1 conv whose kernel gradient sums input * scaled dlogits over the
+    # pixels, finite for inputs in [0, 1], infinite for inputs of 1000 (forward finite).
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = mirrored
+    overflow = {}
+    for bad in (None, 0, 1):
+        small = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+        if bad is not None:
+            small[2 * bad:2 * bad + 2] = 1e3         # replica `bad`'s half of the batch
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            inputs = keras.Input((32, 32, 3))
+            logits = keras.layers.Activation("linear", dtype="float32")(keras.layers.Conv2D(21, 1)(inputs))
+            model = keras.Model(inputs, logits)
+            optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(learning_rate=0.1))
+            optimizer.build(model.trainable_variables)
+            confusion = kernels.StreamingConfusionMatrix(21)
+        before = [w.numpy() for w in model.weights]
+        step = train.make_train_step(model, optimizer, strategy, config, confusion,
+                                     use_xla=False, loss_scaling=True)
+        data = tf.data.Dataset.from_tensor_slices((small, labels)).batch(4)
+        loss, finite = step(*next(iter(strategy.experimental_distribute_dataset(data))))
+        overflow[str(bad)] = {
+            "loss": float(loss), "finite": bool(finite), "scale": float(optimizer.dynamic_scale.numpy()),
+            "weights_finite": all(bool(np.isfinite(w.numpy()).all()) for w in model.weights),
+            "weights_unchanged": all(bool((w.numpy() == b).all()) for w, b in zip(model.weights, before))}
+    print("RESULT" + json.dumps({"one": one, "two": two, "overflow": overflow}))
 """)
 
 
-def test_two_replicas_match_one_device():
+@pytest.fixture(scope="module")
+def result():
     run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
     line = [l for l in run.stdout.splitlines() if l.startswith("RESULT")]
     assert run.returncode == 0 and line, run.stderr[-3000:]
-    result = json.loads(line[0][len("RESULT"):])
+    return json.loads(line[0][len("RESULT"):])
+
+
+def test_two_replicas_match_one_device(result):
     one, two = result["one"], result["two"]
     assert (one["replicas"], two["replicas"]) == (1, 2)
     assert one["finite"] and two["finite"]
@@ -71,3 +105,16 @@ def test_two_replicas_match_one_device():
     # Trainable weights after one step, and BatchNorm moving statistics (synchronized).
     for a, b in zip(one["weights"], two["weights"]):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+
+
+def test_an_overflow_on_any_one_replica_skips_the_step_on_all(result):
+    """Keras' LossScaleOptimizer looks at the first replica's unsummed gradients only:
+    without `train.agree_on_overflow`, replica 1's overflow reached the weights (NaN)."""
+    overflow = result["overflow"]
+    clean = overflow["None"]
+    assert clean["finite"] and not clean["weights_unchanged"] and clean["scale"] == 2.0 ** 15
+    for bad in ("0", "1"):
+        step = overflow[bad]
+        assert np.isfinite(step["loss"]), step                       # only the gradients overflow
+        assert not step["finite"] and step["weights_finite"] and step["weights_unchanged"], (bad, step)
+        assert step["scale"] == 2.0 ** 14, (bad, step)                # the scale halves, as on one device
