@@ -5,6 +5,7 @@ inputs, a few steps per epoch, so every test here takes seconds.
 """
 import glob
 import json
+import logging
 import math
 import os
 
@@ -206,6 +207,26 @@ def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeyp
     extended = train_lib.train_and_evaluate(config.replace(epochs=4, export_best=False), workdir)
     assert [r["epoch"] for r in extended["history"]] == [1, 2, 3, 4]
     assert extended["history"][:3] == rows
+
+
+def test_auto_precision_resumes_in_the_precision_the_run_started_in(smoke_config, tmp_path, monkeypatch, caplog):
+    # Started where "auto" is mixed_float16 (a GPU, simulated), resumed on this CPU, where
+    # it is float32: the LossScaleOptimizer checkpoint restores only into mixed_float16.
+    config = smoke_config.replace(precision="auto", epochs=1, steps_per_epoch=1, eval_steps=1,
+                                  tensorboard_images=0, export_best=False)
+    workdir = str(tmp_path / "run")
+    monkeypatch.setattr(train_lib.runtime, "device_kind", lambda: "gpu")
+    assert train_lib.train_and_evaluate(config, workdir)["runtime"]["precision"] == "mixed_float16"
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING):
+        resumed = train_lib.train_and_evaluate(config.replace(epochs=2), workdir)
+    assert resumed["runtime"]["precision"] == "mixed_float16" and resumed["step"] == 2
+    assert "precision auto is float32 on this cpu, but the run's checkpoints were written in " \
+        "mixed_float16: resuming in mixed_float16" in caplog.text
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["runtime"]["precision"] == "mixed_float16"
+    # A new run in another folder resolves auto on this device as usual.
+    assert train_lib._precision_of_the_run(str(tmp_path / "new"), "float32") == "float32"
 
 
 def test_early_stopping_and_plateau_schedule():
