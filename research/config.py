@@ -108,11 +108,13 @@ class Config:
 
 
 # Fields that may differ when a run resumes (they change how a run is observed or how
-# long it runs, not what it computes).
+# long it runs, not what it computes). Not eval_steps: the val_* values it changes drive
+# the plateau schedule, early stopping and the best export, each compared with values
+# measured before the resume.
 RESUMABLE_FIELDS = frozenset({
     "epochs", "early_stop_patience", "checkpoint_every_steps", "keep_checkpoints",
     "log_every_steps", "tensorboard_images", "profile_steps", "skip_bad", "name",
-    "nan_policy", "max_nan_restores", "eval_steps", "export_best",
+    "nan_policy", "max_nan_restores", "export_best",
     # Same update to round-off and the same checkpoint variables (kernels/optimizers.py).
     "optimizer_impl",
     "final_eval_full_resolution", "eval_output_stride",

@@ -87,6 +87,8 @@ def test_resume_differences_ignore_observation_fields():
     assert config_lib.resume_differences(a, b) == []
     c = a.replace(learning_rate=0.5, batch_size=4)
     assert config_lib.resume_differences(a, c) == ["batch_size", "learning_rate"]
+    # fewer val batches: the val_* values that LR-on-plateau and early stopping compare
+    assert config_lib.resume_differences(a, a.replace(eval_steps=1)) == ["eval_steps"]
 
 
 def test_monitor_mode():
