@@ -118,6 +118,24 @@ def test_single_value_per_channel_has_zero_variance():
         assert_close(v, w, 1e-6)
 
 
+def test_single_value_variance_is_zero_where_the_kernel_gives_nan(monkeypatch):
+    # cuDNN's fused kernel returns NaN as the corrected variance when n = 1 (CPU's: 0);
+    # simulated here, as no GPU runs the tests: the moving variance must stay finite.
+    real = tf.raw_ops.FusedBatchNormV3
+
+    def cudnn_like(**kwargs):
+        y, mean, corrected, *rest = real(**kwargs)
+        n = tf.reduce_prod(tf.shape(kwargs["x"])[:3])
+        return (y, mean, tf.where(n > 1, corrected, tf.fill(tf.shape(corrected), float("nan"))), *rest)
+
+    monkeypatch.setattr(tf.raw_ops, "FusedBatchNormV3", cudnn_like)
+    ours, ref = _pair(momentum=0.5)
+    x = tf.constant([[[[1.0, 2.0, 3.0]]]])
+    ours(x, training=True), ref(x, training=True)
+    assert np.isfinite(ours.moving_variance.numpy()).all()
+    assert_close(ours.moving_variance, ref.moving_variance, 1e-6)
+
+
 def test_frozen_layer_runs_in_inference_mode():
     ours, ref = _pair()
     ours.trainable = ref.trainable = False
