@@ -83,8 +83,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     The same arguments, variables (gamma, beta, moving_mean, moving_variance: names,
     shapes, float32 under mixed precision), config and results as Keras' layer (see the
-    module docstring for the moving statistics), so weights, checkpoints and `.keras`
-    files load into either; the `.keras` class name is `kernels>FusedBatchNormalization`.
+    module docstring for the moving statistics), so ImageNet weights (copied by name),
+    tf.train checkpoints and `.keras` files load into either; the `.keras` class name is
+    `kernels>FusedBatchNormalization`. Not a `.weights.h5` saved with the other class
+    (Keras finds no variables for the layer there and raises); the project writes none.
     The fused kernel runs for 4-D channels-last inputs outside XLA; everything else
     (XLA, synchronized=True, renorm, masks, other ranks or axes) is Keras' own code.
 
