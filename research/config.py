@@ -11,6 +11,7 @@ TensorFlow is imported (oneDNN is decided at import time).
 """
 import dataclasses
 import json
+import math
 import os
 import typing
 
@@ -208,17 +209,30 @@ def check_config(config):
     if scale_range is not None and (len(scale_range) != 2 or not all(isinstance(s, (int, float)) for s in scale_range)
                                     or not 0 < scale_range[0] <= scale_range[1]):
         raise ValueError(f"scale_range must be [low, high] with 0 < low <= high; got {scale_range!r}")
-    for name in ("weight_decay", "warmup_steps", "momentum", "poly_power"):
-        if values[name] < 0:
-            raise ValueError(f"{name} must be >= 0; got {values[name]}")
+    # `not x >= 0` rather than `x < 0`: NaN (JSON and --set accept it) fails every comparison.
+    for name in ("weight_decay", "warmup_steps", "momentum", "poly_power", "min_learning_rate",
+                 "tensorboard_images", "max_nan_restores", "plateau_patience", "early_stop_patience"):
+        if not (isinstance(values[name], (int, float)) and values[name] >= 0 and math.isfinite(values[name])):
+            raise ValueError(f"{name} must be a number >= 0; got {values[name]!r}")
+    if not (isinstance(values["learning_rate"], (int, float)) and 0 < values["learning_rate"] < math.inf):
+        raise ValueError(f"learning_rate must be a positive number; got {values['learning_rate']!r}")
+    for name in ("plateau_factor", "nan_lr_factor"):    # multiply the learning rate: lower it
+        if not (isinstance(values[name], (int, float)) and 0 < values[name] <= 1):
+            raise ValueError(f"{name} must be in (0, 1]; got {values[name]!r}")
+    for name in ("steps_per_epoch", "eval_steps"):
+        value = values[name]
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"{name} must be a positive integer or null; got {value!r}")
     if values["total_steps"] is not None and values["total_steps"] <= 0:
         raise ValueError(f"total_steps must be positive or null; got {values['total_steps']}")
     for name in ("input_size", "resize_to_before_crop"):
         size = values[name]
         if size is not None and (len(size) != 2 or any(not isinstance(s, int) or s <= 0 for s in size)):
             raise ValueError(f"{name} must be two positive integers (height, width); got {size!r}")
-    if values["profile_steps"] is not None and len(values["profile_steps"]) != 2:
-        raise ValueError("profile_steps must be [first, last]")
+    steps = values["profile_steps"]
+    if steps is not None and (len(steps) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
+                              or not 0 <= steps[0] <= steps[1]):
+        raise ValueError(f"profile_steps must be [first, last], integers with 0 <= first <= last; got {steps!r}")
     for name in ("batch_size", "eval_batch_size", "epochs", "checkpoint_every_steps",
                  "keep_checkpoints", "log_every_steps", "num_classes"):
         if values[name] <= 0:

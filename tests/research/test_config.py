@@ -43,6 +43,20 @@ def test_overrides_parse_json_and_strings():
     ("aspp_rates=[6, 0]", "aspp_rates must be a list of positive integers"),
     ("aspp_rates=[1.5]", "aspp_rates must be a list of positive integers"),
     ("aspp_filters=0", "aspp_filters must be positive"),
+    # each of these used to pass, then failed late (NaN loss, a traceback inside tf.data)
+    # or silently did something else (0 steps: a full epoch; -1: no step, ckpt-0 rewritten)
+    ("learning_rate=NaN", "learning_rate must be a positive number; got nan"),
+    ("learning_rate=0", "learning_rate must be a positive number"),
+    ("weight_decay=NaN", "weight_decay must be a number >= 0; got nan"),
+    ("steps_per_epoch=0", "steps_per_epoch must be a positive integer or null"),
+    ("steps_per_epoch=-1", "steps_per_epoch must be a positive integer or null"),
+    ("eval_steps=0", "eval_steps must be a positive integer or null"),
+    ("plateau_factor=2", r"plateau_factor must be in \(0, 1\]"),
+    ("nan_lr_factor=0", r"nan_lr_factor must be in \(0, 1\]"),
+    ("tensorboard_images=-3", "tensorboard_images must be a number >= 0"),
+    ("min_learning_rate=-1", "min_learning_rate must be a number >= 0"),
+    ('profile_steps=["a", 2]', "profile_steps must be \\[first, last\\], integers"),
+    ("profile_steps=[5, 2]", "0 <= first <= last"),
 ])
 def test_bad_overrides_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
