@@ -139,12 +139,20 @@ def stop_workers(workers, grace=10.0):
         worker.close()
 
 
-def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, report=None):
+# research.train's exit status after SIGINT/SIGTERM, once its checkpoint is written.
+STOPPED_STATUS = 130
+
+
+def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, report=None,
+              stopping=lambda: False):
     """Waits for the workers; when one exits non-zero, stops the rest.
 
     After the first failure the others get `fail_grace` s to exit on their own (they
     normally fail too), then `stop_workers(stop_grace)`. With `timeout` (s), every
-    worker still running then is stopped and counted as failed.
+    worker still running then is stopped and counted as failed. Once `stopping()` is
+    true (the launcher passed a SIGINT/SIGTERM on), a worker's STOPPED_STATUS is what was
+    asked for, not a failure: the others, the chief still writing the stop checkpoint
+    among them, are left to finish (a SIGTERM then would cut that write short).
 
     Returns:
       the index of the first worker that failed, or None when all exited 0.
@@ -155,7 +163,8 @@ def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, 
     while True:
         codes = [worker.process.poll() for worker in workers]
         if failed is None:
-            bad = [w for w, code in zip(workers, codes) if code not in (None, 0)]
+            bad = [w for w, code in zip(workers, codes) if code not in (None, 0)
+                   and not (code == STOPPED_STATUS and stopping())]
             if bad:
                 failed = bad[0].index
                 report(f"worker {failed} exited with status {codes[failed]}: stopping the other workers")
@@ -226,14 +235,17 @@ def main(argv=None):
     report(f"{args.workers} worker(s), pids {', '.join(str(w.process.pid) for w in workers)}; "
            f"streaming worker 0 (chief)" + (f"; all logs in {args.log_dir}" if args.log_dir else ""))
 
+    forwarded = threading.Event()
+
     def forward(signum, frame):
         report(f"received {signal.Signals(signum).name}: passing it to every worker")
+        forwarded.set()
         for worker in workers:
             worker.signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        failed = supervise(workers, report=report)
+        failed = supervise(workers, report=report, stopping=forwarded.is_set)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

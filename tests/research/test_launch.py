@@ -46,6 +46,25 @@ def test_a_failing_worker_stops_the_others_and_is_named():
     assert launch.exit_status(workers[1]) == 3
 
 
+@pytest.mark.parametrize("stopping", [False, True])
+def test_a_worker_stopped_as_asked_is_no_failure(stopping):
+    # After a forwarded Ctrl-C every worker exits 130 once its stop checkpoint is written;
+    # worker 1 before the chief, still writing. Only when no stop was asked is that a
+    # failure that ends the chief.
+    script = ("import json, os, sys, time; index = json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+              "time.sleep(0.1 if index == 1 else 2.0); sys.exit(130)")
+    workers = launch.start_workers([[sys.executable, "-c", script]] * 2)
+    try:
+        failed = launch.supervise(workers, fail_grace=0.2, stop_grace=5.0, timeout=60, stopping=lambda: stopping)
+    finally:
+        launch.stop_workers(workers, grace=0.0)
+    if stopping:
+        assert failed is None and not workers[0].stopped_by_launcher
+        assert launch.exit_status(workers[0]) == launch.STOPPED_STATUS
+    else:
+        assert failed == 1 and workers[0].stopped_by_launcher
+
+
 def test_command_line_help_and_errors(capsys):
     with pytest.raises(SystemExit) as exit_info:
         launch.main(["--help"])
