@@ -103,12 +103,12 @@ def _inverted_residual(inputs, expansion, stride, rate, filters, block_id, batch
                                 name=f"{prefix}expand")(x)
         x = batch_normalization(f"{prefix}expand_BN", **batchnorm)(x)
         x = keras.layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
-    if stride == 2:
-        # TF's SAME padding of a 3x3 stride-2 conv on even sizes, explicit as in Keras.
-        x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{prefix}pad")(x)
+    # SAME padding also at stride 2: (0, 1) on even sizes, (1, 1) on odd ones, so an odd
+    # size (257, 513, a VOC image) gives ceil(size / stride) features on the zoo's grid.
+    # Keras' explicit ZeroPadding2D reads the pad from a static size; a fixed (0, 1)
+    # lost a row and column at every odd size (257 -> 16x16 features instead of 17x17).
     x = keras.layers.DepthwiseConv2D(3, strides=stride, dilation_rate=rate, use_bias=False,
-                                     padding="valid" if stride == 2 else "same",
-                                     name=f"{prefix}depthwise")(x)
+                                     padding="same", name=f"{prefix}depthwise")(x)
     x = batch_normalization(f"{prefix}depthwise_BN", **batchnorm)(x)
     x = keras.layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(x)
     x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}project")(x)

@@ -28,11 +28,14 @@ def depthwise_rates(model):
 
 @pytest.mark.parametrize("stride", [8, 16, 32])
 def test_feature_strides(stride):
-    images = keras.Input((64, 96, 3))
-    features = mobilenet_v2(images, output_stride=stride, blocks_per_stage=(1,) * 7, width=8)
-    # Stages at strides 2, 4, 8, 16, 16, 32, 32, capped at the output stride.
+    # Stages at strides 2, 4, 8, 16, 16, 32, 32, capped at the output stride; SAME padding:
+    # ceil(size / stride) also at odd sizes (65 -> 33 -> 17 -> 9 -> 5, as the zoo's 257 -> 17).
     expected = [min(s, stride) for s in (2, 4, 8, 16, 16, 32, 32)]
-    assert [(64 // f.shape[1], 96 // f.shape[2]) for f in features] == [(s, s) for s in expected]
+    for height, width in ((64, 96), (65, 97)):
+        features = mobilenet_v2(keras.Input((height, width, 3)), output_stride=stride,
+                                blocks_per_stage=(1,) * 7, width=8)
+        assert [tuple(f.shape[1:3]) for f in features] == [
+            (-(-height // s), -(-width // s)) for s in expected], (height, width)
 
 
 def test_full_network_dilates_the_blocks_after_the_output_stride():
