@@ -51,18 +51,36 @@ ATROUS = "benchmarks/bench_atrous.py::test_atrous[onednn_{}-r18-{}]"
 FLOORS = {"atrous_r18": {"off": 10.0, "on": 5.0}, "confusion": 10.0, "loss": 1.5,
           "train": {"off": 5.0, "on": 1.5}}
 NAMES = ("atrous_r18", "atrous_r18_forced", "confusion", "loss", "train_defaults", "train_forced")
+# The user's own oneDNN setting, read before main() imports `research`, which sets the
+# project's default (on) in this process's environment.
+USER_ONEDNN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
 
 
-def checks(tf_default_onednn):
+def benchmark_environment(environ, user_onednn=USER_ONEDNN):
+    """The benchmark process's environment: `environ` with TF_ENABLE_ONEDNN_OPTS as the
+    user started this script (unset: TF's default). The confusion and loss benchmarks
+    run inside that process; inheriting the project's "1" ran them with oneDNN on where
+    TF's default is off. (The atrous and train cases set it per worker process.)"""
+    env = dict(environ)
+    if user_onednn is None:
+        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    else:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_onednn
+    return env
+
+
+def checks(tf_default_onednn, user_onednn=USER_ONEDNN):
     """{name: (baseline node id, fast node id, floor, setting)} for this machine."""
     default = "on" if tf_default_onednn else "off"
     forced = "off" if tf_default_onednn else "on"
+    in_process = (f"TF's default here (oneDNN {default})" if user_onednn is None
+                  else f"yours: TF_ENABLE_ONEDNN_OPTS={user_onednn}")
     table = {
         "confusion": ("benchmarks/bench_confusion.py::test_confusion[reference (book), plain]",
                       "benchmarks/bench_confusion.py::test_confusion[fast, plain]", FLOORS["confusion"],
-                      "TF's default here"),
+                      in_process),
         "loss": ("benchmarks/bench_losses.py::test_loss[reference-plain]",
-                 "benchmarks/bench_losses.py::test_loss[fused-plain]", FLOORS["loss"], "TF's default here"),
+                 "benchmarks/bench_losses.py::test_loss[fused-plain]", FLOORS["loss"], in_process),
     }
     for suffix, setting, how in (("", default, "TF's default here"), ("_forced", forced, "forced")):
         table["atrous_r18" + suffix] = (ATROUS.format(setting, "keras"), ATROUS.format(setting, "fast"),
@@ -77,7 +95,7 @@ def run_benchmarks(node_ids, json_path):
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                f"--benchmark-json={json_path}", *node_ids]
     print("$ " + " ".join(command[2:]), flush=True)
-    result = subprocess.run(command, cwd=REPO)
+    result = subprocess.run(command, cwd=REPO, env=benchmark_environment(os.environ))
     if result.returncode != 0:
         raise SystemExit(f"benchmarks failed (exit {result.returncode})")
     with open(json_path) as f:

@@ -18,3 +18,16 @@ def test_bench_check_without_a_saved_run_says_how_to_make_one(tmp_path):
     assert len(lines) == 1, lines
     assert "no saved benchmark run for machine some-machine" in lines[0] and "make bench" in lines[0]
     assert not os.path.exists(storage)  # nothing ran
+
+
+def test_check_speedups_runs_the_benchmarks_with_the_users_onednn_setting():
+    """Importing `research` sets TF_ENABLE_ONEDNN_OPTS=1 in check_speedups' process; the
+    in-process confusion/loss benchmarks must not inherit it as 'TF's default'."""
+    import runpy
+
+    script = runpy.run_path(os.path.join(ROOT, "scripts", "check_speedups.py"))
+    environ = {"PATH": "/bin", "TF_ENABLE_ONEDNN_OPTS": "1"}                 # as after `import research`
+    assert script["benchmark_environment"](environ, user_onednn=None) == {"PATH": "/bin"}
+    assert script["benchmark_environment"](environ, user_onednn="0")["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert script["checks"](False, user_onednn=None)["loss"][3] == "TF's default here (oneDNN off)"
+    assert script["checks"](True, user_onednn="0")["confusion"][3] == "yours: TF_ENABLE_ONEDNN_OPTS=0"
