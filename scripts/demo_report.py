@@ -121,9 +121,22 @@ def main(argv=None):
     parser.add_argument("--started-at", type=float, default=None,
                         help="Unix time the demo started, for the wall time")
     args = parser.parse_args(argv)
-    history = read_history(os.path.join(args.workdir, "train_log.csv"))
-    with open(os.path.join(args.workdir, "eval", "metrics.json")) as f:
-        metrics = json.load(f)
+    log_path = os.path.join(args.workdir, "train_log.csv")
+    metrics_path = os.path.join(args.workdir, "eval", "metrics.json")
+    try:
+        history = read_history(log_path)
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+    except FileNotFoundError as e:
+        print(f"error: {e.filename}: not found (train with research.train and evaluate with "
+              f"research.evaluate --subset test first)", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: {metrics_path}: not valid JSON ({e})", file=sys.stderr)
+        return 1
+    if not history:
+        print(f"error: {log_path}: no finished epoch yet (header only)", file=sys.stderr)
+        return 1
     baseline = majority_baseline(metrics["confusion_matrix"])
     config = None
     config_file = os.path.join(args.workdir, "config.json")

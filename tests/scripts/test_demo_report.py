@@ -34,3 +34,17 @@ def test_report_shows_the_runs_schedule():
     baseline = report.majority_baseline(metrics["confusion_matrix"])
     text = report.report_text("runs/demo", history, metrics, baseline, 60.0, config)
     assert "| 1 | 100 | 1.5000 | 1.2000 | 0.3000 | 0.0018 |" in text and "Recipe: adam" in text
+
+
+def test_missing_or_unfinished_run_is_one_line_naming_the_file(tmp_path, capsys):
+    workdir = str(tmp_path)
+    assert report.main(["--workdir", workdir]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {os.path.join(workdir, 'train_log.csv')}: not found (train with research.train and "
+        "evaluate with research.evaluate --subset test first)")
+    (tmp_path / "train_log.csv").write_text("epoch,step,loss\n")       # killed before epoch 1 ended
+    os.makedirs(tmp_path / "eval")
+    (tmp_path / "eval" / "metrics.json").write_text("{}")
+    assert report.main(["--workdir", workdir]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'train_log.csv'}: no finished epoch yet (header only)"
+    assert not (tmp_path / "REPORT.md").exists()
