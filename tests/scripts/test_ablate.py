@@ -200,3 +200,7 @@ def test_a_cell_that_cannot_run_here_is_reported_failed_and_the_grid_goes_on(tmp
     status = ablate.train_cell(None, str(tmp_path))
     assert status == "failed: deterministic=true cannot run with jit_compile=true on CPU"
     assert ablate.read_wall_seconds(str(tmp_path)) is not None
+    # ablation.md gives that reason, not "non-finite loss", which only a NaN run has
+    row = {"axis": "xla", "cell": "xla-on", "run": "xla-on", "overrides": "jit_compile=true", "status": status}
+    assert "| xla-on (failed: deterministic=true cannot run with jit_compile=true on CPU) |" in \
+        ablate.markdown_table([row])
