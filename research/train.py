@@ -309,6 +309,9 @@ class CheckpointFiles:
     def save(self, checkpoint_number):
         """Writes checkpoint `checkpoint_number` (every worker must call this together)."""
         if self._manager is not None:
+            prefix = os.path.join(self.directory, f"ckpt-{checkpoint_number}")
+            if os.path.exists(prefix + ".index"):
+                return self._replace(prefix, checkpoint_number)
             return self._manager.save(checkpoint_number=checkpoint_number)
         temp = self.temp_dir(self.directory, self.role)
         try:
@@ -317,6 +320,39 @@ class CheckpointFiles:
         finally:
             shutil.rmtree(temp, ignore_errors=True)
         return None
+
+
+    @staticmethod
+    def kept_dir(prefix):
+        """Where `_replace` keeps a copy of checkpoint `prefix` while rewriting it."""
+        return prefix + "_kept"
+
+    def _replace(self, prefix, number):
+        """Writes checkpoint `number` over the existing `prefix` (ckpt-N) without a moment
+        in which the latest checkpoint is unreadable.
+
+        A run stopped at an epoch's last step (ckpt-N) that resumes saves that epoch's end
+        at the same step. TF rewrites ckpt-N's data file and then its index in place, so a
+        kill in between would leave the latest checkpoint unreadable. First a copy of the
+        old ckpt-N is named the latest (an atomic write of the index), then ckpt-N is
+        rewritten, named and the copy removed. When a killed replace left that copy as the
+        latest, ckpt-N may be half-written: the copy stays the latest until the new one is
+        whole.
+        """
+        kept_dir = self.kept_dir(prefix)
+        kept = os.path.join(kept_dir, os.path.basename(prefix))
+        if self.latest_checkpoint != kept:
+            shutil.rmtree(kept_dir, ignore_errors=True)
+            os.makedirs(kept_dir)
+            for path in tf.io.gfile.glob(prefix + ".*"):
+                shutil.copyfile(path, os.path.join(kept_dir, os.path.basename(path)))
+            tf.compat.v1.train.update_checkpoint_state(   # atomic write of the index
+                self.directory, os.path.relpath(kept, self.directory),
+                [os.path.relpath(p, self.directory) for p in self._manager.checkpoints]
+                + [os.path.relpath(kept, self.directory)])
+        path = self._manager.save(checkpoint_number=number)
+        shutil.rmtree(kept_dir, ignore_errors=True)
+        return path
 
 
 def _check_role(strategy, role):
@@ -624,14 +660,18 @@ def _remove_leftovers(workdir, ckpt_dir):
 
     Temporary files of its atomic writes (train_log.csv, config.json, the export), and
     checkpoint folders TF had not finished: it writes a checkpoint's files into
-    `ckpt-N_temp/` and moves them out, then names them in the index, when whole; and
-    the `worker<i>_temp/` copies of killed non-chief workers (`CheckpointFiles`).
+    `ckpt-N_temp/` and moves them out, then names them in the index, when whole; the
+    `worker<i>_temp/` copies of killed non-chief workers, and a `ckpt-N_kept/` copy that
+    is no longer the latest checkpoint (`CheckpointFiles`).
     """
     removed = remove_interrupted_writes(workdir, ["config.json", "train_log.csv"])
     removed += remove_interrupted_writes(os.path.join(workdir, "export"), export_lib.EXPORT_NAMES)
     if os.path.isdir(ckpt_dir):
         for entry in sorted(os.listdir(ckpt_dir)):
-            if re.fullmatch(r"ckpt-\d+_temp|worker\d+_temp", entry):
+            leftover = re.fullmatch(r"ckpt-\d+_temp|worker\d+_temp", entry) or (
+                re.fullmatch(r"ckpt-\d+_kept", entry)    # unless a killed replace left it the latest
+                and os.path.dirname(tf.train.latest_checkpoint(ckpt_dir) or "") != os.path.join(ckpt_dir, entry))
+            if leftover:
                 shutil.rmtree(os.path.join(ckpt_dir, entry), ignore_errors=True)
                 removed.append(os.path.join(ckpt_dir, entry))
     if removed:

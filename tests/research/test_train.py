@@ -176,11 +176,14 @@ def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
 def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
     config, _, reference = straight_run
     workdir = str(tmp_path / "interrupted")
-    undo = sigterm_during(monkeypatch, train_lib, epoch=2, count=2)  # global step 5
-    with pytest.raises(train_lib.TrainingInterrupted, match="SIGTERM at step 5"):
+    # At epoch 2's last step (global step 6), before its evaluation: the resumed run first
+    # ends epoch 2 and saves ckpt-6 again (CheckpointFiles._replace). A stop mid-epoch is
+    # tested in tests/research/test_reliability.py's kill chain.
+    undo = sigterm_during(monkeypatch, train_lib, epoch=2, count=3)
+    with pytest.raises(train_lib.TrainingInterrupted, match="SIGTERM at step 6"):
         train_lib.train_and_evaluate(config, workdir)
     assert len(read_csv(os.path.join(workdir, "train_log.csv"))) == 1
-    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-5")
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-6")
     undo()
 
     resumed = train_lib.train_and_evaluate(config, workdir)
@@ -194,6 +197,7 @@ def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeyp
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
     csv_rows = read_csv(os.path.join(workdir, "train_log.csv"))
     assert [int(r["epoch"]) for r in csv_rows] == [1, 2, 3]
+    assert not glob.glob(os.path.join(workdir, "checkpoints", "*_kept"))   # the replace finished
     # Early-stop state survived: the best value and epoch equal the uninterrupted run's.
     assert resumed["best"] == pytest.approx(reference["best"], rel=1e-3)
     assert resumed["best_epoch"] == reference["best_epoch"]
@@ -227,6 +231,51 @@ def test_auto_precision_resumes_in_the_precision_the_run_started_in(smoke_config
         assert json.load(f)["runtime"]["precision"] == "mixed_float16"
     # A new run in another folder resolves auto on this device as usual.
     assert train_lib._precision_of_the_run(str(tmp_path / "new"), "float32") == "float32"
+
+
+def test_rewriting_a_checkpoint_number_keeps_a_readable_latest_at_every_moment(tmp_path, monkeypatch):
+    # A run stopped at an epoch's last step resumes and saves that epoch's end at the same
+    # step: ckpt-N is written again. Killed while TF rewrites it, the latest must still be
+    # a whole checkpoint: the old state, which the next launch resumes from.
+    directory = str(tmp_path / "checkpoints")
+    value = tf.Variable(1.0)
+    checkpoint = tf.train.Checkpoint(value=value)
+    files = train_lib.CheckpointFiles(checkpoint, directory, max_to_keep=3, role=train_lib.runtime.WorkerRole())
+    files.save(3)
+    files.save(5)
+    value.assign(2.0)
+
+    def killed(self, checkpoint_number=None, **kwargs):   # dies inside TF's write of ckpt-5
+        with open(os.path.join(directory, "ckpt-5.index"), "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt
+
+    real_save = tf.train.CheckpointManager.save
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        files.save(5)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
+    latest = tf.train.latest_checkpoint(directory)
+    assert latest == os.path.join(directory, "ckpt-5_kept", "ckpt-5")
+    tf.train.Checkpoint(value=value).restore(latest).assert_consumed()
+    assert float(value) == 1.0                       # the state before the rewrite, whole
+
+    # The next launch: leftovers keep that copy (it is the latest), the rewrite completes.
+    train_lib._remove_leftovers(str(tmp_path), directory)
+    assert os.path.isdir(os.path.join(directory, "ckpt-5_kept"))
+    files = train_lib.CheckpointFiles(checkpoint, directory, max_to_keep=3, role=train_lib.runtime.WorkerRole())
+    value.assign(3.0)
+    assert files.save(5) == os.path.join(directory, "ckpt-5")
+    assert tf.train.latest_checkpoint(directory) == os.path.join(directory, "ckpt-5")
+    assert not os.path.exists(os.path.join(directory, "ckpt-5_kept"))
+    value.assign(0.0)
+    tf.train.Checkpoint(value=value).restore(os.path.join(directory, "ckpt-5")).assert_consumed()
+    assert float(value) == 3.0
+    assert tf.train.get_checkpoint_state(directory).all_model_checkpoint_paths[-1].endswith("ckpt-5")
+    # A stale copy (killed after the rewrite was named) is a leftover.
+    os.makedirs(os.path.join(directory, "ckpt-5_kept"))
+    train_lib._remove_leftovers(str(tmp_path), directory)
+    assert not os.path.exists(os.path.join(directory, "ckpt-5_kept"))
 
 
 def test_early_stopping_and_plateau_schedule():
