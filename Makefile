@@ -44,6 +44,8 @@ demo: $(STAMP)
 # compares minimum times: timing noise on a shared VM only ever adds time, and a
 # millisecond kernel's mean moved 26% between two quiet runs of unchanged code here.
 BENCH_STORAGE := benchmarks/baselines/$(MACHINE)
+# The subfolder of this Python's runs: the only one --benchmark-compare reads.
+BENCH_PYTHON = $(shell $(PYTHON) scripts/machine_id.py --benchmark-folder)
 BENCH_FLAGS ?=
 
 bench: $(STAMP)
@@ -52,8 +54,9 @@ bench: $(STAMP)
 # Without a saved run for this machine, one line says so and how to make one, before
 # anything is installed or run ($(error) in the first prerequisite's recipe stops make).
 bench-saved:
-	$(if $(wildcard $(BENCH_STORAGE)/*/*.json),@true,$(error no saved benchmark run for machine $(MACHINE) \
-		in $(BENCH_STORAGE)/: run `make bench` on this machine to save one, then `make bench-check`))
+	$(if $(wildcard $(BENCH_STORAGE)/$(BENCH_PYTHON)/*.json),@true,$(error no saved benchmark run for machine \
+		$(MACHINE) in $(BENCH_STORAGE)/$(BENCH_PYTHON)/: run `make bench` on this machine to save one, then \
+		`make bench-check`))
 
 bench-check: bench-saved $(STAMP)
 	$(PY) -m pytest benchmarks -s -m "not baseline" --benchmark-storage=$(BENCH_STORAGE) --benchmark-compare \

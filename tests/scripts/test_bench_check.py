@@ -9,15 +9,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_bench_check_without_a_saved_run_says_how_to_make_one(tmp_path):
+@pytest.mark.parametrize("saved", ["nothing", "another python"])
+def test_bench_check_without_a_saved_run_says_how_to_make_one(tmp_path, saved):
     storage = tmp_path / "baselines" / "some-machine"
+    if saved == "another python":   # pytest-benchmark compares only with this Python's folder
+        (storage / "Linux-CPython-2.7-64bit").mkdir(parents=True)
+        (storage / "Linux-CPython-2.7-64bit" / "0001_old.json").write_text("{}")
     done = subprocess.run(["make", "--no-print-directory", "bench-check", f"BENCH_STORAGE={storage}",
                            "MACHINE=some-machine"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert len(lines) == 1, lines
     assert "no saved benchmark run for machine some-machine" in lines[0] and "make bench" in lines[0]
-    assert not os.path.exists(storage)  # nothing ran
+    assert sorted(p.name for p in storage.rglob("*")) == (   # nothing ran, nothing written
+        [] if saved == "nothing" else ["0001_old.json", "Linux-CPython-2.7-64bit"])
 
 
 def test_check_speedups_runs_the_benchmarks_with_the_users_onednn_setting():
