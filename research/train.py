@@ -95,8 +95,10 @@ def agree_on_overflow(finite, grads):
     Returns:
       scalar bool (no replica overflowed) and the gradients, the first poisoned if one did.
     """
+    # float32, as the loss normalizers' all-reduce that every strategy here already runs
+    # (TF keeps the int32 tensors of GPU ops in host memory: not worth the doubt on GPU).
     overflowed = tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.int32)) > 0
+        tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32)) > 0
     poison = tf.where(overflowed, tf.constant(float("nan"), grads[0].dtype), tf.zeros([], grads[0].dtype))
     return tf.logical_not(overflowed), [grads[0] + poison] + list(grads[1:])
 
