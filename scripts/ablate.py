@@ -298,7 +298,7 @@ def markdown_table(rows, header_lines=()):
     for row in rows:
         name = row["cell"] + (" (base)" if row["run"] == BASE_RUN else "")
         if row["status"].startswith("failed"):   # the reason's first line, as short as a cell allows
-            reason = row["status"].partition(":")[2].strip().splitlines()[0] if ":" in row["status"] else ""
+            reason = next(iter(row["status"].partition(":")[2].strip().splitlines()), "")
             reason = reason if len(reason) <= 90 else reason[:87] + "..."
             name += f" (failed: {reason.replace('|', '/')})" if reason else " (failed)"
         best = (f"{_number(row['best_val_mean_iou'], 4)} ({row['best_step']})"

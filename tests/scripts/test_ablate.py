@@ -204,3 +204,5 @@ def test_a_cell_that_cannot_run_here_is_reported_failed_and_the_grid_goes_on(tmp
     row = {"axis": "xla", "cell": "xla-on", "run": "xla-on", "overrides": "jit_compile=true", "status": status}
     assert "| xla-on (failed: deterministic=true cannot run with jit_compile=true on CPU) |" in \
         ablate.markdown_table([row])
+    row["status"] = "failed: "                      # an error without a message
+    assert "| xla-on (failed) |" in ablate.markdown_table([row])
