@@ -131,7 +131,7 @@ def main(argv=None):
         print(f"error: {e.filename}: not found (train with research.train and evaluate with "
               f"research.evaluate --subset test first)", file=sys.stderr)
         return 1
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         print(f"error: {metrics_path}: not valid JSON ({e})", file=sys.stderr)
         return 1
     if not history:
