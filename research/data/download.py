@@ -146,6 +146,11 @@ def _through_link(path, links):
     return None
 
 
+def _link_name(member):
+    """A symlink member's name as `links` and `archive_links` of `check_member` hold it."""
+    return posixpath.normpath(member.name.replace("\\", "/"))
+
+
 def check_member(member, target, links=frozenset(), archive_links=None):
     """Raises UnsafeArchiveError when extracting `member` into `target` could write or
     point outside it, or would create anything but files, folders and links.
@@ -214,12 +219,12 @@ def safe_extract(tar_path, data_dir, folder, staging_prefix, progress=True):
     try:
         with tarfile.open(tar_path) as archive:
             members = archive.getmembers()
-            archive_links = {posixpath.normpath(m.name.replace("\\", "/")) for m in members if m.issym()}
+            archive_links = {_link_name(m) for m in members if m.issym()}
             links = set()
             for member in members:                       # all checked before any write
                 check_member(member, staging, links, archive_links)
                 if member.issym():
-                    links.add(posixpath.normpath(member.name.replace("\\", "/")))
+                    links.add(_link_name(member))
             bar = ProgressBar(total=len(members), desc="extract", unit="file") if progress else None
             for member in members:
                 if hasattr(tarfile, "data_filter"):      # Python >= 3.11.4
