@@ -323,7 +323,6 @@ class CheckpointFiles:
             shutil.rmtree(temp, ignore_errors=True)
         return None
 
-
     @staticmethod
     def kept_dir(prefix):
         """Where `_replace` keeps a copy of checkpoint `prefix` while rewriting it."""
@@ -582,13 +581,14 @@ def _add_log_file(workdir):
     return handler
 
 
-def _precision_of_the_run(workdir, resolved):
+def _precision_of_the_run(workdir, resolved, device):
     """The dtype policy a resumed run with precision "auto" keeps: its config.json's.
 
     "auto" is mixed_float16 on a GPU and float32 on a CPU, and the two write different
     checkpoints (mixed_float16's optimizer is a LossScaleOptimizer, with variables of its
     own): a run moved to the other device kind resumes in the precision it was started
-    in (with a warning) instead of failing to restore. `resolved`: what "auto" gives here.
+    in (with a warning) instead of failing to restore. `resolved`: what "auto" gives on
+    this `device` ("gpu" or "cpu").
     """
     try:
         with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
@@ -598,7 +598,7 @@ def _precision_of_the_run(workdir, resolved):
     if saved == resolved or saved not in ("float32", "mixed_float16", "mixed_bfloat16"):
         return resolved
     log.warning("precision auto is %s on this %s, but the run's checkpoints were written in %s: "
-                "resuming in %s", resolved, runtime.device_kind(), saved, saved)
+                "resuming in %s", resolved, device, saved, saved)
     return saved
 
 
@@ -693,7 +693,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
         log.warning("%s", gpu_warning)
     precision = runtime.resolve_precision(config.precision, device)
     if config.precision == "auto" and tf.train.latest_checkpoint(ckpt_dir) is not None:
-        precision = _precision_of_the_run(workdir, precision)
+        precision = _precision_of_the_run(workdir, precision, device)
     strategy = runtime.make_strategy(config.distribute)
     _check_role(strategy, role)
     onednn = runtime.onednn_state()

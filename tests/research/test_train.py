@@ -230,7 +230,7 @@ def test_auto_precision_resumes_in_the_precision_the_run_started_in(smoke_config
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         assert json.load(f)["runtime"]["precision"] == "mixed_float16"
     # A new run in another folder resolves auto on this device as usual.
-    assert train_lib._precision_of_the_run(str(tmp_path / "new"), "float32") == "float32"
+    assert train_lib._precision_of_the_run(str(tmp_path / "new"), "float32", "cpu") == "float32"
 
 
 def test_rewriting_a_checkpoint_number_keeps_a_readable_latest_at_every_moment(tmp_path, monkeypatch):
