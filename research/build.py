@@ -5,7 +5,6 @@ scripts all build through these functions, so a config means the same network, u
 rule and objective everywhere.
 """
 import contextlib
-import math
 
 import keras
 
@@ -74,7 +73,7 @@ def build_model_at_output_stride(model, config, output_stride):
 def make_optimizer(config, precision):
     """Adam or SGD with momentum (config.optimizer) at the config's base learning rate;
     wrapped in a dynamic LossScaleOptimizer for mixed_float16. The training loop sets
-    the learning rate of every step (`learning_rate_at`); weight decay is added to the
+    the learning rate of every step (research.training.schedules); weight decay is added to the
     gradients there (`decayed_variables`), not here.
 
     `config.optimizer_impl` "fused": kernels.FusedAdam / FusedSGD (one TF kernel per
@@ -101,34 +100,6 @@ def loss_function(config):
                   smooth=config.dice_smooth, ce_weight=config.ce_weight,
                   dice_weight=config.dice_weight, class_weighted=config.class_weighted)
     return fn, kwargs
-
-
-def schedule_steps(config, steps_per_epoch):
-    """The poly/cosine horizon: `total_steps`, or the whole run (epochs * steps_per_epoch)."""
-    return config.total_steps or config.epochs * steps_per_epoch
-
-
-def learning_rate_at(config, step, total_steps, base=None):
-    """The learning rate of optimizer step `step` (0-based), a Python float.
-
-    A pure function of the step (and of `base`, which the loop keeps in its
-    checkpointed state), so a resumed run continues the schedule exactly:
-      base: config.learning_rate, or what LR-on-plateau and NaN restores lowered it to
-      warmup: step < warmup_steps -> base * (step + 1) / warmup_steps
-      "plateau": base (the loop lowers `scale` after epochs without improvement)
-      "poly":    base * (1 - t / total) ** poly_power, t = min(step, total)
-      "cosine":  base * (1 + cos(pi * t / total)) / 2
-    Warmup multiplies the decayed value (the first steps of a poly run are barely decayed).
-    """
-    rate = config.learning_rate if base is None else base
-    if config.warmup_steps and step < config.warmup_steps:
-        rate *= (step + 1) / config.warmup_steps
-    progress = min(step, total_steps) / total_steps
-    if config.lr_schedule == "poly":
-        rate *= (1.0 - progress) ** config.poly_power
-    elif config.lr_schedule == "cosine":
-        rate *= 0.5 * (1.0 + math.cos(math.pi * progress))
-    return rate
 
 
 def decayed_variables(model):

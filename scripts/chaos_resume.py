@@ -480,9 +480,10 @@ def replay_schedules(rows, config):
     import numpy as np
 
     from research import config as config_lib
-    from research import train as train_lib
+    from research.training import schedules
+    from research.training.loop_state import LoopState
 
-    state = train_lib.LoopState()
+    state = LoopState()
     mode = config_lib.monitor_mode(config)
     learning_rate = float(np.float32(config.learning_rate))
     for row in rows:
@@ -490,7 +491,7 @@ def replay_schedules(rows, config):
                  f"train_log.csv epoch {row['epoch']}: learning rate {row['learning_rate']!r}, the "
                  f"plateau rule gives {learning_rate!r}")
         state.epoch += 1
-        new_rate, _ = train_lib.update_schedules(state, row[config.monitor], config, mode, learning_rate)
+        new_rate, _ = schedules.update_schedules(state, row[config.monitor], config, mode, learning_rate)
         if new_rate != learning_rate:
             learning_rate = float(np.float32(new_rate))
     return state, learning_rate

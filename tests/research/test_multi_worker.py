@@ -213,18 +213,6 @@ def test_skip_bad_resume_equals_the_uninterrupted_run(smoke_config, tmp_path, mo
         np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_old_checkpoints_derive_the_data_position_from_the_step():
-    old = train_lib.LoopState.from_json('{"step": 7, "epoch": 2}')   # no data position fields
-    assert old.data_epoch is None and old.workers is None
-    assert train_lib.data_position(old, 3) == (2, 1)
-    state = train_lib.LoopState(step=7, data_epoch=1, data_batches=4)
-    assert train_lib.data_position(state, 3) == (1, 4)
-    train_lib.advance_data_position(state, 1)
-    assert (state.data_epoch, state.data_batches) == (1, 5)
-    train_lib.advance_data_position(state, 2)
-    assert (state.data_epoch, state.data_batches) == (2, 1)
-
-
 # ---------------------------------------------------------------------------------
 # No pretrained file needed to restore a checkpoint.
 # ---------------------------------------------------------------------------------

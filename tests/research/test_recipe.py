@@ -16,6 +16,7 @@ import keras
 import kernels
 from tests.helpers import read_csv, sigterm_during
 from research import build
+from research.training import schedules
 from research import config as config_lib
 from research import evaluate as evaluate_lib
 from research import train as train_lib
@@ -58,26 +59,6 @@ def test_changing_epochs_changes_a_poly_schedule_so_it_is_not_a_resume():
 
 
 # ---------------------------------------------------------------- schedules and optimizer
-
-def test_learning_rate_schedules():
-    config = config_lib.load_config("smoke").replace(learning_rate=0.1, poly_power=0.9)
-    poly = config.replace(lr_schedule="poly")
-    assert build.learning_rate_at(poly, 0, 10) == pytest.approx(0.1)
-    assert build.learning_rate_at(poly, 5, 10) == pytest.approx(0.1 * 0.5 ** 0.9)
-    assert build.learning_rate_at(poly, 10, 10) == 0.0 and build.learning_rate_at(poly, 12, 10) == 0.0
-    cosine = config.replace(lr_schedule="cosine")
-    assert build.learning_rate_at(cosine, 5, 10) == pytest.approx(0.05)
-    assert build.learning_rate_at(cosine, 10, 10) == pytest.approx(0.0)
-    warm = poly.replace(warmup_steps=4)
-    assert [build.learning_rate_at(warm, s, 100) for s in range(3)] == pytest.approx(
-        [0.1 * (s + 1) / 4 * (1 - s / 100) ** 0.9 for s in range(3)])
-    assert build.learning_rate_at(warm, 4, 100) == pytest.approx(0.1 * 0.96 ** 0.9)
-    plateau = config.replace(lr_schedule="plateau")
-    assert build.learning_rate_at(plateau, 7, 10) == 0.1
-    assert build.learning_rate_at(plateau, 7, 10, base=0.01) == 0.01
-    assert build.schedule_steps(config.replace(epochs=4), 5) == 20
-    assert build.schedule_steps(config.replace(total_steps=7), 5) == 7
-
 
 def test_make_optimizer_choices():
     config = config_lib.load_config("smoke")
@@ -205,7 +186,7 @@ def test_poly_warmup_rates_per_step_in_the_log(recipe_run):
     config, _, result = recipe_run
     rows = result["history"]
     # The log's learning rate is the last step's of each epoch (steps 2, 5, 8).
-    expected = [build.learning_rate_at(config, s, 9, float(np.float32(config.learning_rate))) for s in (2, 5, 8)]
+    expected = [schedules.learning_rate_at(config, s, 9, float(np.float32(config.learning_rate))) for s in (2, 5, 8)]
     assert [r["learning_rate"] for r in rows] == pytest.approx(expected, rel=1e-6)
     assert rows[0]["learning_rate"] < config.learning_rate  # still warming up at step 2
 

@@ -19,6 +19,7 @@ from tests.helpers import read_csv, sigterm_during
 from research import build
 from research import config as config_lib
 from research import train as train_lib
+from research.training.checkpoints import remove_leftovers
 
 
 def event_tags(folder):
@@ -261,7 +262,7 @@ def test_rewriting_a_checkpoint_number_keeps_a_readable_latest_at_every_moment(t
     assert float(value) == 1.0                       # the state before the rewrite, whole
 
     # The next launch: leftovers keep that copy (it is the latest), the rewrite completes.
-    train_lib._remove_leftovers(str(tmp_path), directory)
+    remove_leftovers(str(tmp_path), directory, tf.train.latest_checkpoint(directory))
     assert os.path.isdir(os.path.join(directory, "ckpt-5_kept"))
     files = train_lib.CheckpointFiles(checkpoint, directory, max_to_keep=3, role=train_lib.runtime.WorkerRole())
     value.assign(3.0)
@@ -274,27 +275,8 @@ def test_rewriting_a_checkpoint_number_keeps_a_readable_latest_at_every_moment(t
     assert tf.train.get_checkpoint_state(directory).all_model_checkpoint_paths[-1].endswith("ckpt-5")
     # A stale copy (killed after the rewrite was named) is a leftover.
     os.makedirs(os.path.join(directory, "ckpt-5_kept"))
-    train_lib._remove_leftovers(str(tmp_path), directory)
+    remove_leftovers(str(tmp_path), directory, tf.train.latest_checkpoint(directory))
     assert not os.path.exists(os.path.join(directory, "ckpt-5_kept"))
-
-
-def test_early_stopping_and_plateau_schedule():
-    config = config_lib.load_config("smoke").replace(plateau_patience=2, early_stop_patience=3,
-                                                     plateau_factor=0.5, min_learning_rate=0.2)
-    state = train_lib.LoopState()
-    lr = 1.0
-    trace = []
-    for value in (5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 3.5):
-        state.epoch += 1
-        lr, best = train_lib.update_schedules(state, value, config, "min", lr)
-        trace.append((lr, best, state.stopped_early))
-        if state.stopped_early:
-            break
-    # improvements at 5.0, 4.0; then 4.5, 4.2 -> LR halves; 4.1 -> third miss: stop.
-    assert trace == [(1.0, True, False), (1.0, True, False), (1.0, False, False),
-                     (0.5, False, False), (0.5, False, True)]
-    assert state.best == 4.0 and state.best_epoch == 2
-    assert train_lib.improved(float("nan"), 1.0, "min") is False
 
 
 def poison_after_step(monkeypatch, global_step):
@@ -415,14 +397,6 @@ def test_nonfinite_weights_restore_the_last_checkpoint(smoke_config, tmp_path, m
     log_text = open(tmp_path / "run" / "train.log").read()
     assert "non-finite weights at step 4" in log_text and "restore 1 of 3" in log_text
     assert_checkpoint_finite(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")))
-
-
-def test_gradient_checks_on_log_and_checkpoint_steps():
-    config = config_lib.load_config("smoke").replace(log_every_steps=10, checkpoint_every_steps=4)
-    checked = [step for step in range(1, 13)
-               if train_lib.checks_gradients(step, (step - 1) % 6 + 1, 6, config, loss_scaling=False)]
-    assert checked == [4, 6, 8, 10, 12]  # checkpoints 4, 8, 12; epoch ends 6, 12; log 10
-    assert train_lib.checks_gradients(1, 1, 6, config, loss_scaling=True)
 
 
 def test_train_step_checks_gradients_when_asked(smoke_config, monkeypatch):

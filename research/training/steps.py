@@ -1,0 +1,137 @@
+"""The compiled steps: one optimizer update, and one evaluation batch.
+
+Each is a tf.function over a tf.distribute strategy; on one device the per-replica work
+is compiled by XLA when the runtime chose it (`runtime.resolve_jit_compile`).
+"""
+import tensorflow as tf
+
+import kernels
+from research import build
+from research.training.distributed import agree_on_overflow
+
+
+def all_finite(tensors):
+    """Scalar bool tensor: every element of every tensor is finite (not NaN/Inf)."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+
+def global_normalizers(labels, config, num_replicas):
+    """The loss normalizers (valid-pixel count, class-weight sums) of the GLOBAL batch.
+
+    Call in a replica context. Each replica counts its own labels; with several replicas
+    the counts are summed across all of them (one all-reduce), so each replica's loss is
+    its share of the loss one device computes on the global batch (NOTES: our CE divides
+    by the valid-pixel count and dice is a ratio of sums: neither is a mean of
+    per-replica values).
+    """
+    local = kernels.loss_normalizers(labels, config.num_classes, config.ignore_label,
+                                     class_weighted=config.class_weighted)
+    if num_replicas == 1:
+        return local
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss_scaling):
+    """A tf.function `(images, labels, check_gradients=True) -> (loss, grads_finite)`.
+
+    `images`, `labels` are distributed batches; `check_gradients` a scalar bool tensor:
+    when false (float32 only) the gradients are not checked and grads_finite is True.
+
+    Each replica computes the loss normalisers of its labels (valid-pixel count and
+    class-weight sum), all-reduces them, and returns its SHARE of the global loss, so
+    the shares (and the gradients, which the optimizer sums across replicas) add up to
+    exactly the single-device loss on the global batch.
+    """
+    loss_fn, loss_kwargs = build.loss_function(config)
+    variables = model.trainable_variables
+    num_replicas = strategy.num_replicas_in_sync
+    decayed = build.decayed_variables(model) if config.weight_decay else [False] * len(variables)
+
+    def add_weight_decay(grads, scale):
+        # Coupled L2: g += wd * w on conv/dense kernels, the gradient of
+        # wd/2 * ||w||^2 (PyTorch SGD's weight_decay, as mmsegmentation uses it; TF Model
+        # Garden's wd * tf.nn.l2_loss(w)). Added to the gradients rather than the loss so
+        # the logged loss stays the data loss. Each replica adds 1/N of it (the optimizer
+        # sums replicas' gradients); `scale` is the loss scale, since the
+        # LossScaleOptimizer unscales every gradient.
+        factor = config.weight_decay / num_replicas
+        return [g + tf.cast(factor * scale, g.dtype) * tf.cast(v, g.dtype) if d else g
+                for g, v, d in zip(grads, variables, decayed)]
+
+    def forward_backward(images, labels, normalizers):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = loss_fn(labels, logits, normalizers=normalizers, **loss_kwargs)
+            scaled = optimizer.scale_loss(loss) if loss_scaling else loss
+        grads = tape.gradient(scaled, variables)
+        if config.weight_decay:
+            grads = add_weight_decay(grads, optimizer.dynamic_scale if loss_scaling else 1.0)
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return loss, grads, predictions
+
+    def replica_step(images, labels, check_gradients):
+        loss, grads, predictions = forward_backward(images, labels, global_normalizers(labels, config, num_replicas))
+        # Skipping is the LossScaleOptimizer's job under mixed_float16. In float32 a
+        # non-finite gradient stops the run on the host (see `checks_gradients`), and
+        # all weights are checked before any checkpoint is saved.
+        if loss_scaling:
+            finite = all_finite(grads)
+            if num_replicas > 1:
+                finite, grads = agree_on_overflow(finite, grads)
+        else:
+            finite = tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True))
+        optimizer.apply(grads, variables)
+        confusion.update(labels, predictions)
+        return loss, tf.cast(tf.logical_not(finite), tf.int32)
+
+    if num_replicas == 1:
+        # One device: XLA compiles the whole step, optimizer update included. With
+        # several replicas the step holds collectives (loss normalizers, synchronized
+        # BatchNorm, gradient sums) that can be neither nested in an inner tf.function
+        # nor compiled: runtime.resolve_jit_compile turns XLA off there.
+        replica_step = tf.function(replica_step, jit_compile=use_xla)
+
+    @tf.function
+    def train_step(images, labels, check_gradients=True):
+        check_gradients = tf.convert_to_tensor(check_gradients, tf.bool)
+        loss, nonfinite = strategy.run(replica_step, args=(images, labels, check_gradients))
+        nonfinite = strategy.reduce(tf.distribute.ReduceOp.SUM, nonfinite, axis=None)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), tf.equal(nonfinite, 0)
+
+    return train_step
+
+
+def make_eval_step(model, strategy, config, confusion, use_xla):
+    """A tf.function `(images, labels) -> loss` that also updates `confusion`."""
+    loss_fn, loss_kwargs = build.loss_function(config)
+    num_replicas = strategy.num_replicas_in_sync
+
+    def replica_eval(images, labels):
+        normalizers = global_normalizers(labels, config, num_replicas)
+        logits = model(images, training=False)
+        loss = loss_fn(labels, logits, normalizers=normalizers, **loss_kwargs)
+        confusion.update(labels, tf.argmax(logits, axis=-1, output_type=tf.int32))
+        return loss
+
+    if num_replicas == 1:
+        replica_eval = tf.function(replica_eval, jit_compile=use_xla)
+
+    @tf.function
+    def eval_step(images, labels):
+        loss = strategy.run(replica_eval, args=(images, labels))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+
+    return eval_step
+
+
+def run_evaluation(eval_step, dataset, confusion, steps=None):
+    """Mean batch loss and metrics over `dataset` (a distributed dataset)."""
+    confusion.reset()
+    total, batches = 0.0, 0
+    for images, labels in dataset:
+        total += float(eval_step(images, labels))  # host sync per batch: fine for eval
+        batches += 1
+        if steps and batches >= steps:
+            break
+    metrics = kernels.segmentation_metrics(confusion.result().numpy())
+    return (total / batches if batches else float("nan")), metrics
