@@ -1,0 +1,31 @@
+"""Markdown helpers shared by the generated tables: cells, tables, provenance, absence."""
+from research import provenance as provenance_lib
+
+
+def number(value, digits=2, suffix=""):
+    """`value` with `digits` decimals and thousands separators; "-" for None."""
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def table(header, rows):
+    """A Markdown table: `header` a list of column titles, `rows` lists of cell strings."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "/") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def with_provenance(block, body):
+    """One table (or list) under its provenance line."""
+    return provenance_lib.provenance_line(block) + "\n\n" + body
+
+
+def missing(what, command, where):
+    """The one line a block shows when its artifact has not been saved yet."""
+    return f"No saved {what} yet: `{command}` saves one ({where})."
+
+
+def join_sections(sections):
+    """Sections (one per machine or artifact) separated by blank lines."""
+    return "\n\n".join(sections)
