@@ -128,7 +128,8 @@ def main(argv=None):
     parser.add_argument("--mobile-run", default=None, help="a trained demo_mobile run to use")
     parser.add_argument("--resnet-run", default=None, help="a trained demo run to use")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the runs trained here (default 6)")
-    parser.add_argument("--latency-sizes", type=int, nargs="+", default=[257, 513])
+    parser.add_argument("--latency-sizes", type=int, nargs="+", default=[257, 513],
+                        help="square input sizes timed (default 257 513)")
     parser.add_argument("--frames", type=int, default=20, help="frames timed per file (default 20)")
     parser.add_argument("--skip-resnet-latency", action="store_true",
                         help="time MobileNetV2 only (ResNet-50's conversions take minutes)")

@@ -13,7 +13,9 @@ from research.docs import tables
 COMMANDS = {
     "demo": "make demo DEMO_REPORT_FLAGS=--json",
     "tflite": "python scripts/tflite_report.py --resnet-run runs/demo --json",
-    "ablation": "python scripts/ablate.py --base demo --axes loss,model,seed --json",
+    "ablation": ("python scripts/ablate.py --base demo --axes loss,model,seed --steps 400 "
+                 "--set input_size=[64,64] --set resize_to_before_crop=[64,64] "
+                 "--set backbone_blocks=[1,1,1,1] --json"),
     "speedups": "python scripts/check_speedups.py",
     "models": "python -m research.models --json",
 }
