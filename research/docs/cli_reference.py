@@ -158,14 +158,9 @@ def command_section(command, parser):
     return "\n".join(line for line in body)
 
 
-def slug(heading):
-    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
 def reference(root):
     """A list of every command with its description's first sentence, then each command's section."""
     found = parsers(root)
-    listing = [f"- [`{c}`](#{slug(c)}): {' '.join((p.description or '').split()).split('. ')[0].rstrip('.')}."
+    listing = [f"- [`{c}`](#{tables.slug(c)}): {' '.join((p.description or '').split()).split('. ')[0].rstrip('.')}."
                for c, p in found]
     return "\n".join(listing) + "\n\n" + "\n\n".join(command_section(c, p) for c, p in found)

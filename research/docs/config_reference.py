@@ -18,7 +18,7 @@ import typing
 from research import config as config_lib
 from research.docs import tables
 
-_SECTION = re.compile(r"#\s*---\s*(.+?)\s*-*\s*$")
+_SECTION = re.compile(r"^---\s*(.+?)\s*-*$")      # a comment's text, "#" stripped
 
 
 def _comments(source):

@@ -1,4 +1,6 @@
-"""Markdown helpers shared by the generated tables: cells, tables, provenance, absence."""
+"""Markdown helpers shared by the generated tables: cells, tables, provenance, absence, anchors."""
+import re
+
 from research import provenance as provenance_lib
 
 
@@ -29,3 +31,8 @@ def missing(what, command, where):
 def join_sections(sections):
     """Sections (one per machine or artifact) separated by blank lines."""
     return "\n\n".join(sections)
+
+
+def slug(heading):
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
