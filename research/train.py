@@ -21,7 +21,7 @@ in the loop state and skips the batches of it it already trained on).
 Several workers (`distribute="multi_worker"`, TF_CONFIG; `python -m research.launch`):
 each trains on its slice of every global batch; only the chief writes the files above
 (the others take part in checkpoint saves through temporary folders); see
-`distribute_batches`, `CheckpointFiles` and the README's Distribution section.
+`distribute_batches`, `CheckpointFiles` and docs/distributed.md.
 """
 import argparse
 import csv
@@ -106,7 +106,7 @@ def agree_on_overflow(finite, grads):
 def checks_gradients(step, epoch_step, steps_per_epoch, config, loss_scaling):
     """Whether global step `step` (1-based, about to run) checks its gradients are finite.
 
-    The NaN guard's rule (measured cost: see the README's Training section): the loss
+    The NaN guard's rule (measured cost: docs/training.md, "The NaN guard"): the loss
     is checked every step (the loop reads it anyway); the gradients only on log steps
     and on steps whose end saves a checkpoint (mid-epoch or epoch end), where a
     non-finite gradient is then named as the cause. A non-finite gradient between

@@ -78,8 +78,8 @@ def time_frames(model, frame, frames):
 
 def trained_run(name, workdir, voc_root, epochs):
     """A run of the named config trained on voc_root for `epochs` of 300 steps, its best
-    model exported (kept if already there): the runs the README's tables measured, whatever
-    the demo config's own budget and export setting are now."""
+    model exported (kept if already there), whatever the config's own budget and export
+    setting are."""
     from research import config as config_lib
     from research import train
 

@@ -6,7 +6,7 @@ architecture: dilated conv5, ASPP, output stride 16) trained from scratch, becau
 full ResNet-50 gets only ~250 steps in ten minutes on such a machine and ImageNet
 weights may not be downloadable. `make demo` generates 960 train and 240 val images
 (120 val + 120 test). The result is deterministic: a rerun on the same machine gives
-the same test numbers (docs/index.md links the saved result).
+the same test numbers (the README shows the saved result).
 
 The recipe is the reference recipe's pieces scaled down to 2,100 steps:
 - Base width 16 instead of 32: a step costs about 0.45 of one at width 32, so twice the
