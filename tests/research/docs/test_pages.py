@@ -6,6 +6,7 @@ command's module) and compared with the committed pages without writing anything
 import difflib
 import os
 import re
+import shlex
 
 import pytest
 
@@ -162,3 +163,37 @@ def test_licence_and_citation_match_setup_cfg():
     assert re.search(rf"^version: {re.escape(version)}$", citation, re.M)
     assert re.search(r"^license: Apache-2.0$", citation, re.M) and "cff-version: 1.2.0" in citation
     assert f"## {version}" in read("CHANGELOG.md")
+
+
+def documented_commands():
+    """(page, command line) of every `python -m research...` / `python scripts/...` line in the
+    hand-written code blocks of the pages: continuations joined, comments, environment
+    assignments and optional `[...]` parts dropped."""
+    found = []
+    for page in prose_pages():
+        for block in re.findall(r"```\n(.*?)```", hand_written(read(page)), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#.*$", "", re.sub(r"\[--[^\[\]]*\]", "", line)).strip()
+                line = re.sub(r"^(\w+='[^']*'\s+)+", "", line)            # TF_CONFIG='...' python ...
+                if line.startswith(("python -m research", "python scripts/")):
+                    found.append((page, line))
+    return found
+
+
+def test_documented_commands_parse(parsers):
+    by_command = dict(parsers)
+    found = documented_commands()
+    assert len(found) >= 30
+    for page, line in found:
+        words = shlex.split(line)
+        command = " ".join(words[:3] if words[1] == "-m" else words[:2])
+        assert command in by_command, f"{page}: {line}: no such command"
+        if "--help" in words:
+            continue
+        try:
+            args = by_command[command].parse_args(words[3 if words[1] == "-m" else 2:])
+        except SystemExit:
+            pytest.fail(f"{page}: {line}: does not parse (see the error above)")
+        named = getattr(args, "config", None) or getattr(args, "base", None)
+        if named in NAMED_CONFIGS:                   # its --set values are valid for that config
+            config_lib.apply_overrides(config_lib.load_config(named), getattr(args, "overrides", []))
