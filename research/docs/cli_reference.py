@@ -143,14 +143,18 @@ def _help(parser, action):
         pass
     if action.choices and action.metavar is not None:   # else the invocation shows them
         text += " (one of: " + ", ".join(str(c) for c in action.choices) + ")"
-    if action.required and action.option_strings:
-        text = "**required**; " + text
-    return " ".join(text.split())
+    text = tables.escape(" ".join(text.split()))
+    return "**required**; " + text if action.required and action.option_strings else text
+
+
+def summary(parser):
+    """The first sentence of the parser's description, for the list of commands."""
+    return tables.escape(" ".join((parser.description or "").split()).split(". ")[0].rstrip("."))
 
 
 def command_section(command, parser):
     """The reference of one command: heading, description, usage, one row per option."""
-    description = " ".join((parser.description or "").split())
+    description = tables.escape(" ".join((parser.description or "").split()))
     rows = [[f"`{invocation(parser, a)}`", _default(a), _help(parser, a)] for a in options(parser)]
     body = [f"### `{command}`", "", description, "", "```", usage(parser), "```"]
     if rows:
@@ -161,6 +165,5 @@ def command_section(command, parser):
 def reference(root):
     """A list of every command with its description's first sentence, then each command's section."""
     found = parsers(root)
-    listing = [f"- [`{c}`](#{tables.slug(c)}): {' '.join((p.description or '').split()).split('. ')[0].rstrip('.')}."
-               for c, p in found]
+    listing = [f"- [`{c}`](#{tables.slug(c)}): {summary(p)}." for c, p in found]
     return "\n".join(listing) + "\n\n" + "\n\n".join(command_section(c, p) for c, p in found)

@@ -90,7 +90,7 @@ def fields_table():
         kind = " or ".join(f"`{json.dumps(c)}`" for c in choices) if choices else type_name(types[name])
         resumable = "yes" if name in config_lib.RESUMABLE_FIELDS else "no"
         sections.setdefault(section, []).append(
-            [f"`{name}`", kind, f"`{json_value(getattr(defaults, name))}`", meaning, resumable])
+            [f"`{name}`", kind, f"`{json_value(getattr(defaults, name))}`", tables.escape(meaning), resumable])
     parts = [f"**{section}**\n\n" + tables.table(["field", "type or values", "default", "meaning",
                                                   "may change on resume"], rows)
              for section, rows in sections.items()]
@@ -113,7 +113,7 @@ def named_configs_table():
         values = config_lib.check_config(function()).to_dict()
         changed = ", ".join(f"`{k}={json_value(v)}`" for k, v in values.items()
                             if v != defaults[k] and k != "name")
-        rows.append([f"`{name}`", purpose(function), changed or "(the defaults)"])
+        rows.append([f"`{name}`", tables.escape(purpose(function)), changed or "(the defaults)"])
     return tables.table(["name", "what it is for", "fields it sets (the rest are the defaults)"], rows)
 
 

@@ -33,6 +33,15 @@ def join_sections(sections):
     return "\n\n".join(sections)
 
 
+def escape(text):
+    """Prose for a Markdown page: `<`, `>` and `*` outside code spans shown as written
+    (help texts say `<name>.png` and `x ** p`, which Markdown would take for HTML or emphasis)."""
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+    return "`".join(parts)
+
+
 def slug(heading):
     """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")

@@ -91,7 +91,9 @@ def test_the_readme_is_a_front_door():
 
 
 def prose_pages():
-    return ["README.md", "CHANGELOG.md"] + [p for p in generate.pages(REPO) if p != "README.md"]
+    """The product's pages: README, CHANGELOG and docs/, without working notes (docs/_*.md)."""
+    return ["README.md", "CHANGELOG.md"] + [p for p in generate.pages(REPO)
+                                            if p != "README.md" and not os.path.basename(p).startswith("_")]
 
 
 def hand_written(text):
