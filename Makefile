@@ -8,11 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/synthetic
 DEMO_RUN ?= runs/demo
+# `make demo DEMO_REPORT_FLAGS=--json` also saves the result for `make docs`
+# (benchmarks/results/<machine>/demo.json).
+DEMO_REPORT_FLAGS ?=
 MACHINE := $(shell $(PYTHON) scripts/machine_id.py)
 # "dev" or "dev,gpu" (research/runtime.py install_extras); expanded only when installing.
 EXTRAS = $(shell $(PYTHON) -c 'from research.runtime import install_extras; print(install_extras())')
 
-.PHONY: install test test-slow demo bench bench-saved bench-check speedups clean
+.PHONY: install test test-slow demo docs docs-check bench bench-saved bench-check speedups clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +37,16 @@ demo: $(STAMP)
 	$(PY) scripts/show_batch.py --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png && \
 	$(PY) -m research.train --config demo --workdir $(DEMO_RUN) && \
 	$(PY) -m research.evaluate --workdir $(DEMO_RUN) --subset test && \
-	$(PY) scripts/demo_report.py --workdir $(DEMO_RUN) --started-at $$start
+	$(PY) scripts/demo_report.py --workdir $(DEMO_RUN) --started-at $$start $(DEMO_REPORT_FLAGS)
+
+# Regenerates the tables and references between the `generated` markers of README.md and
+# docs/ from saved artifacts (benchmarks/baselines/, benchmarks/results/) and the code;
+# measures nothing. `make docs-check` fails when a page is out of date.
+docs: $(STAMP)
+	$(PY) scripts/make_docs.py
+
+docs-check: $(STAMP)
+	$(PY) scripts/make_docs.py --check
 
 # Benchmarks are not part of `make test`. Saved runs are kept per machine
 # (scripts/machine_id.py), because pytest-benchmark's machine id holds only the OS and

@@ -155,7 +155,7 @@ def _build(case, batch_file):
         # doubles over a run. Measured (vm-AMD-EPYC-2cpu, oneDNN on, 4 calls of 3 steps
         # each way): 2 of 4 calls spent 3.8 and 6.0 s after their last step with the
         # thread, none over 0.01 s without; the steps themselves took the same. That
-        # wait, not Keras, made the 5.11 s / 10.24 s clusters of the README's `fit` times.
+        # wait, not Keras, made `fit`'s times cluster at 5.11 s and 10.24 s.
         dataset = pipeline.without_autotune_thread(
             tf.data.Dataset.from_tensors((images, labels)).repeat())
 

@@ -18,6 +18,16 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Adds what a saved run's provenance line needs (`make docs`, research/docs): the
+    project's machine id, the TensorFlow version and the command that made the run."""
+    from research.provenance import command_line, machine_id, tensorflow_version
+
+    machine_info["machine_id"] = machine_id()
+    machine_info["tensorflow"] = tensorflow_version()
+    machine_info["command"] = command_line("python -m pytest", config.invocation_params.args)
+
+
 def bench_case(*values, id, baseline=False):
     """One parametrized benchmark case; `baseline=True` marks the comparison side.
 

@@ -20,20 +20,21 @@ import typing
 class Config:
     """Every setting of a training run. Defaults are the book's DeepLab v3 recipe on VOC."""
 
-    name: str = "custom"
+    name: str = "custom"                       # the run's label in logs, reports and exports
 
     # --- Data ---------------------------------------------------------------
     voc_root: str = "data/VOCdevkit/VOC2012"  # the folder holding JPEGImages/, SegmentationClass/
     train_subset: str = "train"                # "train" (train.txt) or "train_aug" (+SBD: prepare_sbd.py)
-    num_classes: int = 21
-    ignore_label: int = 255
+    num_classes: int = 21                      # classes predicted, background included (VOC: 21)
+    ignore_label: int = 255                    # mask value left out of the loss and the metrics
     input_size: tuple = (384, 384)             # (height, width) the model trains on
-    resize_to_before_crop: typing.Optional[tuple] = (444, 444)
-    augmentation: bool = True
+    resize_to_before_crop: typing.Optional[tuple] = (444, 444)  # (h, w) resize before the random
+                                               # crop; None: scale from each image's own size
+    augmentation: bool = True                  # training: random crop, flip, colour jitter
     scale_range: typing.Optional[tuple] = None # (low, high): random scale, pad, crop (recipe of the
                                                # papers) instead of the book's crop-or-resize
     batch_size: int = 8                        # global batch, split across replicas
-    eval_batch_size: int = 8
+    eval_batch_size: int = 8                   # global batch of val/test evaluation
     split_seed: int = 0                        # val/test halves of val.txt
     skip_bad: bool = False                     # log and skip unreadable samples
 
@@ -42,7 +43,7 @@ class Config:
     output_stride: int = 16                    # DeepLab v3 only: 16 or 8
     weights: typing.Optional[str] = "imagenet" # None, "imagenet" or a path to ResNet-50 weights
     backbone_blocks: tuple = (3, 4, 6, 3)      # ResNet-50; smaller for smoke tests
-    backbone_width: int = 64
+    backbone_width: int = 64                   # channels of the first conv (ResNet-50: 64)
     backbone: str = "resnet50"                 # DeepLab v3: "resnet50" or "mobilenet_v2" (7 stages:
                                                # blocks (1,2,3,4,3,3,1), width 32 = alpha 1.0)
     head: str = "aspp"                         # DeepLab v3: "aspp" or "light" (1x1 + image pooling)
@@ -57,10 +58,10 @@ class Config:
 
     # --- Loss ---------------------------------------------------------------
     loss_impl: str = "fused"                   # "fused" (kernels.ce_dice_loss) or "reference"
-    ce_weight: float = 1.0
-    dice_weight: float = 1.0
-    class_weighted: bool = True
-    dice_smooth: float = 1.0
+    ce_weight: float = 1.0                     # weight of the cross-entropy term
+    dice_weight: float = 1.0                   # weight of the dice term (0: plain cross-entropy)
+    class_weighted: bool = True                # weight a pixel by 1 - its class's share of its image
+    dice_smooth: float = 1.0                   # added to the dice ratio's numerator and denominator
 
     # --- Optimisation -------------------------------------------------------
     optimizer: str = "adam"                    # "adam" or "sgd" (with `momentum`)
@@ -70,32 +71,32 @@ class Config:
     optimizer_impl: str = "fused"              # "fused" (kernels.FusedAdam/FusedSGD: one TF kernel
                                                # per variable) or "keras" (Keras' own classes)
     lr_schedule: str = "plateau"               # "plateau" (the book's), "poly" or "cosine", per step
-    poly_power: float = 0.9
+    poly_power: float = 0.9                    # poly: lr * (1 - step / total_steps) ** poly_power
     warmup_steps: int = 0                      # linear warmup from base/warmup_steps to base
     total_steps: typing.Optional[int] = None   # poly/cosine horizon; None: epochs * steps_per_epoch
-    epochs: int = 25
+    epochs: int = 25                           # training epochs (val after each)
     steps_per_epoch: typing.Optional[int] = None  # None: one pass over the train split
     eval_steps: typing.Optional[int] = None       # None: the whole val split
     monitor: str = "val_loss"                  # a column of train_log.csv
     monitor_mode: str = "auto"                 # "min", "max", or "auto" (min for losses)
     plateau_patience: int = 3                  # epochs without improvement before LR x factor
-    plateau_factor: float = 0.1
-    min_learning_rate: float = 1e-8
+    plateau_factor: float = 0.1                # plateau: multiplies the learning rate
+    min_learning_rate: float = 1e-8            # plateau: the learning rate's floor
     early_stop_patience: int = 6               # epochs without improvement before stopping
 
     # --- Runtime ------------------------------------------------------------
     precision: str = "auto"                    # "auto", "float32", "mixed_float16", "mixed_bfloat16"
     jit_compile: typing.Union[bool, str] = "auto"  # True, False or "auto" (by device, measured)
     distribute: str = "default"                # "default", "mirrored" or "multi_worker"
-    seed: int = 0
+    seed: int = 0                              # initial weights, data order and augmentation
     deterministic: bool = False                # bit-identical reruns (op determinism; a little slower)
-    checkpoint_every_steps: int = 500
-    keep_checkpoints: int = 3
+    checkpoint_every_steps: int = 500          # also at each epoch end
+    keep_checkpoints: int = 3                  # newest checkpoints kept in checkpoints/
     log_every_steps: int = 20                  # TensorBoard scalars and progress metrics
     tensorboard_images: int = 3                # predicted masks written per epoch
     nan_policy: str = "stop"                   # "stop", or "restore" (last checkpoint, lower LR)
-    nan_lr_factor: float = 0.5
-    max_nan_restores: int = 3
+    nan_lr_factor: float = 0.5                 # nan_policy "restore": multiplies the learning rate
+    max_nan_restores: int = 3                  # nan_policy "restore": restores before the run stops
     profile_steps: typing.Optional[tuple] = None  # (first, last) global steps to trace
     export_best: bool = True                   # export the best model by `monitor` to export/
     final_eval_full_resolution: bool = False   # at the end: val at each image's own size (eval_val/)

@@ -168,8 +168,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m research.fit_baseline",
                                      description="Train with plain Keras compile/fit (the benchmark baseline).")
     parser.add_argument("--config", required=True, help="a named config or a .json file")
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workdir", required=True, help="the run's folder (train_log.csv, checkpoints)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (value parsed as JSON), repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)

@@ -17,7 +17,7 @@ launcher's exit status is the chief's (0, or 1 for an error, 130 for a polite st
 passed to every worker: they agree on a step, write a checkpoint there and exit 130.
 
 On a real cluster there is no launcher: run the research.train command on every host
-with that host's TF_CONFIG (see the README's "Distribution" section).
+with that host's TF_CONFIG (docs/distributed.md).
 """
 import argparse
 import collections

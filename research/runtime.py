@@ -6,7 +6,8 @@ TF_ENABLE_ONEDNN_OPTS once, at import). `research/__init__.py` calls it, so ever
 the variable. The other functions run after the import.
 
 The defaults come from the project's own train-step benchmark
-(benchmarks/bench_train_step.py); see the README's results table.
+(benchmarks/bench_train_step.py); docs/training.md states them as rules, and
+docs/benchmarks.md has the train-step table behind them.
 """
 import dataclasses
 import json
@@ -20,7 +21,7 @@ import sys
 log = logging.getLogger("research")
 
 # Measured with benchmarks/bench_train_step.py (DeepLab v3, 384 px, batch 2, float32,
-# 2-core Zen 3 without AVX-512): see the README. TF itself turns oneDNN on only for
+# 2-core Zen 3 without AVX-512): docs/benchmarks.md. TF itself turns oneDNN on only for
 # CPUs with AVX-512 VNNI/BF16, AVX-VNNI or AMX.
 ONEDNN_DEFAULT = "1"
 _ONEDNN_SOURCE = {"source": "unset"}

@@ -26,7 +26,7 @@ in the loop state and skips the batches of it it already trained on).
 Several workers (`distribute="multi_worker"`, TF_CONFIG; `python -m research.launch`):
 each trains on its slice of every global batch; only the chief writes the files above
 (the others take part in checkpoint saves through temporary folders); see
-`research.training.distributed` and `research.training.checkpoints`.
+`research.training.distributed`, `research.training.checkpoints` and docs/distributed.md.
 """
 import argparse
 import contextlib

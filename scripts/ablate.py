@@ -28,6 +28,7 @@ Outputs (written atomically, rewritten after every cell):
   OUT/ablation.csv  one row per cell: results at the end of the budget and at the best eval
   OUT/ablation.md   the same as a markdown table, grouped by axis
   OUT/ablation.png  val mean IoU against step, one line per run
+With --json [PATH], also the table with its provenance (research/results.py), for `make docs`.
 """
 import argparse
 import csv
@@ -41,6 +42,7 @@ import sys
 import time
 
 from research import config as config_lib
+from research import provenance, results
 from research.fileio import atomic_write_json, atomic_write_text
 from research.progress import format_seconds
 
@@ -424,6 +426,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-deterministic", dest="deterministic", action="store_false",
                         help="run cells without op determinism (a little faster; reruns then differ "
                              "by thread-timing noise)")
+    results.add_json_argument(parser, "ablation")
     return parser.parse_args(argv)
 
 
@@ -431,7 +434,7 @@ def main(argv=None):
     """Returns the exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    command = "python scripts/ablate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = provenance.command_line("python scripts/ablate.py", argv)
     try:
         base, cells = make_cells(config_lib.load_config(args.base), [a for a in args.axes.split(",") if a],
                                  args.steps, args.evals, args.overrides, args.deterministic)
@@ -444,6 +447,9 @@ def main(argv=None):
         return 130
     print(f"wrote {os.path.join(args.out, 'ablation.csv')}, ablation.md and ablation.png "
           f"({len(rows)} cells, {len(unique_runs(cells))} runs)")
+    if args.json:
+        saved = results.ablation_results(rows, describe_base(base), seed_spread(rows))
+        print(f"result: {results.write_results(args.json, saved, command)}")
     return 0
 
 

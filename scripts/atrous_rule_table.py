@@ -61,9 +61,10 @@ def _worker(rates, repeats, formulations):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", type=int, nargs="+", default=[2, 6, 12, 18])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--formulations", nargs="+", choices=FORMULATIONS, default=list(FORMULATIONS))
+    parser.add_argument("--rates", type=int, nargs="+", default=[2, 6, 12, 18], help="atrous rates measured")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (the minimum is kept)")
+    parser.add_argument("--formulations", nargs="+", choices=FORMULATIONS, default=list(FORMULATIONS),
+                        help="the kernels.atrous formulations compared (default all)")
     parser.add_argument("--onednn", choices=("0", "1", "both"), default="both",
                         help="TF_ENABLE_ONEDNN_OPTS settings to measure (default both)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -31,8 +31,8 @@ def images_per_second(workdir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--config", default="demo")
+    parser.add_argument("--workers", type=int, default=2, help="local workers to compare with one process")
+    parser.add_argument("--config", default="demo", help="a named config or a .json file (default demo)")
     parser.add_argument("--steps", type=int, default=10, help="steps per epoch (2 epochs)")
     parser.add_argument("--root", default=None, help="folder for data and runs (default: a temp folder)")
     args = parser.parse_args(argv)

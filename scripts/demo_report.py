@@ -1,9 +1,10 @@
 """Writes the `make demo` report: training curve, test metrics against a majority baseline.
 
-    python scripts/demo_report.py --workdir runs/demo [--started-at EPOCH_SECONDS]
+    python scripts/demo_report.py --workdir runs/demo [--started-at EPOCH_SECONDS] [--json [PATH]]
 
 Reads WORKDIR/train_log.csv and WORKDIR/eval/metrics.json (written by research.train
-and research.evaluate) and writes WORKDIR/REPORT.md. The baseline is what predicting
+and research.evaluate) and writes WORKDIR/REPORT.md; with --json also the numbers with
+their provenance (research/results.py), for `make docs`. The baseline is what predicting
 every pixel as the test set's most frequent class scores: a model that learned nothing
 useful scores about that.
 """
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from research.config import Config  # noqa: E402
 from research.data.voc import CLASS_NAMES  # noqa: E402
+from research import provenance, results  # noqa: E402
 from research.fileio import atomic_write_text  # noqa: E402
 
 
@@ -42,6 +44,11 @@ def majority_baseline(confusion):
     # Mean accuracy (recall averaged over labelled classes): 1 for `majority`, 0 elsewhere.
     return {"class": majority, "pixel_accuracy": true_counts[majority] / total,
             "mean_accuracy": 1.0 / present.sum(), "mean_iou": float(iou[present].mean())}
+
+
+def class_names(num_classes):
+    """VOC's class names for a 21-class run, else the indices as strings."""
+    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
 
 
 def read_history(path):
@@ -81,7 +88,7 @@ def recipe_text(config):
 
 def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
     num_classes = len(metrics["confusion_matrix"])
-    names = list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
+    names = class_names(num_classes)
     model = metrics["model"]
     best = max(history, key=lambda r: float(r["val_mean_iou"]))
     train_seconds = sum(float(r["epoch_seconds"]) for r in history)
@@ -117,9 +124,10 @@ def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Write the demo's REPORT.md from a trained and evaluated run.")
-    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--workdir", required=True, help="a trained run evaluated with --subset test")
     parser.add_argument("--started-at", type=float, default=None,
                         help="Unix time the demo started, for the wall time")
+    results.add_json_argument(parser, "demo")
     args = parser.parse_args(argv)
     log_path = os.path.join(args.workdir, "train_log.csv")
     metrics_path = os.path.join(args.workdir, "eval", "metrics.json")
@@ -148,6 +156,12 @@ def main(argv=None):
     atomic_write_text(os.path.join(args.workdir, "REPORT.md"), text)
     print(text)
     print(f"report: {os.path.join(args.workdir, 'REPORT.md')}")
+    if args.json:
+        majority_name = class_names(len(metrics["confusion_matrix"]))[baseline["class"]]
+        saved = results.demo_results((config or {}).get("name", "custom"), history, metrics, baseline,
+                                     majority_name, wall)
+        command = provenance.command_line("python scripts/demo_report.py", argv)
+        print(f"result: {results.write_results(args.json, saved, command)}")
     return 0
 
 

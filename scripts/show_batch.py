@@ -53,12 +53,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--voc-root", required=True, help="the .../VOCdevkit/VOC2012 folder")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--subset", default="train", choices=voc.SUBSETS)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--input-size", type=int, default=256)
+    parser.add_argument("--subset", default="train", choices=voc.SUBSETS, help="the split drawn (default train)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images in the batch (default 8)")
+    parser.add_argument("--input-size", type=int, default=256, help="square crop size (default 256)")
     parser.add_argument("--resize-before-crop", type=int, default=None,
                         help="size before the random crop (default: input size x 444/384, as the book)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the pipeline's seed (default 0)")
     parser.add_argument("--warm-batches", type=int, default=10,
                         help="batches timed after the first epoch (default 10)")
     args = parser.parse_args(argv)

@@ -3,9 +3,11 @@
     python scripts/tflite_report.py [--voc-root data/synthetic/VOCdevkit/VOC2012]
         [--mobile-run runs/demo_mobile] [--resnet-run runs/demo] [--epochs 6]
         [--latency-sizes 257 513] [--frames 20] [--skip-resnet-latency] [--workdir runs/tflite_report]
+        [--json [PATH]]
 
 Two parts, printed as Markdown tables with the date and the machine
-(scripts/machine_id.py):
+(scripts/machine_id.py), and with --json saved with their provenance for `make docs`
+(research/results.py):
 
 1. Latency: full-size DeepLab v3 on ImageNet-sized backbones (ResNet-50 + ASPP, MobileNetV2
    + light head; OS16) with RANDOM weights (latency does not depend on them), converted in
@@ -20,7 +22,7 @@ Two parts, printed as Markdown tables with the date and the machine
    quantization change), and through research.export.predict_masks (float resize; adds
    the rounding of the resized frame to uint8, see export_tflite.device_frame).
 
-Goals (issue 15): MobileNetV2 int8 257x257 <= 15 ms/frame on 1 thread and <= 10 ms on 2;
+Goals: MobileNetV2 int8 257x257 <= 15 ms/frame on 1 thread and <= 10 ms on 2;
 int8 loses <= 1.0 point of test mIoU, float16 <= 0.1; agreement float32 >= 99.9%, int8 >= 97%.
 """
 import argparse
@@ -32,6 +34,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from research import provenance, results  # noqa: E402
 
 MODES = ("none", "float16", "dynamic", "int8")
 
@@ -74,8 +78,8 @@ def time_frames(model, frame, frames):
 
 def trained_run(name, workdir, voc_root, epochs):
     """A run of the named config trained on voc_root for `epochs` of 300 steps, its best
-    model exported (kept if already there): the runs the README's tables measured, whatever
-    the demo config's own budget and export setting are now."""
+    model exported (kept if already there), whatever the config's own budget and export
+    setting are."""
     from research import config as config_lib
     from research import train
 
@@ -124,14 +128,15 @@ def main(argv=None):
     parser.add_argument("--mobile-run", default=None, help="a trained demo_mobile run to use")
     parser.add_argument("--resnet-run", default=None, help="a trained demo run to use")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the runs trained here (default 6)")
-    parser.add_argument("--latency-sizes", type=int, nargs="+", default=[257, 513])
+    parser.add_argument("--latency-sizes", type=int, nargs="+", default=[257, 513],
+                        help="square input sizes timed (default 257 513)")
     parser.add_argument("--frames", type=int, default=20, help="frames timed per file (default 20)")
     parser.add_argument("--skip-resnet-latency", action="store_true",
                         help="time MobileNetV2 only (ResNet-50's conversions take minutes)")
     parser.add_argument("--skip-accuracy", action="store_true", help="latency table only")
+    results.add_json_argument(parser, "tflite")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from scripts.machine_id import machine_id
 
     started = time.time()
     if not args.skip_accuracy and not os.path.isdir(args.voc_root):
@@ -139,13 +144,15 @@ def main(argv=None):
 
         root = args.voc_root.split("/VOCdevkit")[0]
         make_synthetic_voc(root, 240, 120, seed=0)
-    print(f"## On the device: {datetime.date.today()}, machine {machine_id()}\n")
+    print(f"## On the device: {datetime.date.today()}, machine {provenance.machine_id()}\n")
     backbones = ("mobilenet_v2",) if args.skip_resnet_latency else ("mobilenet_v2", "resnet50")
     print("| model (random weights) | size | mode | file MB | ms/frame 1 thread | ms/frame 2 threads |")
     print("|---|---|---|---|---|---|")
-    for backbone, size, mode, size_bytes, one, two in latency_rows(args.latency_sizes, args.frames, backbones):
+    latency = latency_rows(args.latency_sizes, args.frames, backbones)
+    for backbone, size, mode, size_bytes, one, two in latency:
         print(f"| DeepLab v3 {backbone} | {size}x{size} | {mode} | {size_bytes / 1e6:.1f} | {one:.1f} | {two:.1f} |",
               flush=True)
+    accuracy = []
     if not args.skip_accuracy:
         runs = (("demo_mobile (MobileNetV2)", "demo_mobile", args.mobile_run),
                 ("demo (ResNet)", "demo", args.resnet_run))
@@ -154,11 +161,16 @@ def main(argv=None):
         print("|---|---|---|---|---|---|---|")
         for label, name, given in runs:
             workdir = given or trained_run(name, os.path.join(args.workdir, name), args.voc_root, args.epochs)
-            for row_label, mode, size_bytes, miou, delta, frame, floats in accuracy_rows(label, workdir, args.voc_root):
+            rows = accuracy_rows(label, workdir, args.voc_root)
+            accuracy += rows
+            for row_label, mode, size_bytes, miou, delta, frame, floats in rows:
                 size_text = "-" if size_bytes is None else f"{size_bytes / 1e6:.2f}"
                 print(f"| {row_label} | {mode} | {size_text} | {miou:.4f} | {delta:+.2f} | {100 * frame:.2f}% "
                       f"| {100 * floats:.2f}% |", flush=True)
     print(f"\n(wall time {time.time() - started:.0f} s)")
+    if args.json:
+        command = provenance.command_line("python scripts/tflite_report.py", argv)
+        print(f"result: {results.write_results(args.json, results.tflite_results(latency, accuracy), command)}")
     return 0
 
 

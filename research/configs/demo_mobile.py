@@ -15,9 +15,8 @@ def get_config():
         backbone_blocks=(1, 2, 3, 4, 3, 3, 1),
         backbone_width=16,
         head="light",
-        # Kept as measured for the README's device tables (the demo's 2,100 steps in 3
-        # evaluations, its narrower ASPP and its export-free run came later, for the
-        # ResNet demo's time budget).
+        # The budget of the device tables (scripts/tflite_report.py): 6 x 300 steps, the
+        # best model exported for conversion.
         aspp_filters=256,
         epochs=6,
         steps_per_epoch=300,

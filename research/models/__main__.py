@@ -4,10 +4,16 @@ Prints, for DeepLab v3 (ResNet-50 with ASPP, MobileNetV2 with ASPP and with the 
 head; output stride 16 and 8) and U-Net with random weights, the total, trainable and
 non-trainable parameter counts, the GFLOPs of one 257x257 and one 513x513 image, and the
 output shape at --input-size.
+
+`--json [PATH]` saves one row per named config instead (its model at its input size:
+parameters and GFLOPs per image) with its provenance, for `make docs`
+(research/results.py has the schema).
 """
 import argparse
 
 import numpy as np
+
+from research import provenance, results
 
 FLOPS_SIZES = (257, 513)
 
@@ -46,6 +52,30 @@ def conv_flops(model, height, width):
                for layer, spec in zip(convs, specs))
 
 
+def named_config_rows():
+    """[{config, model, backbone, head, output_stride, input_size, parameters, trainable,
+    non_trainable, gflops}] of every named config's model (random weights) at its input size."""
+    import keras
+
+    from research.build import build_model
+    from research.configs import NAMED_CONFIGS
+
+    rows = []
+    for name, get_config in NAMED_CONFIGS.items():
+        config = get_config()
+        model = build_model(config, pretrained=False)
+        total, trainable, frozen = parameter_counts(model)
+        height, width = config.input_size
+        deeplab = config.model == "deeplab_v3"
+        rows.append({"config": name, "model": config.model,
+                     "backbone": config.backbone, "head": config.head if deeplab else None,
+                     "output_stride": config.output_stride if deeplab else None,
+                     "input_size": [height, width], "parameters": total, "trainable": trainable,
+                     "non_trainable": frozen, "gflops": conv_flops(model, height, width) / 1e9})
+        keras.backend.clear_session()
+    return rows
+
+
 def main(argv=None):
     """Command-line entry point; `argv` defaults to sys.argv[1:]."""
     parser = argparse.ArgumentParser(
@@ -57,9 +87,15 @@ def main(argv=None):
                         help="square input size in pixels (default: 384)")
     parser.add_argument("--num-classes", type=int, default=21,
                         help="number of classes (default: 21, Pascal VOC)")
+    results.add_json_argument(parser, "models")
     args = parser.parse_args(argv)
+    if args.json:
+        saved = results.write_results(args.json, {"rows": named_config_rows()},
+                                      provenance.command_line("python -m research.models", argv))
+        print(f"result: {saved}")
     if not args.summary:
-        parser.print_help()
+        if not args.json:
+            parser.print_help()
         return
     # Imported here so that --help does not pay for importing TensorFlow.
     import keras

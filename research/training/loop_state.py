@@ -81,13 +81,13 @@ def mid_epoch_save_due(state, config, steps_per_epoch):
 def checks_gradients(state, steps_per_epoch, config, loss_scaling):
     """Whether the step about to run (global step `state.step + 1`) checks its gradients.
 
-    The NaN guard's rule: the loss is checked every step (the loop reads it anyway); the
-    gradients only on log steps and on steps whose end saves a checkpoint (mid-epoch or
-    epoch end), where a non-finite gradient is then named as the cause. A non-finite
-    gradient between checks shows up in a later loss, and at the latest in the check of
-    all weights before every checkpoint and export, so no non-finite weight is ever
-    saved. Under mixed_float16 every step checks: the skipped-step count needs it (the
-    LossScaleOptimizer checks them anyway).
+    The NaN guard's rule (measured cost: docs/training.md, "The NaN guard"): the loss is
+    checked every step (the loop reads it anyway); the gradients only on log steps and on
+    steps whose end saves a checkpoint (mid-epoch or epoch end), where a non-finite
+    gradient is then named as the cause. A non-finite gradient between checks shows up in
+    a later loss, and at the latest in the check of all weights before every checkpoint
+    and export, so no non-finite weight is ever saved. Under mixed_float16 every step
+    checks: the skipped-step count needs it (the LossScaleOptimizer checks them anyway).
     """
     step, epoch_step = state.step + 1, state.epoch_steps + 1
     return (loss_scaling or itstime(step, config.log_every_steps)

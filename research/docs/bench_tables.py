@@ -1,0 +1,201 @@
+"""Tables from the saved pytest-benchmark runs, `benchmarks/baselines/<machine>/<python>/*.json`.
+
+Each machine's latest saved run (`make bench` saves one; pytest-benchmark numbers the files,
+so the highest number is the latest) gives one table per block, under its provenance line.
+Every time is the MINIMUM over rounds (benchmarks/conftest.py says why), per step where a
+call runs several steps.
+"""
+import glob
+import json
+import os
+
+from research import results as results_lib
+from research.docs import tables
+
+SAVE_COMMAND = "make bench"
+
+
+def saved_runs(root):
+    """[(machine, python folder, path, run dict)] of each machine's latest saved run, by machine."""
+    runs = []
+    pattern = os.path.join(root, results_lib.BASELINES_DIR, "*", "*")
+    for folder in sorted(p for p in glob.glob(pattern) if os.path.isdir(p)):
+        files = sorted(glob.glob(os.path.join(folder, "*.json")))
+        if not files:
+            continue
+        try:
+            with open(files[-1], encoding="utf-8") as f:
+                run = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{files[-1]}: not valid JSON ({e})") from None
+        machine = os.path.basename(os.path.dirname(folder))
+        runs.append((machine, os.path.basename(folder), files[-1], run))
+    return runs
+
+
+def run_provenance(machine, run):
+    """The provenance block of a saved run (older runs did not record TF or the command)."""
+    info, commit = run.get("machine_info", {}), run.get("commit_info", {})
+    commit_id = (commit.get("id") or "unknown")[:7] + ("+dirty" if commit.get("dirty") else "")
+    return {"machine": machine, "tensorflow": info.get("tensorflow", "(not recorded)"),
+            "commit": commit_id, "date": run.get("datetime", "unknown"),
+            "command": info.get("command", SAVE_COMMAND)}
+
+
+def seconds(bench):
+    """Minimum seconds per step (per call when a call is one step)."""
+    return bench["stats"]["min"] / bench.get("extra_info", {}).get("steps_per_call", 1)
+
+
+def items_per_second(bench):
+    per_call = bench.get("extra_info", {}).get("items_per_call")
+    return per_call / bench["stats"]["min"] if per_call else None
+
+
+def benchmarks_of(run, file_name):
+    """The run's benchmarks of benchmarks/<file_name>, in run order."""
+    return [b for b in run["benchmarks"] if b["fullname"].startswith(f"benchmarks/{file_name}::")]
+
+
+def per_machine(root, file_name, render):
+    """One section per machine whose latest run holds benchmarks/<file_name>: its provenance
+    line and `render(benchmarks)`; one line saying how to save a run when none does."""
+    sections = []
+    for machine, _, _, run in saved_runs(root):
+        found = benchmarks_of(run, file_name)
+        if found:
+            sections.append(tables.with_provenance(run_provenance(machine, run), render(found)))
+    if not sections:
+        return tables.missing(f"benchmark run with {file_name}", SAVE_COMMAND,
+                              f"{results_lib.BASELINES_DIR}/<machine>/")
+    return tables.join_sections(sections)
+
+
+# ---------------------------------------------------------------------------------
+# The train step.
+# ---------------------------------------------------------------------------------
+def describe_train_case(case):
+    """A readable label for a train-step case dict (bench_train_step.CASES)."""
+    trainer = "custom loop" if case["trainer"] == "custom" else "Keras `fit`"
+    parts = [f"{case['model']} {trainer}", f"oneDNN {'on' if case['onednn'] else 'off'}"]
+    if case["trainer"] == "custom":
+        parts.append(f"XLA {'on' if case['xla'] else 'off'}")
+    extras = [f"{k} {case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward") if k in case]
+    if case.get("deterministic"):
+        extras.append("deterministic")
+    label = ", ".join(parts) + ("; " + ", ".join(extras) if extras else "")
+    default = case["trainer"] == "custom" and case["onednn"] and not case["xla"] and not extras
+    return f"**{label} (project default on CPU)**" if default else label
+
+
+def train_step_table(found):
+    """Rows per case: s/step, images/s, the ratio to `fit` (same model) with oneDNN off
+    and on, achieved GFLOP/s and its share of the dense-conv probe."""
+    fits = {(b["extra_info"]["case"]["model"], b["extra_info"]["case"]["onednn"]): seconds(b)
+            for b in found if b["extra_info"]["case"]["trainer"] == "fit"}
+    rows = []
+    for bench in found:
+        info, step = bench["extra_info"], seconds(bench)
+        case = info["case"]
+        ratios = [fits.get((case["model"], onednn)) for onednn in (False, True)]
+        flops = info.get("achieved_flops_per_s")
+        rows.append([describe_train_case(case), tables.number(step), tables.number(items_per_second(bench), 3)]
+                    + [tables.number(r / step, suffix="x") if r else "-" for r in ratios]
+                    + [tables.number(flops / 1e9 if flops else None, 1),
+                       tables.number(100 * info["fraction_of_dense_conv"], 0, "%")
+                       if "fraction_of_dense_conv" in info else "-"])
+    return tables.table(["case", "s/step", "images/s", "vs `fit` oneDNN off", "vs `fit` oneDNN on",
+                         "GFLOP/s", "of the dense-conv probe"], rows)
+
+
+def train_step_summary(found):
+    """One row: the project's default custom step against `fit` (DeepLab v3)."""
+    by_id = {b["param"]: seconds(b) for b in found}
+    custom = by_id.get("deeplab_v3-custom-onednn_on-xla_off")
+    fits = [by_id.get(f"deeplab_v3-fit-onednn_{s}") for s in ("off", "on")]
+    if custom is None:
+        return "The saved run has no default train-step case."
+    row = [tables.number(custom)] + [tables.number(f) for f in fits] + [
+        tables.number(f / custom, suffix="x") if f else "-" for f in fits]
+    return tables.table(["custom loop s/step", "`fit` oneDNN off", "`fit` oneDNN on", "vs `fit` oneDNN off",
+                         "vs `fit` oneDNN on"], [row])
+
+
+# ---------------------------------------------------------------------------------
+# Kernels and other groups: fast cases against a baseline case of the same group.
+# ---------------------------------------------------------------------------------
+def comparison_table(found, is_baseline=None, baseline_name="baseline"):
+    """Rows per case: group, case, minimum seconds, items/s and (with `is_baseline(param)`)
+    the speed-up over that group's baseline case."""
+    baselines = {b["group"]: seconds(b) for b in found if is_baseline and is_baseline(b["param"])}
+    header = ["group", "case", "s (min)", "items/s"]
+    if is_baseline:
+        header.append(f"speed-up vs {baseline_name}")
+    rows = []
+    for bench in found:
+        row = [bench["group"] or bench["name"], f"`{bench['param'] or bench['name']}`",
+               tables.number(seconds(bench), 4), tables.number(items_per_second(bench), 1)]
+        if is_baseline:
+            base = baselines.get(bench["group"])
+            row.append(tables.number(base / seconds(bench), suffix="x") if base else "-")
+        rows.append(row)
+    return tables.table(header, rows)
+
+
+def atrous_table(found):
+    return comparison_table(found, lambda p: p.endswith("-keras"), "Keras dilated `Conv2D`")
+
+
+def loss_table(found):
+    return comparison_table(found, lambda p: p == "reference-plain", "`reference_ce_dice_loss`")
+
+
+def confusion_table(found):
+    return comparison_table(found, lambda p: p.startswith("reference"), "the book's per-class masks")
+
+
+def batchnorm_table(found):
+    return comparison_table(found, lambda p: p == "keras", "Keras `BatchNormalization`")
+
+
+def nan_guard_table(found):
+    """Rows per case: ms per step (or per check) and that as a share of the unguarded step."""
+    unguarded = {b["group"]: seconds(b) for b in found if b["param"].endswith("-unguarded")}
+    rows = []
+    for bench in found:
+        base = unguarded.get(bench["group"])
+        rows.append([bench["group"], f"`{bench['param']}`", tables.number(1000 * seconds(bench), 1),
+                     tables.number(100 * seconds(bench) / base, 1, "%") if base else "-"])
+    return tables.table(["group", "case", "ms per step or check (min)", "of the unguarded step"], rows)
+
+
+def pipeline_table(found):
+    """Pipeline images/s, and the decoders compared (extra_info of test_decode_alternatives)."""
+    rows = []
+    for bench in found:
+        info = bench["extra_info"]
+        if bench["name"] == "test_decode_alternatives":
+            rows += [[f"decode: {k}", tables.number(v, 0)] for k, v in sorted(info.items())
+                     if k not in ("items_per_s", "items_per_call")]
+        else:
+            rows.append([bench["name"].replace("test_", ""), tables.number(items_per_second(bench), 0)])
+    return tables.table(["case", "files or images/s"], rows)
+
+
+def tflite_table(found):
+    """Rows per (backbone, size, mode): file size and minimum ms per frame, 1 and 2 threads."""
+    cells = {}
+    for bench in found:
+        p = bench["params"]
+        key = (p["backbone"], p["size"], p["mode"])
+        cells.setdefault(key, {"bytes": bench["extra_info"].get("file_bytes")})[p["threads"]] = seconds(bench)
+    rows = [[backbone, f"{size}x{size}", mode, tables.number(c["bytes"] / 1e6 if c["bytes"] else None, 1),
+             tables.number(1000 * c[1] if 1 in c else None, 1), tables.number(1000 * c[2] if 2 in c else None, 1)]
+            for (backbone, size, mode), c in cells.items()]
+    return tables.table(["backbone (random weights, OS16)", "size", "mode", "file MB", "ms/frame 1 thread",
+                         "ms/frame 2 threads"], rows)
+
+
+def block(file_name, render):
+    """A block function `(root) -> markdown` for benchmarks/<file_name> rendered by `render`."""
+    return lambda root: per_machine(root, file_name, render)

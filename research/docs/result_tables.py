@@ -1,0 +1,119 @@
+"""Tables from the saved result files, `benchmarks/results/<machine>/<name>.json`.
+
+The files and their schemas are research/results.py's; each table sits under its
+file's provenance line. A name with no saved file gives one line saying which command
+saves it.
+"""
+import glob
+import os
+
+from research import results as results_lib
+from research.docs import tables
+
+COMMANDS = {
+    "demo": "make demo DEMO_REPORT_FLAGS=--json",
+    "tflite": "python scripts/tflite_report.py --resnet-run runs/demo --json",
+    "ablation": ("python scripts/ablate.py --base demo --axes loss,model,seed --steps 400 "
+                 "--set input_size=[64,64] --set resize_to_before_crop=[64,64] "
+                 "--set backbone_blocks=[1,1,1,1] --json"),
+    "speedups": "python scripts/check_speedups.py",
+    "models": "python -m research.models --json",
+}
+
+
+def saved_results(root, name):
+    """[(machine, results dict)] of every machine's `<name>.json`, by machine."""
+    pattern = os.path.join(root, results_lib.RESULTS_DIR, "*", f"{name}.json")
+    return [(os.path.basename(os.path.dirname(path)), results_lib.read_results(path))
+            for path in sorted(glob.glob(pattern))]
+
+
+def per_machine(root, name, what, render):
+    """One section per machine that saved `<name>.json`: provenance line and `render(results)`."""
+    found = saved_results(root, name)
+    if not found:
+        return tables.missing(what, COMMANDS[name], f"{results_lib.RESULTS_DIR}/<machine>/{name}.json")
+    return tables.join_sections(tables.with_provenance(results["provenance"], render(results))
+                                for _, results in found)
+
+
+def demo_table(results):
+    test, majority, training = results["test"], results["majority_class"], results["training"]
+    wall = results.get("wall_seconds")
+    rows = [
+        [f"`{results['config']}` ({results['model']['source']}, step {results['model']['step']})",
+         test["images"], tables.number(test["pixel_accuracy"], 4), tables.number(test["mean_accuracy"], 4),
+         f"**{tables.number(test['mean_iou'], 4)}**",
+         f"{training['steps']:,} steps in {tables.number(training['seconds'] / 60, 1)} min "
+         f"({tables.number(training['images_per_second_last_epoch'], 1)} images/s at the end)",
+         tables.number(wall / 60 if wall else None, 1, " min")],
+        [f"majority class everywhere ({majority['name']})", test["images"],
+         tables.number(majority["pixel_accuracy"], 4), tables.number(majority["mean_accuracy"], 4),
+         tables.number(majority["mean_iou"], 4), "-", "-"],
+    ]
+    return tables.table(["model", "test images", "pixel accuracy", "mean accuracy", "mean IoU", "training",
+                         "whole `make demo`"], rows)
+
+
+def tflite_accuracy_table(results):
+    rows = [[r["model"], r["file"], tables.number(r["file_bytes"] / 1e6 if r["file_bytes"] else None),
+             tables.number(r["test_mean_iou"], 4), tables.number(r["vs_keras_points"], suffix=" points"),
+             tables.number(100 * r["agreement_same_frame"], suffix="%"),
+             tables.number(100 * r["agreement_float_resize"], suffix="%")]
+            for r in results["accuracy"]]
+    return tables.table(["model", "file", "file MB", "test mean IoU", "vs Keras",
+                         "photo pixels = Keras, same uint8 frame", "= Keras, float resize"], rows)
+
+
+def ablation_table(results):
+    floor = results.get("noise_floor")
+    lines = [results["base"]]
+    if floor:
+        lines.append(f"Noise floor: the base with {floor['runs']} seeds ends between {floor['low']:.4f} "
+                     f"and {floor['high']:.4f} final val mean IoU (spread {floor['high'] - floor['low']:.4f}); "
+                     "smaller differences between cells are not evidence.")
+    rows = [[r["axis"], r["cell"], f"`{r['overrides']}`", tables.number(r.get("final_val_mean_iou"), 4),
+             f"{tables.number(r.get('best_val_mean_iou'), 4)} ({r.get('best_step', '-')})",
+             tables.number(r.get("images_per_second"), 1), r["status"].split(":")[0]]
+            for r in results["rows"]]
+    lines.append(tables.table(["axis", "cell", "overrides", "final val mean IoU", "best (step)", "images/s",
+                               "status"], rows))
+    return "\n\n".join(lines)
+
+
+def speedups_table(results):
+    def onednn(value):  # "on"/"off", or a bool
+        return value if isinstance(value, str) else ("on" if value else "off")
+
+    rows = [[f"`{name}`", f"oneDNN {onednn(c['onednn_baseline'])}",
+             tables.number(c["baseline_seconds"], 4), tables.number(c["fast_seconds"], 4),
+             tables.number(c["ratio"], suffix="x"), tables.number(c["floor"], 1, "x"),
+             "ok" if c["passed"] else "**below floor**"]
+            for name, c in sorted(results["checks"].items())]
+    return tables.table(["check", "baseline runs with", "baseline s", "fast s", "speed-up", "floor", ""], rows)
+
+
+def models_table(results):
+    rows = [[f"`{r['config']}`", r["model"], r["backbone"], r.get("head") or "-", r.get("output_stride") or "-",
+             "x".join(str(s) for s in r["input_size"]), f"{r['parameters']:,}", f"{r['non_trainable']:,}",
+             tables.number(r["gflops"], 2)]
+            for r in results["rows"]]
+    return tables.table(["config", "model", "backbone", "head", "output stride", "input", "parameters",
+                         "of which BatchNorm statistics", "GFLOPs per image"], rows)
+
+
+def newest(root, name, what, render):
+    """The newest saved `<name>.json` of any machine (for numbers that do not depend on the
+    machine, such as parameter counts), under its provenance line."""
+    found = saved_results(root, name)
+    if not found:
+        return tables.missing(what, COMMANDS[name], f"{results_lib.RESULTS_DIR}/<machine>/{name}.json")
+    _, results = max(found, key=lambda item: str(item[1]["provenance"]["date"]))
+    return tables.with_provenance(results["provenance"], render(results))
+
+
+def block(name, what, render, machine_independent=False):
+    """A block function `(root) -> markdown` for the results saved as `<name>.json`."""
+    if machine_independent:
+        return lambda root: newest(root, name, what, render)
+    return lambda root: per_machine(root, name, what, render)
