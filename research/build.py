@@ -71,8 +71,9 @@ def build_model_at_output_stride(model, config, output_stride):
 
 
 def make_optimizer(config, precision):
-    """Adam or SGD with momentum (config.optimizer) at the config's base learning rate;
-    wrapped in a dynamic LossScaleOptimizer for mixed_float16. The training loop sets
+    """Adam or SGD with momentum (config.optimizer) at the config's base learning rate,
+    keeping a moving average of the weights when `config.ema_decay` is set; wrapped in a
+    dynamic LossScaleOptimizer for mixed_float16. The training loop sets
     the learning rate of every step (research.training.schedules); weight decay is added to the
     gradients there (`decayed_variables`), not here.
 
@@ -82,10 +83,12 @@ def make_optimizer(config, precision):
     fused = config.optimizer_impl == "fused"
     adam, sgd = ((kernels.FusedAdam, kernels.FusedSGD) if fused
                  else (keras.optimizers.Adam, keras.optimizers.SGD))
+    # EMA of the weights (research/training/ema.py): averages kept by the optimizer.
+    ema = dict(use_ema=True, ema_momentum=config.ema_decay) if config.ema_decay else {}
     if config.optimizer == "sgd":
-        optimizer = sgd(learning_rate=config.learning_rate, momentum=config.momentum)
+        optimizer = sgd(learning_rate=config.learning_rate, momentum=config.momentum, **ema)
     else:
-        optimizer = adam(learning_rate=config.learning_rate)
+        optimizer = adam(learning_rate=config.learning_rate, **ema)
     if precision == "mixed_float16":
         # Scales the loss up so float16 gradients do not underflow; unscales before the
         # update, skips steps whose gradients overflowed and halves the scale then.

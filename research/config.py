@@ -33,7 +33,8 @@ class Config:
     augmentation: bool = True                  # training: random crop, flip, colour jitter
     scale_range: typing.Optional[tuple] = None # (low, high): random scale, pad, crop (recipe of the
                                                # papers) instead of the book's crop-or-resize
-    batch_size: int = 8                        # global batch, split across replicas
+    batch_size: int = 8                        # global batch, split across replicas (with
+                                               # accumulate_steps k: each of k micro-batches)
     eval_batch_size: int = 8                   # global batch of val/test evaluation
     split_seed: int = 0                        # val/test halves of val.txt
     skip_bad: bool = False                     # log and skip unreadable samples
@@ -68,6 +69,11 @@ class Config:
     momentum: float = 0.9                      # SGD only
     weight_decay: float = 0.0                  # L2 on conv/dense kernels (not BN, not biases)
     learning_rate: float = 1e-4                # the base (peak) learning rate
+    accumulate_steps: int = 1                  # micro-batches of batch_size per optimizer update:
+                                               # one update sees batch_size * accumulate_steps images;
+                                               # a step (steps_per_epoch, total_steps, logs) is an update
+    ema_decay: typing.Optional[float] = None   # exponential moving average of the weights (e.g.
+                                               # 0.999): evaluation, export and TFLite use it; None: off
     optimizer_impl: str = "fused"              # "fused" (kernels.FusedAdam/FusedSGD: one TF kernel
                                                # per variable) or "keras" (Keras' own classes)
     lr_schedule: str = "plateau"               # "plateau" (the book's), "poly" or "cosine", per step
@@ -234,7 +240,10 @@ def check_config(config):
     if steps is not None and (len(steps) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
                               or not 0 <= steps[0] <= steps[1]):
         raise ValueError(f"profile_steps must be [first, last], integers with 0 <= first <= last; got {steps!r}")
-    for name in ("batch_size", "eval_batch_size", "epochs", "checkpoint_every_steps",
+    ema = values["ema_decay"]
+    if ema is not None and not 0 < ema < 1:
+        raise ValueError(f"ema_decay must be null (off) or in (0, 1); got {ema!r}")
+    for name in ("batch_size", "eval_batch_size", "epochs", "checkpoint_every_steps", "accumulate_steps",
                  "keep_checkpoints", "log_every_steps", "num_classes"):
         if values[name] <= 0:
             raise ValueError(f"{name} must be positive; got {values[name]}")

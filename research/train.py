@@ -53,6 +53,7 @@ from research.progress import ProgressBar
 from research.training import schedules
 from research.training.checkpoints import CheckpointFiles, Checkpointer, remove_leftovers
 from research.training.distributed import batch_epoch, check_role, distribute_batches, make_worker_gather
+from research.training.ema import averaged_weights
 from research.training.loop_state import (
     CSV_COLUMNS, METRIC_NAMES, LoopState, checks_gradients, close_epoch, data_position, epoch_done,
     epoch_row, itstime, mid_epoch_save_due, record_step, run_finished, running_loss)
@@ -212,23 +213,27 @@ def make_input(config, rt):
     """The run's `Input`. Every train epoch's order and augmentation depend only on
     (seed, epoch), so the batches can restart at any data position; each batch carries
     its data epoch, so the loop state knows the position exactly."""
+    update_batch = config.batch_size * config.accumulate_steps   # the images of one step
+    if config.accumulate_steps > 1 and config.batch_size % rt.strategy.num_replicas_in_sync:
+        raise ValueError(f"batch_size {config.batch_size} cannot be split evenly over "
+                         f"{rt.strategy.num_replicas_in_sync} replicas for gradient accumulation")
     num_train = pipeline.dataset_size(config.voc_root, config.train_subset, split_seed=config.split_seed)
-    batches_per_data_epoch = num_train // config.batch_size
+    batches_per_data_epoch = num_train // update_batch
     if batches_per_data_epoch == 0:
         raise ValueError(f"{config.voc_root}: the {config.train_subset} split has {num_train} images, "
-                         f"fewer than batch_size {config.batch_size}")
+                         f"fewer than one step's {update_batch} (batch_size x accumulate_steps)")
 
     def train_batches(data_epoch, offset):
         def global_batches():
             dataset = pipeline.make_dataset(
-                config.voc_root, config.train_subset, config.batch_size, tuple(config.input_size),
+                config.voc_root, config.train_subset, update_batch, tuple(config.input_size),
                 resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
                 shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
                 drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed,
                 scale_range=config.scale_range, with_epoch=True)
             return dataset.skip(offset) if offset else dataset
 
-        return iter(distribute_batches(rt.strategy, rt.role, global_batches, config.batch_size))
+        return iter(distribute_batches(rt.strategy, rt.role, global_batches, update_batch))
 
     def val_batches():
         dataset = pipeline.make_dataset(
@@ -341,8 +346,9 @@ def open_cursor(run, state):
 
 def start_epoch_progress(run, state, cursor):
     """The running epoch's bar and clock, continuing from what `state` has trained of it."""
-    cursor.bar = ProgressBar(run.input.steps_per_epoch, run.config.batch_size, unit="img",
-                             initial=state.epoch_steps, desc=f"epoch {state.epoch + 1}/{run.config.epochs}")
+    config = run.config
+    cursor.bar = ProgressBar(run.input.steps_per_epoch, config.batch_size * config.accumulate_steps,
+                             unit="img", initial=state.epoch_steps, desc=f"epoch {state.epoch + 1}/{config.epochs}")
     cursor.started = time.perf_counter() - state.epoch_seconds
 
 
@@ -446,17 +452,18 @@ def end_of_epoch(run, state, cursor):
         return restart_after_nan(run, state, cursor, f"non-finite weights at the end of epoch "
                                  f"{state.epoch + 1} (step {state.step})")
     train_metrics = kernels.segmentation_metrics(train.train_confusion.result().numpy())
-    val_loss, val_metrics = run_evaluation(train.eval_step, run.input.val, train.val_confusion)
-    row = epoch_row(state, train_metrics, val_loss, val_metrics, run.learning_rate.current(),
-                    config.batch_size)
-    is_best = close_epoch(state, row, config, run.mode)
+    with averaged_weights(train.model, train.optimizer):   # the EMA weights, when kept
+        val_loss, val_metrics = run_evaluation(train.eval_step, run.input.val, train.val_confusion)
+        row = epoch_row(state, train_metrics, val_loss, val_metrics, run.learning_rate.current(),
+                        config.batch_size * config.accumulate_steps)
+        is_best = close_epoch(state, row, config, run.mode)
+        run.outputs.log_epoch(row, state.step, train.model, run.input.tb_images)
+        if is_best:
+            run.outputs.export_best(train.model, {"epoch": state.epoch, "step": state.step,
+                                                  config.monitor: row[config.monitor]})
     run.learning_rate.apply(state)  # the checkpoint holds the next step's rate
     log.info("epoch %d: %s", state.epoch, ", ".join(
         f"{k} {row[k]:.4g}" for k in CSV_COLUMNS[2:] if isinstance(row[k], float)))
-    run.outputs.log_epoch(row, state.step, train.model, run.input.tb_images)
-    if is_best:
-        run.outputs.export_best(train.model, {"epoch": state.epoch, "step": state.step,
-                                              config.monitor: row[config.monitor]})
     train.train_confusion.reset()
     save_checkpoint(run, state)
     run.outputs.flush()

@@ -31,46 +31,94 @@ def global_normalizers(labels, config, num_replicas):
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
 
 
-def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss_scaling):
-    """A tf.function `(images, labels, check_gradients=True) -> (loss, grads_finite)`.
+def weight_decay_for(config, model, num_replicas):
+    """`fn(grads, scale) -> grads` adding coupled L2 weight decay (identity when off).
 
-    `images`, `labels` are distributed batches; `check_gradients` a scalar bool tensor:
-    when false (float32 only) the gradients are not checked and grads_finite is True.
+    g += wd * w on conv/dense kernels (`build.decayed_variables`), the gradient of
+    wd/2 * ||w||^2 (PyTorch SGD's weight_decay, as mmsegmentation uses it; TF Model
+    Garden's wd * tf.nn.l2_loss(w)). Added to the gradients rather than the loss so the
+    logged loss stays the data loss. Each replica adds 1/N of it (the optimizer sums
+    replicas' gradients); `scale` is the loss scale, since the LossScaleOptimizer
+    unscales every gradient.
+    """
+    if not config.weight_decay:
+        return lambda grads, scale: grads
+    variables = model.trainable_variables
+    decayed = build.decayed_variables(model)
+    factor = config.weight_decay / num_replicas
+
+    def add_weight_decay(grads, scale):
+        return [g + tf.cast(factor * scale, g.dtype) * tf.cast(v, g.dtype) if d else g
+                for g, v, d in zip(grads, variables, decayed)]
+
+    return add_weight_decay
+
+
+def micro_batches_of(tensor, count):
+    """[count, B / count, ...]: `tensor` [B, ...] cut into `count` consecutive micro-batches."""
+    rest = [d if d is not None else s for d, s in zip(tensor.shape[1:], tf.unstack(tf.shape(tensor)[1:]))]
+    return tf.reshape(tensor, [count, -1] + rest)
+
+
+def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss_scaling):
+    """A tf.function `(images, labels, check_gradients=True) -> (loss, grads_finite)`:
+    one optimizer update.
+
+    `images` float32 [B, H, W, 3], `labels` int [B, H, W] are distributed batches of
+    B = config.batch_size * config.accumulate_steps images; `check_gradients` a scalar bool
+    tensor: when false (float32 only) the gradients are not checked and grads_finite is True.
 
     Each replica computes the loss normalisers of its labels (valid-pixel count and
     class-weight sum), all-reduces them, and returns its SHARE of the global loss, so
     the shares (and the gradients, which the optimizer sums across replicas) add up to
     exactly the single-device loss on the global batch.
+
+    Gradient accumulation (accumulate_steps k > 1): each replica cuts its part of the batch
+    into k micro-batches and runs them one after another, summing their gradients, then
+    applies one update. The normalizers are those of the whole batch, so every
+    micro-batch's loss is its share and the sum is the loss of the whole batch: k
+    micro-batches of b equal one batch of k * b, dice included, when BatchNorm does not
+    train (bn_policy "frozen"); training-mode BatchNorm normalizes each micro-batch by its
+    own statistics. Only one micro-batch's activations are alive at a time.
     """
     loss_fn, loss_kwargs = build.loss_function(config)
     variables = model.trainable_variables
     num_replicas = strategy.num_replicas_in_sync
-    decayed = build.decayed_variables(model) if config.weight_decay else [False] * len(variables)
-
-    def add_weight_decay(grads, scale):
-        # Coupled L2: g += wd * w on conv/dense kernels, the gradient of
-        # wd/2 * ||w||^2 (PyTorch SGD's weight_decay, as mmsegmentation uses it; TF Model
-        # Garden's wd * tf.nn.l2_loss(w)). Added to the gradients rather than the loss so
-        # the logged loss stays the data loss. Each replica adds 1/N of it (the optimizer
-        # sums replicas' gradients); `scale` is the loss scale, since the
-        # LossScaleOptimizer unscales every gradient.
-        factor = config.weight_decay / num_replicas
-        return [g + tf.cast(factor * scale, g.dtype) * tf.cast(v, g.dtype) if d else g
-                for g, v, d in zip(grads, variables, decayed)]
+    micro_batches = config.accumulate_steps
+    add_weight_decay = weight_decay_for(config, model, num_replicas)
 
     def forward_backward(images, labels, normalizers):
+        """Loss share and (loss-scaled) gradients of one batch; counts its predictions."""
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = loss_fn(labels, logits, normalizers=normalizers, **loss_kwargs)
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
-        grads = tape.gradient(scaled, variables)
-        if config.weight_decay:
-            grads = add_weight_decay(grads, optimizer.dynamic_scale if loss_scaling else 1.0)
-        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        return loss, grads, predictions
+        confusion.update(labels, tf.argmax(logits, axis=-1, output_type=tf.int32))
+        return loss, tape.gradient(scaled, variables)
+
+    def accumulated(images, labels, normalizers):
+        """forward_backward summed over `micro_batches` micro-batches, in turn."""
+        images, labels = micro_batches_of(images, micro_batches), micro_batches_of(labels, micro_batches)
+        # [M, S, R] -> [M, S, R * k]: each micro-batch's share of the constant dice term.
+        normalizers = normalizers * tf.constant([1.0, 1.0, float(micro_batches)])
+        loss, grads = tf.constant(0.0), None
+        for i in range(micro_batches):
+            # The next micro-batch starts when the last one's gradients exist, so its
+            # activations are freed first (this is what bounds the memory).
+            with tf.control_dependencies(grads or []):
+                micro_images = tf.identity(images[i])
+            micro_loss, micro_grads = forward_backward(micro_images, labels[i], normalizers)
+            loss += micro_loss
+            grads = micro_grads if grads is None else [g + m for g, m in zip(grads, micro_grads)]
+        return loss, grads
 
     def replica_step(images, labels, check_gradients):
-        loss, grads, predictions = forward_backward(images, labels, global_normalizers(labels, config, num_replicas))
+        normalizers = global_normalizers(labels, config, num_replicas)
+        if micro_batches == 1:
+            loss, grads = forward_backward(images, labels, normalizers)
+        else:
+            loss, grads = accumulated(images, labels, normalizers)
+        grads = add_weight_decay(grads, optimizer.dynamic_scale if loss_scaling else 1.0)
         # Skipping is the LossScaleOptimizer's job under mixed_float16. In float32 a
         # non-finite gradient stops the run on the host (see `checks_gradients`), and
         # all weights are checked before any checkpoint is saved.
@@ -81,7 +129,6 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
         else:
             finite = tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True))
         optimizer.apply(grads, variables)
-        confusion.update(labels, predictions)
         return loss, tf.cast(tf.logical_not(finite), tf.int32)
 
     if num_replicas == 1:

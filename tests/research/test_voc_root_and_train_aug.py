@@ -74,7 +74,7 @@ def test_train_subset_selects_train_aug(data, tmp_path, caplog):
     assert train_lib.main(["--config", "smoke", "--workdir", str(tmp_path / "run"), "--set",
                            f"voc_root={voc_root}", "--set", "train_subset=train_aug",
                            "--set", "batch_size=6"]) == 1
-    assert "the train_aug split has 5 images, fewer than batch_size 6" in caplog.text
+    assert "the train_aug split has 5 images, fewer than one step's 6 (batch_size x accumulate_steps)" in caplog.text
     # a VOC val id in train_aug.txt stops training: never a silent leak
     voc_files.write_split(voc_root, "train_aug", sbd_files.TRAIN_AUG + ["d"])
     caplog.clear()
