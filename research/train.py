@@ -46,7 +46,7 @@ from research import build
 from research import config as config_lib
 from research import export as export_lib
 from research import runtime
-from research.data import pipeline, voc
+from research.data import datasets, pipeline, voc
 from research.faults import kill_point
 from research.fileio import atomic_write_json, atomic_write_text, remove_interrupted_writes
 from research.progress import ProgressBar
@@ -531,14 +531,14 @@ def run_evaluation(eval_step, dataset, confusion, steps=None):
 # ---------------------------------------------------------------------------------
 # TensorBoard pictures.
 # ---------------------------------------------------------------------------------
-def prediction_strip(model, images, labels, count):
-    """uint8 [count, H, 3W, 3]: image | true mask | predicted mask, in VOC colours."""
+def prediction_strip(model, images, labels, count, palette=voc.VOC_PALETTE):
+    """uint8 [count, H, 3W, 3]: image | true mask | predicted mask, in the dataset's colours."""
     images, labels = images[:count], labels[:count]
     logits = model(images, training=False)
     predicted = np.argmax(np.asarray(logits), axis=-1)
     pictures = np.clip(np.asarray(images), 0, 255).astype(np.uint8)
-    truth = voc.index_to_rgb(np.asarray(labels).astype(np.uint8))
-    guess = voc.index_to_rgb(predicted.astype(np.uint8))
+    truth = voc.index_to_rgb(np.asarray(labels).astype(np.uint8), palette)
+    guess = voc.index_to_rgb(predicted.astype(np.uint8), palette)
     return np.concatenate([pictures, truth, guess], axis=2)
 
 
@@ -714,10 +714,10 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
                           {"config": config.to_dict(), "runtime": runtime_info})
 
     # ----------------------------------------------------------- Input pipeline ---
-    num_train = pipeline.dataset_size(config.voc_root, config.train_subset, split_seed=config.split_seed)
+    num_train = pipeline.dataset_size(datasets.dataset_of(config), config.train_subset, split_seed=config.split_seed)
     batches_per_data_epoch = num_train // config.batch_size
     if batches_per_data_epoch == 0:
-        raise ValueError(f"{config.voc_root}: the {config.train_subset} split has {num_train} images, "
+        raise ValueError(f"{datasets.dataset_of(config).root}: the {config.train_subset} split has {num_train} images, "
                          f"fewer than batch_size {config.batch_size}")
     steps_per_epoch = config.steps_per_epoch or batches_per_data_epoch
 
@@ -730,7 +730,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
 
         def global_batches():
             dataset = pipeline.make_dataset(
-                config.voc_root, config.train_subset, config.batch_size, tuple(config.input_size),
+                datasets.dataset_of(config), config.train_subset, config.batch_size, tuple(config.input_size),
                 resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
                 shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
                 drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed,
@@ -741,7 +741,7 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
 
     def val_batches():
         dataset = pipeline.make_dataset(
-            config.voc_root, "val", config.eval_batch_size, tuple(config.input_size),
+            datasets.dataset_of(config), "val", config.eval_batch_size, tuple(config.input_size),
             epochs=1, pad_final_batch=True, skip_bad=config.skip_bad, split_seed=config.split_seed)
         return dataset.take(config.eval_steps) if config.eval_steps else dataset
 
@@ -955,7 +955,8 @@ def _train(config, workdir, ckpt_dir, mode, role=runtime.WorkerRole()):
             if tb_images is not None:
                 with writers["val"].as_default(step=state.step):
                     tf.summary.image("predictions (image | truth | predicted)",
-                                     prediction_strip(model, *tb_images, config.tensorboard_images),
+                                     prediction_strip(model, *tb_images, config.tensorboard_images,
+                                                      datasets.dataset_of(config).palette),
                                      max_outputs=config.tensorboard_images)
             if is_best and config.export_best and role.is_chief:
                 export_lib.export_model(model, os.path.join(workdir, "export"), config,

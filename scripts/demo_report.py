@@ -79,9 +79,18 @@ def recipe_text(config):
             f"momentum {config['bn_momentum']}, deterministic {str(config['deterministic']).lower()}.")
 
 
-def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
+def class_names(metrics):
+    """The class names of an evaluation's metrics.json: the keys of its per-class IoU
+    (in class order: the dataset's names), else VOC's for 21 classes, else indices."""
     num_classes = len(metrics["confusion_matrix"])
-    names = list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
+    names = list(metrics.get("per_class_iou") or ())
+    if len(names) == num_classes:
+        return names
+    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
+
+
+def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
+    names = class_names(metrics)
     model = metrics["model"]
     best = max(history, key=lambda r: float(r["val_mean_iou"]))
     train_seconds = sum(float(r["epoch_seconds"]) for r in history)
