@@ -107,7 +107,7 @@ def split_warnings(class_pixels, ignore_pixels, class_names, ignore_label, split
         names = ", ".join(f"{i} ({class_names[i]})" for i in absent[:10])
         more = f" and {absent.size - 10} more" if absent.size > 10 else ""
         warnings.append(f"{absent.size} class(es) never appear in the {split} split: {names}{more}; "
-                        f"the model cannot learn them and their IoU will be undefined{hint}")
+                        f"the model cannot learn them, and their IoU will be undefined (or 0 where they are predicted){hint}")
     if ignored > MOSTLY_IGNORED:
         warnings.append(f"{ignored:.0%} of the {split} split's pixels are the ignore label "
                         f"{ignore_label}: most labelled pixels are ignored (never trained on or "
