@@ -57,13 +57,7 @@ def read_annotation(path):
     Raises `voc.BadFileError`: missing, not a PNG, not 8-bit single-channel, or values
     above 150 ("mask_values": not ADE20K SceneParsing labels).
     """
-    path = os.fspath(path)
-    with voc.open_checked(path, voc.DEFAULT_MAX_PIXELS, ("PNG",)) as image:
-        if image.mode not in ("L", "P"):
-            raise voc.BadFileError(path, "mask_mode", f"annotation has colour mode {image.mode}; "
-                                                      f"ADE20K annotations are 8-bit single-channel PNGs")
-        voc.load_checked(image, path)
-        annotation = np.asarray(image, dtype=np.uint8)
+    annotation = folder_writer.read_8bit_mask(path, "ADE20K annotations")
     above = np.unique(annotation[annotation > NUM_CLASSES])
     if above.size:
         raise voc.BadFileError(path, "mask_values",

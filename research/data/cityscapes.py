@@ -65,13 +65,7 @@ def to_train_ids(label_ids):
 def read_label_ids(path):
     """A gtFine `*_labelIds.png` as uint8 [H, W] trainIds; raises `voc.BadFileError`
     (missing, not a PNG, not single-channel 8-bit: e.g. a `*_color.png` given instead)."""
-    path = os.fspath(path)
-    with voc.open_checked(path, voc.DEFAULT_MAX_PIXELS, ("PNG",)) as image:
-        if image.mode not in ("L", "P"):
-            raise voc.BadFileError(path, "mask_mode", f"mask has colour mode {image.mode}; gtFine "
-                                                      f"labelIds masks are 8-bit single-channel PNGs")
-        voc.load_checked(image, path)
-        return to_train_ids(np.asarray(image))
+    return to_train_ids(folder_writer.read_8bit_mask(path, "gtFine labelIds masks"))
 
 
 def check_root(cityscapes_root):

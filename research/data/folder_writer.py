@@ -17,10 +17,12 @@ Bad source files are collected (`voc.BadFileError`, naming the file): without sk
 nothing is listed and `ConversionError` names them; with skip_bad their ids are left
 out of the lists.
 """
+import argparse
 import concurrent.futures
 import dataclasses
 import os
 import shutil
+import sys
 
 import numpy as np
 
@@ -60,6 +62,19 @@ class ConversionResult:
     converted: int
     kept: int
     skipped: dict
+
+
+def read_8bit_mask(path, what):
+    """A source dataset's 8-bit single-channel (or palettized) label PNG as uint8 [H, W]
+    raw values; raises `voc.BadFileError` (missing, not a PNG, another colour mode:
+    e.g. a colour visualisation given instead; `what` names the expected file)."""
+    path = os.fspath(path)
+    with voc.open_checked(path, voc.DEFAULT_MAX_PIXELS, ("PNG",)) as image:
+        if image.mode not in ("L", "P"):
+            raise voc.BadFileError(path, "mask_mode", f"mask has colour mode {image.mode}; {what} "
+                                                      f"are 8-bit single-channel PNGs")
+        voc.load_checked(image, path)
+        return np.asarray(image, dtype=np.uint8)
 
 
 def _check_ids(samples):
@@ -178,3 +193,25 @@ def summary(result):
         lines += [f"  {message}" for message in result.skipped.values()]
     lines.append(f"check it with: python -m research.data.validate {result.out}")
     return "\n".join(lines)
+
+
+def converter_main(argv, doc, root_flag, root_help, prepare):
+    """The command line of a converter script (scripts/prepare_cityscapes.py, ...):
+    `root_flag ROOT --out OUT [--skip-bad] [--no-progress]`, then
+    `prepare(root, out, skip_bad=, progress=)`; prints `summary`. Returns the exit status:
+    0 on success, 1 with the reason on stderr."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument(root_flag, dest="source_root", metavar="ROOT", required=True, help=root_help)
+    parser.add_argument("--out", required=True, help="the folder dataset to write")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave samples with a bad photo or mask out of the split lists (named) "
+                             "instead of stopping")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        result = prepare(args.source_root, args.out, skip_bad=args.skip_bad, progress=not args.no_progress)
+    except (ConversionError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary(result))
+    return 0

@@ -135,3 +135,17 @@ def test_a_voc_tree_as_a_folder_dataset_gives_the_same_batches(tmp_path, synthet
         np.testing.assert_array_equal(x.numpy(), x2.numpy())
         np.testing.assert_array_equal(y.numpy(), y2.numpy())
     assert pipeline.dataset_size(data, "val") == pipeline.dataset_size(synthetic_voc_root, "val")
+
+
+def test_the_converters_command_line(tmp_path, capsys):
+    write_cityscapes(str(tmp_path / "cs"))
+    arguments = ["--cityscapes-root", str(tmp_path / "cs"), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert folder_writer.converter_main(arguments, "doc", "--cityscapes-root", "root",
+                                        cityscapes.prepare_cityscapes) == 0
+    out = capsys.readouterr().out
+    assert "train 2, val 1 (3 converted, 0 already there)" in out
+    assert f"python -m research.data.validate {tmp_path / 'out'}" in out
+    arguments[1] = str(tmp_path / "nothing")
+    assert folder_writer.converter_main(arguments, "doc", "--cityscapes-root", "root",
+                                        cityscapes.prepare_cityscapes) == 1
+    assert capsys.readouterr().err.startswith("error: ")
