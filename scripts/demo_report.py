@@ -79,7 +79,7 @@ def recipe_text(config):
             f"momentum {config['bn_momentum']}, deterministic {str(config['deterministic']).lower()}.")
 
 
-def class_names(metrics):
+def metrics_class_names(metrics):
     """The class names of an evaluation's metrics.json: the keys of its per-class IoU
     (in class order: the dataset's names), else VOC's for 21 classes, else indices."""
     num_classes = len(metrics["confusion_matrix"])
@@ -90,7 +90,7 @@ def class_names(metrics):
 
 
 def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
-    names = class_names(metrics)
+    names = metrics_class_names(metrics)
     model = metrics["model"]
     best = max(history, key=lambda r: float(r["val_mean_iou"]))
     train_seconds = sum(float(r["epoch_seconds"]) for r in history)

@@ -61,7 +61,7 @@ def main(argv=None):
                         help="the .../VOCdevkit/VOC2012 folder, or a folder dataset's root (the folder "
                              "holding classes.json)")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--subset", default="train")
+    parser.add_argument("--subset", default="train", choices=voc.SUBSETS)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--input-size", type=int, default=256)
     parser.add_argument("--resize-before-crop", type=int, default=None,

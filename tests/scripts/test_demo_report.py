@@ -39,8 +39,8 @@ def test_report_shows_the_runs_schedule():
 
 def test_report_names_the_classes_of_the_runs_dataset():
     metrics = {"confusion_matrix": [[1, 0], [0, 5]], "per_class_iou": {"floor": 0.5, "toy": 0.9}}
-    assert report.class_names(metrics) == ["floor", "toy"]
-    assert report.class_names({"confusion_matrix": [[0] * 21] * 21})[15] == "person"    # VOC, older runs
+    assert report.metrics_class_names(metrics) == ["floor", "toy"]
+    assert report.metrics_class_names({"confusion_matrix": [[0] * 21] * 21})[15] == "person"    # VOC, older runs
 
 
 def test_missing_or_unfinished_run_is_one_line_naming_the_file(tmp_path, capsys):
