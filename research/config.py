@@ -23,7 +23,11 @@ class Config:
     name: str = "custom"                       # the run's label in logs, reports and exports
 
     # --- Data ---------------------------------------------------------------
+    dataset: str = "voc"                       # "voc" (read from voc_root) or "folder" (your own data
+                                               # in the folder layout at data_root: research/data/folder.py)
     voc_root: str = "data/VOCdevkit/VOC2012"  # the folder holding JPEGImages/, SegmentationClass/
+    data_root: typing.Optional[str] = None     # dataset "folder": the folder holding classes.json, images/,
+                                               # masks/, splits/ (num_classes must match classes.json)
     train_subset: str = "train"                # "train" (train.txt) or "train_aug" (+SBD: prepare_sbd.py)
     num_classes: int = 21                      # classes predicted, background included (VOC: 21)
     ignore_label: int = 255                    # mask value left out of the loss and the metrics
@@ -106,6 +110,11 @@ class Config:
     profile_steps: typing.Optional[tuple] = None  # (first, last) global steps to trace
     export_best: bool = True                   # export the best model by `monitor` to export/
     final_eval_full_resolution: bool = False   # at the end: val at each image's own size (eval_val/)
+    eval_mode: str = "whole"                   # research.evaluate's default: "whole" (each image resized to
+                                               # input_size) or "slide" (overlapping windows at each image's
+                                               # own size, logits averaged: research/sliding_window.py)
+    eval_window: typing.Optional[tuple] = None # slide: (h, w) of a window; None: input_size
+    eval_stride: typing.Optional[tuple] = None # slide: (h, w) between windows; None: 2/3 of the window
 
     def replace(self, **changes):
         """Returns a copy with `changes` applied and checked."""
@@ -125,10 +134,12 @@ RESUMABLE_FIELDS = frozenset({
     "nan_policy", "max_nan_restores", "export_best",
     # Same update to round-off and the same checkpoint variables (kernels/optimizers.py).
     "optimizer_impl",
-    "final_eval_full_resolution", "eval_output_stride",
+    "final_eval_full_resolution", "eval_output_stride", "eval_mode", "eval_window", "eval_stride",
 })
 
 _CHOICES = {
+    "dataset": ("voc", "folder"),
+    "eval_mode": ("whole", "slide"),
     "model": ("deeplab_v3", "unet"),
     "train_subset": ("train", "train_aug"),
     "backbone": ("resnet50", "mobilenet_v2"),
@@ -232,10 +243,12 @@ def check_config(config):
             raise ValueError(f"{name} must be a positive integer or null; got {value!r}")
     if values["total_steps"] is not None and values["total_steps"] <= 0:
         raise ValueError(f"total_steps must be positive or null; got {values['total_steps']}")
-    for name in ("input_size", "resize_to_before_crop"):
+    for name in ("input_size", "resize_to_before_crop", "eval_window", "eval_stride"):
         size = values[name]
-        if size is not None and (len(size) != 2 or any(not isinstance(s, int) or s <= 0 for s in size)):
+        if size is not None and (len(size) != 2 or any(not isinstance(s, int) or isinstance(s, bool)
+                                                       or s <= 0 for s in size)):
             raise ValueError(f"{name} must be two positive integers (height, width); got {size!r}")
+    _check_data_fields(values)
     steps = values["profile_steps"]
     if steps is not None and (len(steps) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
                               or not 0 <= steps[0] <= steps[1]):
@@ -248,6 +261,24 @@ def check_config(config):
         if values[name] <= 0:
             raise ValueError(f"{name} must be positive; got {values[name]}")
     return Config(**values)
+
+
+def _check_data_fields(values):
+    """The dataset fields and the sliding window agree with each other."""
+    if values["dataset"] == "folder":
+        if not values["data_root"]:
+            raise ValueError('dataset "folder" needs data_root (the folder holding classes.json, '
+                             'images/, masks/, splits/)')
+        if values["train_subset"] != "train":
+            raise ValueError(f'train_subset {values["train_subset"]!r} is VOC\'s; a folder dataset '
+                             f'trains on "train" (splits/train.txt)')
+    elif values["data_root"] is not None:
+        raise ValueError('data_root is read only with dataset "folder" (a VOC dataset is at voc_root)')
+    window = values["eval_window"] or values["input_size"]
+    stride = values["eval_stride"]
+    if stride is not None and any(s > w for s, w in zip(stride, window)):
+        raise ValueError(f"eval_stride {list(stride)} is larger than the window {list(window)}: "
+                         f"pixels between windows would never be predicted")
 
 
 def config_from_dict(data, source="config"):
@@ -291,7 +322,14 @@ def load_config(name_or_path):
 
 
 def apply_overrides(config, overrides):
-    """Applies `key=value` strings (values parsed as JSON, else taken as strings)."""
+    """Applies `key=value` strings (values parsed as JSON, else taken as strings).
+
+    Switching to a folder dataset (`dataset` or `data_root` among the overrides, not
+    `num_classes`) also takes its class count from DATA_ROOT/classes.json, so
+    `--set dataset=folder --set data_root=ROOT` is all a run on your own data needs. A
+    num_classes that says otherwise is refused when the dataset is opened
+    (`research.data.datasets.dataset_of`), naming both numbers.
+    """
     changes = {}
     known = {f.name for f in dataclasses.fields(Config)}
     for item in overrides or ():
@@ -307,7 +345,25 @@ def apply_overrides(config, overrides):
             changes[key] = raw
     data = config.to_dict()
     data.update(changes)
-    return config_from_dict(data, source="--set")
+    config = config_from_dict(data, source="--set")
+    if {"dataset", "data_root"} & set(changes) and "num_classes" not in changes:
+        config = with_folder_classes(config)
+    return config
+
+
+def with_folder_classes(config):
+    """`config` with num_classes from DATA_ROOT/classes.json when it reads a folder
+    dataset whose classes.json is readable; else `config` unchanged (opening the
+    dataset then names the problem)."""
+    if config.dataset != "folder":
+        return config
+    from research.data import folder    # numpy + PIL, no TensorFlow
+
+    try:
+        classes = folder.read_classes(config.data_root)
+    except (OSError, ValueError):
+        return config
+    return config.replace(num_classes=len(classes.names))
 
 
 def resume_differences(saved, current):

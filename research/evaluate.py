@@ -1,9 +1,9 @@
 """Evaluating a trained run: metrics over a whole subset, pictures, and the hardest images.
 
-    python -m research.evaluate --workdir runs/demo [--subset test] [--voc-root PATH]
-        [--batch-size N] [--full-resolution] [--flip] [--scales 0.75,1,1.25]
-        [--samples 8] [--hardest 8] [--seed 0] [--source auto|export|checkpoint] [--out DIR]
-        [--tflite FILE.tflite]
+    python -m research.evaluate --workdir runs/demo [--subset test] [--data-root PATH]
+        [--batch-size N] [--full-resolution] [--mode whole|slide] [--window H W] [--stride H W]
+        [--flip] [--scales 0.75,1,1.25] [--samples 8] [--hardest 8] [--seed 0]
+        [--source auto|export|checkpoint] [--out DIR] [--tflite FILE.tflite]
 
 `evaluate(workdir, ...)` does the work; the command line is a thin shell over it.
 
@@ -11,8 +11,11 @@ The model: `WORKDIR/export/model.keras` (the best model by the run's monitor) wh
 exists, else the latest checkpoint in `WORKDIR/checkpoints` (`source="export"` or
 `"checkpoint"` forces one). Which one, its step and the export facts go into
 metrics.json. `--tflite FILE` scores a file of research/export_tflite.py instead (same
-data, streams and confusion-matrix kernel; outputs in `WORKDIR/eval_tflite_<stem>`). The config comes from `WORKDIR/config.json`; `voc_root` overrides where
-the data is.
+data, streams and confusion-matrix kernel; outputs in `WORKDIR/eval_tflite_<stem>`).
+The config comes from `WORKDIR/config.json`, and with it the dataset
+(`research.data.datasets.dataset_of`: VOC, or a folder dataset with its class names and
+colours); `--data-root` says where the run's data is now (`--voc-root`, for VOC runs,
+too).
 
 Two ways to score (both accumulate one int64 confusion matrix over every image):
 - default: at the pipeline's evaluation size (`make_dataset` without augmentation;
@@ -23,9 +26,17 @@ Two ways to score (both accumulate one int64 confusion matrix over every image):
   at the input size and its logits are resized back (`research.export.predict_logits`,
   the exported model's computation).
 
+Two ways to run the model (`mode`; default the run config's `eval_mode`):
+- "whole": as above, each image resized to the input size;
+- "slide": overlapping `window`s (default the config's `eval_window`, else the input
+  size) every `stride` pixels (default `eval_stride`, else 2/3 of the window) over the
+  image at its own size, logits averaged per pixel (`research.sliding_window`); it
+  implies full resolution.
+
 Test-time augmentation (`tta_logits`): `flip` averages the logits of the image and of
 its mirror image (mirrored back); `scales` averages runs at several multiples of the
-input size, each resized to the scoring size. Logits, not probabilities, are averaged.
+input size (with "slide", of the image's own size), each resized to the scoring size.
+Logits, not probabilities, are averaged.
 
 Outputs, in `WORKDIR/eval/` for the test subset and `WORKDIR/eval_<subset>/` for the
 others (so evaluating val never overwrites the test results), or `--out`. The folder is
@@ -57,8 +68,9 @@ import kernels
 from research import config as config_lib
 from research import export as export_lib
 from research import build
+from research import sliding_window
 from research import visualize
-from research.data import pipeline, voc
+from research.data import datasets, pipeline, voc
 from research.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from research.progress import ProgressBar
 
@@ -80,10 +92,25 @@ class LoadedModel:
     source: dict
 
 
-def read_run_config(workdir, voc_root=None):
-    """The `Config` saved in `WORKDIR/config.json`, with `voc_root` replaced if given."""
+def read_run_config(workdir, voc_root=None, data_root=None):
+    """The `Config` saved in `WORKDIR/config.json`, with where its data is now replaced.
+
+    Args:
+      workdir: the run's folder.
+      voc_root: a VOC run's voc_root (ValueError for a run on a folder dataset).
+      data_root: where the run's dataset is now, whatever its kind: replaces data_root
+        for a folder dataset, voc_root for VOC.
+    """
     config = config_lib.load_config_file(os.path.join(workdir, "config.json"))
-    return config.replace(voc_root=os.fspath(voc_root)) if voc_root else config
+    if voc_root:
+        if config.dataset != "voc":
+            raise ValueError(f"{workdir} was trained on a folder dataset ({config.data_root}); "
+                             f"say where it is with --data-root, not --voc-root")
+        config = config.replace(voc_root=os.fspath(voc_root))
+    if data_root:
+        field = "voc_root" if config.dataset == "voc" else "data_root"
+        config = config.replace(**{field: os.fspath(data_root)})
+    return config
 
 
 def load_model(workdir, config, source="auto"):
@@ -223,11 +250,16 @@ def tta_logits(model, images, input_size, flip=False, scales=(1.0,)):
     return total / count
 
 
-def make_predictor(model, input_size, flip=False, scales=(1.0,)):
-    """A tf.function `images float32 [B,H,W,3] -> logits float32 [B,H,W,C]` (`tta_logits`).
+def make_predictor(model, input_size, flip=False, scales=(1.0,), mode="whole", window=None, stride=None):
+    """`images float32 [B,H,W,3] -> logits float32 [B,H,W,C]`.
 
-    Traced once for every image size (the signature leaves B, H, W open).
+    mode "whole": a tf.function of `tta_logits`, traced once for every image size (the
+    signature leaves B, H, W open). mode "slide": `sliding_window.make_slide_predictor`
+    with `window` (default `input_size`) and `stride` (default 2/3 of the window).
     """
+    if mode == "slide":
+        return sliding_window.make_slide_predictor(model, window or input_size, stride, flip, scales)
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def predict(images):
         return tta_logits(model, images, input_size, flip, scales)
@@ -334,7 +366,7 @@ class Keeper:
 # `position` counts the images of the subset; `names()`, called once the stream is
 # exhausted, returns the list of ids that positions index.
 # ---------------------------------------------------------------------------------
-def _eval_size_stream(config, subset, ids, predict, batch_size):
+def _eval_size_stream(config, data, subset, ids, predict, batch_size):
     """Batches of the pipeline at the evaluation size; padding elements are dropped.
 
     Returns (generator, names). With `skip_bad`, left-out samples shift the positions,
@@ -342,7 +374,7 @@ def _eval_size_stream(config, subset, ids, predict, batch_size):
     """
     skipped = pipeline.SkippedSamples()
     dataset = pipeline.make_dataset(
-        config.voc_root, subset, batch_size, tuple(config.input_size), augmentation=False,
+        data, subset, batch_size, tuple(config.input_size), augmentation=False,
         shuffle=False, epochs=1, pad_final_batch=True, skip_bad=config.skip_bad,
         split_seed=config.split_seed, skipped=skipped)
 
@@ -360,19 +392,17 @@ def _eval_size_stream(config, subset, ids, predict, batch_size):
 
     def names():
         bad = set(skipped.problems)
-        return [i for i in ids if voc.image_path(config.voc_root, i) not in bad
-                and voc.mask_path(config.voc_root, i, subset) not in bad]
+        return [i for i in ids if data.image_path(i) not in bad and data.mask_path(i, subset) not in bad]
 
     return generate(), names
 
 
-def _full_resolution_stream(config, subset, ids, predict):
-    """One image at a time at its original size, read and checked by research.data.voc."""
+def _full_resolution_stream(config, data, subset, ids, predict):
+    """One image at a time at its original size, read and checked by the dataset's reader."""
     def generate():
         for position, image_id in enumerate(ids):
             try:
-                image, mask = voc.read_sample(voc.image_path(config.voc_root, image_id),
-                                              voc.mask_path(config.voc_root, image_id, subset))
+                image, mask = data.read_sample(data.image_path(image_id), data.mask_path(image_id, subset))
             except voc.BadFileError as e:
                 if not config.skip_bad:
                     raise
@@ -428,24 +458,19 @@ def format_table(metrics, confusion, class_names):
     return "\n".join(lines)
 
 
-def _write_grid(path, results, config, captions):
+def _write_grid(path, results, config, data, captions):
     picture = visualize.sample_grid(
         [r.image for r in results], [r.label for r in results], [r.prediction for r in results],
-        captions=captions, ignore_label=config.ignore_label)
+        captions=captions, ignore_label=config.ignore_label, class_names=data.class_names,
+        palette=data.palette)
     visualize.write_png(path, picture)
 
 
-def class_names_for(num_classes):
-    """VOC's names for 21 classes, else "class i"."""
-    if num_classes == len(voc.CLASS_NAMES):
-        return voc.CLASS_NAMES
-    return tuple(f"class {i}" for i in range(num_classes))
-
-
-def write_outputs(folder, report, confusion, per_image, keeper, config):
-    """Writes metrics.json, the CSVs and the pictures into `folder` (module doc)."""
+def write_outputs(folder, report, confusion, per_image, keeper, config, data):
+    """Writes metrics.json, the CSVs and the pictures into `folder` (module doc), with
+    the class names and colours of `data` (`research.data.datasets`)."""
     metrics = kernels.segmentation_metrics(confusion)
-    class_names = class_names_for(config.num_classes)
+    class_names = data.class_names
     atomic_write_json(os.path.join(folder, "metrics.json"), report)
     atomic_write_text(os.path.join(folder, "per_class.csv"), _csv_text(
         ("index", "class", "iou", "accuracy", "pixels"), per_class_rows(confusion, metrics, class_names)))
@@ -456,14 +481,14 @@ def write_outputs(folder, report, confusion, per_image, keeper, config):
                         visualize.confusion_heatmap(confusion, class_names))
     chosen = keeper.sample()
     if chosen:
-        _write_grid(os.path.join(folder, "samples.png"), chosen, config, [r.caption() for r in chosen])
+        _write_grid(os.path.join(folder, "samples.png"), chosen, config, data, [r.caption() for r in chosen])
     worst = keeper.hardest()
     if worst:
         atomic_write_text(os.path.join(folder, "hardest.csv"), _csv_text(
             ("rank", "id", "loss", "pixel_accuracy", "mean_iou"),
             [(rank, r.image_id, _fmt(r.loss), _fmt(r.pixel_accuracy), _fmt(r.mean_iou))
              for rank, r in enumerate(worst, start=1)]))
-        _write_grid(os.path.join(folder, "hardest.png"), worst, config,
+        _write_grid(os.path.join(folder, "hardest.png"), worst, config, data,
                     [f"#{rank}  {r.caption()}" for rank, r in enumerate(worst, start=1)])
 
 
@@ -499,33 +524,38 @@ def score_subset(stream, names, num_images, config, keeper, desc):
     return confusion, per_image
 
 
-def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolution=False,
-             flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto", out_dir=None,
-             tflite=None):
-    """Evaluates a run's model on a whole subset and writes the outputs (module doc).
+@dataclasses.dataclass
+class Inference:
+    """How the model runs on each image: `mode` "whole" or "slide" (`window`, `stride`:
+    (h, w) or None for the defaults), test-time augmentation (`flip`, `scales`), and
+    whether images are scored at their own size (`full_resolution`; "slide" implies it)."""
+    mode: str = "whole"
+    window: tuple = None
+    stride: tuple = None
+    flip: bool = False
+    scales: tuple = (1.0,)
+    full_resolution: bool = False
 
-    Args:
-      workdir: the run's folder (config.json plus export/ or checkpoints/).
-      subset: "test", "val", "train", "trainval" or "train_aug" (`research.data.voc.read_split`).
-      voc_root: the data's VOC2012 folder; default: the run config's `voc_root`.
-      batch_size: images per batch at the evaluation size; default `eval_batch_size`.
-      full_resolution: score at each image's original size (module doc).
-      flip, scales: test-time augmentation (`tta_logits`).
-      samples: images in samples.png (0: no picture).
-      hardest: images in hardest.png / hardest.csv (0: none).
-      seed: chooses the sampled images.
-      source: "auto", "export" or "checkpoint" (`load_model`).
-      out_dir: where the outputs go; default `output_dir(workdir, subset)`. The folder
-        is replaced as a whole (`research.fileio.atomic_directory`), so its files always
-        belong to one evaluation.
-      tflite: a .tflite file of `research.export_tflite` to score instead of the run's
-        Keras model (same data, streams and confusion matrix; its logits, or with a file
-        without logits its mask, resized to the scoring size as `predict_logits` does;
-        no flip or scales). The default output folder is then `eval_tflite_<file stem>`
-        (`eval_tflite_<subset>_<stem>` for other subsets than test).
-    Returns:
-      dict: the contents of metrics.json, plus "output_dir".
-    """
+    def __post_init__(self):
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f'mode must be "whole" or "slide"; got {self.mode!r}')
+        self.scales = tuple(float(s) for s in self.scales)
+        self.full_resolution = bool(self.full_resolution) or self.mode == "slide"
+        for name in ("window", "stride"):
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+
+    def resolved(self, input_size):
+        """A copy with the window (`input_size` by default) and stride filled in."""
+        if self.mode != "slide":
+            return self
+        window = self.window or tuple(input_size)
+        return dataclasses.replace(self, window=window,
+                                   stride=self.stride or sliding_window.default_stride(window))
+
+
+def _output_folder(workdir, subset, out_dir, tflite):
+    """The folder evaluate writes (module doc); refuses one that holds something else."""
     if tflite and out_dir is None:
         stem = os.path.splitext(os.path.basename(os.fspath(tflite)))[0]
         out_dir = os.path.join(workdir, f"eval_tflite_{stem}" if subset == "test"
@@ -535,12 +565,15 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
         # The folder is replaced whole: never one that holds something else.
         raise ValueError(f"{out} exists and is not an evaluation folder (no metrics.json); "
                          "refusing to replace it")
-    config = read_run_config(workdir, voc_root)
-    voc.check_voc_root(config.voc_root)     # before the model loads: a wrong folder fails fast
-    scales = tuple(float(s) for s in scales)
-    batch_size = int(batch_size or config.eval_batch_size)
+    return out
+
+
+def _load_for_evaluation(workdir, config, source, tflite, inference):
+    """(LoadedModel, config), rebuilt at eval_output_stride when the config says so."""
     if tflite:
-        loaded = load_tflite(tflite, config, flip, scales)
+        if inference.mode == "slide":
+            raise ValueError("--mode slide is not available with --tflite (the file runs at one size)")
+        loaded = load_tflite(tflite, config, inference.flip, inference.scales)
     else:
         loaded = load_model(workdir, config, source)
     log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
@@ -552,48 +585,103 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
         loaded.source["output_stride"] = config.eval_output_stride
         config = config.replace(output_stride=config.eval_output_stride)
         log.info("evaluating at output stride %d", config.output_stride)
-    ids = voc.read_split(config.voc_root, subset, split_seed=config.split_seed)
-    if not ids:
-        raise ValueError(f"{config.voc_root}: subset {subset!r} is empty")
-    run_sizes = check_scales(loaded.input_size, scales, feature_stride(config))
-    if tflite:
-        predict = loaded.model.scores
-    else:
-        predict = make_predictor(loaded.model, loaded.input_size, flip, scales)
-    if full_resolution:
-        stream, names = _full_resolution_stream(config, subset, ids, predict)
-    else:
-        stream, names = _eval_size_stream(config, subset, ids, predict, batch_size)
-    keeper = Keeper(len(ids), samples, hardest, seed)
-    desc = f"evaluate {subset}" + (" (full resolution)" if full_resolution else "")
-    confusion, per_image = score_subset(stream, names, len(ids), config, keeper, desc)
-    if not per_image:
-        raise ValueError(f"{config.voc_root}: no image of subset {subset!r} could be scored")
+    return loaded, config
 
+
+def _metrics_report(confusion, per_image, subset, loaded, config, data, inference, run_sizes, batch_size):
+    """The contents of metrics.json."""
     metrics = kernels.segmentation_metrics(confusion)
-    class_names = class_names_for(config.num_classes)
     losses = np.array([r.loss for r in per_image], dtype=np.float64)
-    report = {
+    return {
         **{name: float(metrics[name]) for name in METRIC_NAMES},
-        "per_class_iou": dict(zip(class_names, map(float, metrics["per_class_iou"]))),
-        "per_class_accuracy": dict(zip(class_names, map(float, metrics["per_class_accuracy"]))),
+        "per_class_iou": dict(zip(data.class_names, map(float, metrics["per_class_iou"]))),
+        "per_class_accuracy": dict(zip(data.class_names, map(float, metrics["per_class_accuracy"]))),
         "mean_image_loss": float(np.nanmean(losses)) if np.isfinite(losses).any() else None,
         "num_images": len(per_image),
         "subset": subset,
         "model": loaded.source,
-        "options": {"full_resolution": bool(full_resolution), "flip": bool(flip),
-                    "scales": list(scales), "input_size": list(loaded.input_size),
+        "options": {"full_resolution": inference.full_resolution, "flip": inference.flip,
+                    "scales": list(inference.scales), "mode": inference.mode,
+                    "window": list(inference.window) if inference.window else None,
+                    "stride": list(inference.stride) if inference.stride else None,
+                    "input_size": list(loaded.input_size),
                     "run_sizes": [list(size) for size in run_sizes],
-                    "batch_size": 1 if full_resolution else batch_size,
+                    "batch_size": 1 if inference.full_resolution else batch_size,
+                    "dataset": config.dataset, "data_root": data.root,
                     "voc_root": config.voc_root, "split_seed": config.split_seed},
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolution=False,
+             flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto", out_dir=None,
+             tflite=None, mode=None, window=None, stride=None, data_root=None):
+    """Evaluates a run's model on a whole subset and writes the outputs (module doc).
+
+    Args:
+      workdir: the run's folder (config.json plus export/ or checkpoints/).
+      subset: a subset of the run's dataset: "test", "val", "train", "trainval" (VOC also
+        "train_aug"; `research.data.voc.read_split`, `research.data.folder`).
+      voc_root: a VOC run's data folder; default: the run config's `voc_root`.
+      batch_size: images per batch at the evaluation size; default `eval_batch_size`.
+      full_resolution: score at each image's original size (module doc).
+      flip, scales: test-time augmentation (`tta_logits`, `sliding_window.slide_tta_logits`).
+      samples: images in samples.png (0: no picture).
+      hardest: images in hardest.png / hardest.csv (0: none).
+      seed: chooses the sampled images.
+      source: "auto", "export" or "checkpoint" (`load_model`).
+      out_dir: where the outputs go; default `output_dir(workdir, subset)`. The folder
+        is replaced as a whole (`research.fileio.atomic_directory`), so its files always
+        belong to one evaluation.
+      tflite: a .tflite file of `research.export_tflite` to score instead of the run's
+        Keras model (same data, streams and confusion matrix; its logits, or with a file
+        without logits its mask, resized to the scoring size as `predict_logits` does;
+        no flip, scales or slide). The default output folder is then
+        `eval_tflite_<file stem>` (`eval_tflite_<subset>_<stem>` for other subsets than test).
+      mode, window, stride: "whole" or "slide" and the slide's (h, w) window and stride
+        (module doc); None: the run config's eval_mode, eval_window, eval_stride.
+      data_root: where the run's dataset is now (VOC or folder); default the config's.
+    Returns:
+      dict: the contents of metrics.json, plus "output_dir".
+    """
+    out = _output_folder(workdir, subset, out_dir, tflite)
+    config = read_run_config(workdir, voc_root, data_root)
+    data = datasets.dataset_of(config)
+    data.check_root()       # before the model loads: a wrong folder fails fast
+    inference = Inference(mode or config.eval_mode, window or config.eval_window,
+                          stride or config.eval_stride, bool(flip), scales, full_resolution)
+    batch_size = int(batch_size or config.eval_batch_size)
+    loaded, config = _load_for_evaluation(workdir, config, source, tflite, inference)
+    inference = inference.resolved(loaded.input_size)
+    ids = data.split(subset, split_seed=config.split_seed)
+    if not ids:
+        raise ValueError(f"{data.root}: subset {subset!r} is empty")
+    if inference.mode == "slide":
+        run_sizes = [inference.window]
+    else:
+        run_sizes = check_scales(loaded.input_size, inference.scales, feature_stride(config))
+    if tflite:
+        predict = loaded.model.scores
+    else:
+        predict = make_predictor(loaded.model, loaded.input_size, inference.flip, inference.scales,
+                                 inference.mode, inference.window, inference.stride)
+    if inference.full_resolution:
+        stream, names = _full_resolution_stream(config, data, subset, ids, predict)
+    else:
+        stream, names = _eval_size_stream(config, data, subset, ids, predict, batch_size)
+    keeper = Keeper(len(ids), samples, hardest, seed)
+    desc = f"evaluate {subset}" + (f" ({inference.mode}, full resolution)" if inference.full_resolution else "")
+    confusion, per_image = score_subset(stream, names, len(ids), config, keeper, desc)
+    if not per_image:
+        raise ValueError(f"{data.root}: no image of subset {subset!r} could be scored")
+    report = _metrics_report(confusion, per_image, subset, loaded, config, data, inference, run_sizes,
+                             batch_size)
     with atomic_directory(out) as tmp:
-        write_outputs(tmp, report, confusion, per_image, keeper, config)
+        write_outputs(tmp, report, confusion, per_image, keeper, config, data)
     print(f"{subset}: {len(per_image)} images, model {loaded.source['source']} "
-          f"(step {loaded.source.get('step')}), full_resolution={bool(full_resolution)}, "
-          f"flip={bool(flip)}, scales={list(scales)}")
-    print(format_table(metrics, confusion, class_names))
+          f"(step {loaded.source.get('step')}), full_resolution={inference.full_resolution}, "
+          f"mode={inference.mode}, flip={inference.flip}, scales={list(inference.scales)}")
+    print(format_table(kernels.segmentation_metrics(confusion), confusion, data.class_names))
     print(f"written to {out}")
     return {**report, "output_dir": out}
 
@@ -609,10 +697,14 @@ def parse_args(argv=None):
                     "WORKDIR/eval (test) or WORKDIR/eval_<subset>.")
     parser.add_argument("--workdir", required=True, help="the run's folder (config.json, export/ or checkpoints/)")
     parser.add_argument("--subset", default="test", choices=voc.SUBSETS, help="default: test")
-    parser.add_argument("--voc-root", default=None, help="the VOC2012 folder; default: the run config's")
+    parser.add_argument("--data-root", default=None,
+                        help="where the run's dataset is now (its VOC2012 folder, or its folder dataset's "
+                             "root); default: the run config's")
+    parser.add_argument("--voc-root", default=None, help="the VOC2012 folder of a VOC run (as --data-root)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's eval_batch_size")
     parser.add_argument("--full-resolution", action="store_true",
                         help="score each image at its original size against its original mask")
+    sliding_window.add_window_arguments(parser, "the run config's eval_mode (whole unless set)")
     parser.add_argument("--flip", action="store_true", help="test-time augmentation: average with the mirror image")
     parser.add_argument("--scales", default="1", type=parse_scales,
                         help="test-time augmentation: comma-separated multiples of the input size "
@@ -639,7 +731,8 @@ def main(argv=None):
         evaluate(args.workdir, subset=args.subset, voc_root=args.voc_root, batch_size=args.batch_size,
                  full_resolution=args.full_resolution, flip=args.flip, scales=args.scales,
                  samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source,
-                 out_dir=args.out, tflite=args.tflite)
+                 out_dir=args.out, tflite=args.tflite, mode=args.mode, window=args.window,
+                 stride=args.stride, data_root=args.data_root)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1

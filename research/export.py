@@ -7,7 +7,8 @@
                   indices (and "logits"), with resizing and preprocessing inside, so
                   plain `tf.saved_model.load(path).serve(images)` works with no project
                   import
-  export.json     the config, the input size it was trained at, and why it was exported
+  export.json     the config, the input size it was trained at, the class names and
+                  colours of its dataset, and why it was exported
 
 `predict_masks` is the same computation in-process (research/predict.py uses it), so
 exported and in-process predictions agree.
@@ -15,9 +16,11 @@ exported and in-process predictions agree.
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 import keras
 
+from research.data import datasets, voc
 from research.faults import kill_point
 from research.fileio import atomic_directory, atomic_path, atomic_write_json
 
@@ -73,9 +76,12 @@ def export_model(model, export_dir, config, info=None):
                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     with atomic_directory(os.path.join(export_dir, "saved_model")) as tmp:
         archive.write_out(tmp, verbose=False)
+    data = datasets.dataset_of(config)
     atomic_write_json(os.path.join(export_dir, "export.json"), {
         "input_size": list(input_size), "num_classes": config.num_classes,
-        "ignore_label": config.ignore_label, "config": config.to_dict(), "info": info or {},
+        "ignore_label": config.ignore_label, "class_names": list(data.class_names),
+        "palette": data.palette[:len(data.class_names)].tolist(),
+        "config": config.to_dict(), "info": info or {},
         "serving": "tf.saved_model.load(saved_model).serve(uint8 [B,H,W,3]) -> "
                    "{'masks': uint8 [B,H,W], 'logits': float32 [B,H,W,C]}",
     })
@@ -94,6 +100,37 @@ def find_export(model_dir):
                             "(pass an export folder or a run's workdir)")
 
 
+def classes_of(facts):
+    """(class names, palette uint8 [256, 3]) of an export.json dict: what it records, or
+    for an export written before it recorded them, VOC's names (21 classes, else
+    "class i") and colours."""
+    palette = voc.VOC_PALETTE.copy()
+    colours = facts.get("palette")
+    if colours:
+        palette[:len(colours)] = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+    names = facts.get("class_names")
+    if not names:
+        count = int(facts.get("num_classes") or voc.NUM_CLASSES)
+        names = voc.CLASS_NAMES if count == voc.NUM_CLASSES else [f"class {i}" for i in range(count)]
+    return tuple(names), palette
+
+
+def read_facts(folder):
+    """An export folder's export.json as a dict, "input_size" as an (h, w) tuple.
+
+    Raises ValueError naming the file when it cannot be read (missing, truncated, not
+    JSON, no input_size).
+    """
+    facts_file = os.path.join(folder, "export.json")
+    try:
+        with open(facts_file, encoding="utf-8") as f:
+            facts = json.load(f)
+        facts["input_size"] = tuple(int(s) for s in facts["input_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{facts_file}: cannot read the export facts ({type(e).__name__}: {e})") from None
+    return facts
+
+
 def load_export(folder):
     """Loads an export folder's model.keras and export.json.
 
@@ -103,14 +140,8 @@ def load_export(folder):
     """
     import research.models  # noqa: F401  (registers the custom layers for loading)
 
-    facts_file = os.path.join(folder, "export.json")
+    facts = read_facts(folder)
     keras_file = os.path.join(folder, "model.keras")
-    try:
-        with open(facts_file, encoding="utf-8") as f:
-            facts = json.load(f)
-        facts["input_size"] = tuple(int(s) for s in facts["input_size"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{facts_file}: cannot read the export facts ({type(e).__name__}: {e})") from None
     try:
         model = keras.saving.load_model(keras_file, compile=False)
     except Exception as e:  # zip, h5 and deserialization errors of every kind

@@ -102,15 +102,16 @@ def representative_images(config, input_size, count):
     run's config has skip_bad, as in its evaluation; otherwise the first one raises
     tf.errors.InvalidArgumentError (`pipeline.bad_file_message` reads its file and problem).
     """
-    from research.data import pipeline
+    from research.data import datasets, pipeline
 
-    dataset = pipeline.make_dataset(config.voc_root, "train", 1, tuple(input_size),
+    data = datasets.dataset_of(config)
+    dataset = pipeline.make_dataset(data, "train", 1, tuple(input_size),
                                     augmentation=False, shuffle=False, epochs=1,
                                     skip_bad=config.skip_bad, split_seed=config.split_seed)
     images = [np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
               for images, _ in dataset.take(count)]
     if not images:
-        raise ValueError(f"{config.voc_root}: no train images to calibrate int8 quantization with")
+        raise ValueError(f"{data.root}: no train images to calibrate int8 quantization with")
     return images
 
 
@@ -368,7 +369,7 @@ def default_output(workdir, quantize, input_size):
 
 
 def export_tflite(workdir, quantize="none", input_size=None, out=None, calibration_images=100,
-                  logits=False, source="auto", voc_root=None):
+                  logits=False, source="auto", voc_root=None, data_root=None):
     """Converts a run's model (export or latest checkpoint) to a .tflite file.
 
     Args:
@@ -379,14 +380,15 @@ def export_tflite(workdir, quantize="none", input_size=None, out=None, calibrati
       calibration_images: train images that calibrate int8.
       logits: also output the logits.
       source: "auto", "export" or "checkpoint" (`research.evaluate.load_model`).
-      voc_root: where the calibration data is; default the run config's.
+      voc_root: a VOC run's calibration data; default the run config's.
+      data_root: where the run's dataset (VOC or folder) is now; default the config's.
     Returns:
       the path written (str).
     """
     from research import evaluate
     from research.fileio import atomic_write_bytes
 
-    config = evaluate.read_run_config(workdir, voc_root)
+    config = evaluate.read_run_config(workdir, voc_root, data_root)
     loaded = evaluate.load_model(workdir, config, source)
     size = tuple(int(s) for s in (input_size or loaded.input_size))
     if len(size) != 2 or min(size) < 1:
@@ -419,7 +421,10 @@ def parse_args(argv=None):
     parser.add_argument("--logits", action="store_true", help="also output the logits [1,H,W,C]")
     parser.add_argument("--source", default="auto", choices=("auto", "export", "checkpoint"),
                         help="the run's export/model.keras, its latest checkpoint, or auto")
-    parser.add_argument("--voc-root", default=None, help="calibration data; default the run config's")
+    parser.add_argument("--data-root", default=None,
+                        help="where the run's dataset (calibration images) is now: its VOC2012 folder or "
+                             "folder dataset's root; default the run config's")
+    parser.add_argument("--voc-root", default=None, help="a VOC run's calibration data (as --data-root)")
     args = parser.parse_args(argv)
     if args.calibration_images < 1:
         parser.error("--calibration-images must be positive")
@@ -435,7 +440,8 @@ def main(argv=None):
 
     try:
         path = export_tflite(args.workdir, args.quantize, args.input_size, args.out,
-                             args.calibration_images, args.logits, args.source, args.voc_root)
+                             args.calibration_images, args.logits, args.source, args.voc_root,
+                             args.data_root)
     except (ValueError, FileNotFoundError, TFLiteExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

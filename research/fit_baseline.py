@@ -23,7 +23,7 @@ import keras
 
 import kernels
 from research import config as config_lib
-from research.data import pipeline
+from research.data import datasets, pipeline
 from research.build import build_model
 
 log = logging.getLogger("research")
@@ -132,13 +132,14 @@ def build_compiled_model(config):
 
 def make_datasets(config):
     """(train, val, steps_per_epoch): the same pipeline as the custom loop, repeated."""
-    num_train = pipeline.dataset_size(config.voc_root, config.train_subset, split_seed=config.split_seed)
+    data = datasets.dataset_of(config)
+    num_train = pipeline.dataset_size(data, config.train_subset, split_seed=config.split_seed)
     steps = config.steps_per_epoch or num_train // config.batch_size
     train = pipeline.make_dataset(
-        config.voc_root, config.train_subset, config.batch_size, tuple(config.input_size),
+        data, config.train_subset, config.batch_size, tuple(config.input_size),
         resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
         shuffle=True, seed=config.seed, epochs=None, drop_remainder=True, split_seed=config.split_seed)
-    val = pipeline.make_dataset(config.voc_root, "val", config.eval_batch_size, tuple(config.input_size),
+    val = pipeline.make_dataset(data, "val", config.eval_batch_size, tuple(config.input_size),
                                 epochs=1, split_seed=config.split_seed)
     if config.eval_steps:
         val = val.take(config.eval_steps)

@@ -1,7 +1,7 @@
 """Predicting segmentation masks for any images with an exported model.
 
     python -m research.predict --model runs/demo --out masks/ [--overlay] [--skip-bad]
-        photo.jpg more_photos/ ...
+        [--mode whole|slide] [--window H W] [--stride H W] photo.jpg more_photos/ ...
 
 `--model` is an export folder (model.keras + export.json, see research/export.py), a
 run's workdir (its export/ is used), or a `.tflite` file of research/export_tflite.py (run
@@ -9,8 +9,9 @@ by the LiteRT interpreter: the image resized to the file's input size, its logit
 back, or its mask by nearest neighbour when the file has no logits). Folders are walked recursively for .jpg, .jpeg and
 .png files (any letter case), in sorted order.
 
-For each image, `OUT/<name>.png` is a palettized PNG (mode "P", VOC palette, pixel value
-= class index) at the image's displayed size; with `--overlay` also
+For each image, `OUT/<name>.png` is a palettized PNG (mode "P", pixel value = class
+index; the colours of the model's dataset as its export.json records them, VOC's for
+older exports and .tflite files) at the image's displayed size; with `--overlay` also
 `OUT/<name>_overlay.png`, the photo with the predicted colours blended in. Every file
 is written atomically. `<name>` is the file's stem; when stems collide (`a.jpg` and
 `a.png`, or the same name in two folders) the extension is appended (`a_jpg`, `a_png`)
@@ -24,7 +25,9 @@ of the training data are aligned with the stored pixels instead, so there the
 orientation is not applied.
 
 Predictions are `research.export.predict_masks`, the same computation as the exported
-SavedModel's `serve` endpoint. Images are batched by displayed size (up to
+SavedModel's `serve` endpoint; with `--mode slide [--window H W] [--stride H W]`,
+overlapping windows at the image's own size instead (`research.sliding_window`, for
+images much larger than the model's input). Images are batched by displayed size (up to
 `--batch-size` images and about `PIXELS_PER_BATCH` pixels per batch, since logits are
 computed at full size: 21 float32 per pixel, so one 64 MP image needs about 5.4 GB;
 lower `--max-pixels` on small machines).
@@ -179,14 +182,18 @@ def read_display_image(path, orientation, max_pixels=voc.DEFAULT_MAX_PIXELS):
 # ---------------------------------------------------------------------------------
 # Model.
 # ---------------------------------------------------------------------------------
-def load_predictor(model_dir):
+def load_predictor(model_dir, mode="whole", window=None, stride=None):
     """Loads an exported model; returns `masks_fn(uint8 [B,H,W,3]) -> uint8 [B,H,W]`.
 
-    The function is `research.export.predict_masks` in a tf.function traced once for
-    any batch and image size, like the SavedModel's `serve`. A `.tflite` path gives
-    `research.export_tflite.TFLiteModel(path).masks` instead.
+    mode "whole": `research.export.predict_masks` in a tf.function traced once for any
+    batch and image size, like the SavedModel's `serve`. mode "slide": the argmax of
+    `research.sliding_window`'s averaged window logits at each image's own size
+    (`window` default: the export's input size; `stride` default: 2/3 of the window).
+    A `.tflite` path gives `research.export_tflite.TFLiteModel(path).masks` (whole only).
     """
     if os.fspath(model_dir).lower().endswith(".tflite"):
+        if mode == "slide":
+            raise ValueError("--mode slide is not available for a .tflite file (it runs at one size)")
         from research.export_tflite import TFLiteModel
 
         return TFLiteModel(model_dir).masks
@@ -196,12 +203,27 @@ def load_predictor(model_dir):
 
     model, facts = export_lib.load_export(export_lib.find_export(model_dir))
     input_size = facts["input_size"]
+    if mode == "slide":
+        from research import sliding_window
+
+        slide = sliding_window.make_slide_predictor(model, window or input_size, stride)
+        return lambda images: np.argmax(slide(images), axis=-1).astype(np.uint8)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def masks_fn(images):
         return export_lib.predict_masks(model, images, input_size)
 
     return lambda images: masks_fn(images).numpy()
+
+
+def palette_of_model(model_dir):
+    """The class colours (uint8 [256, 3]) masks of `model_dir` are written with: those its
+    export.json records (`research.export.classes_of`); VOC's for a .tflite file."""
+    if os.fspath(model_dir).lower().endswith(".tflite"):
+        return voc.VOC_PALETTE
+    from research import export as export_lib
+
+    return export_lib.classes_of(export_lib.read_facts(export_lib.find_export(model_dir)))[1]
 
 
 # ---------------------------------------------------------------------------------
@@ -219,38 +241,9 @@ def _batches(items, batch_size):
             yield indices[start:start + per_batch]
 
 
-def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
-            max_pixels=voc.DEFAULT_MAX_PIXELS, skip_bad=False, predictor=None):
-    """Writes a mask (and optionally an overlay) for every image in `inputs`.
-
-    Args:
-      model_dir: an export folder or a run's workdir.
-      inputs: image files and/or folders.
-      out_dir: where `<name>.png` (and `<name>_overlay.png`) go; created if missing.
-      overlay: also write the photo blended with the predicted colours.
-      batch_size: most images per model call.
-      max_pixels: refuse images with more pixels (from the header).
-      skip_bad: continue past bad images (else stop at them; see the module doc).
-      predictor: optional `uint8 [B,H,W,3] -> uint8 [B,H,W]` (default: the loaded
-        model's `predict_masks`); for tests.
-    Returns:
-      dict: "written" {input path: mask path}, "failed" {input path: message},
-      "stopped" (True when a bad image stopped the run).
-    """
-    from research import visualize
-
-    if predictor is None and os.fspath(model_dir).lower().endswith(".tflite"):
-        predictor = load_predictor(model_dir)  # a corrupt file fails before any work
-    elif predictor is None:
-        from research import export as export_lib  # imports TensorFlow
-
-        export_lib.find_export(model_dir)  # a wrong --model fails before any work
-    paths = find_images(inputs)
-    names = output_names(paths, overlay)
-    written, failed = {}, {}
-    if not paths:
-        return {"written": written, "failed": failed, "stopped": False}
-
+def _read_headers(paths, max_pixels, failed):
+    """{index: ((height, width), orientation)} of the readable headers; the others go to
+    `failed` {path: message}."""
     headers = {}
     for index, path in enumerate(paths):
         try:
@@ -258,10 +251,54 @@ def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
         except voc.BadFileError as e:
             failed[path] = str(e)
             log.error("%s", e)
-    if failed and not skip_bad:
-        return {"written": written, "failed": failed, "stopped": True}
+    return headers
 
-    predictor = predictor or load_predictor(model_dir)
+
+def _write_masks(out_dir, names, kept, images, masks, overlay, palette):
+    """Writes each mask (and overlay); returns {index: mask file}."""
+    from research import visualize
+
+    written = {}
+    for index, image, mask in zip(kept, images, masks):
+        written[index] = os.path.join(out_dir, names[index] + ".png")
+        voc.write_mask(written[index], mask, palette)
+        if overlay:
+            visualize.write_png(os.path.join(out_dir, names[index] + "_overlay.png"),
+                                visualize.overlay(image, mask, palette=palette))
+    return written
+
+
+def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
+            max_pixels=voc.DEFAULT_MAX_PIXELS, skip_bad=False, predictor=None,
+            mode="whole", window=None, stride=None):
+    """Writes a mask (and optionally an overlay) for every image in `inputs`.
+
+    Args:
+      model_dir: an export folder, a run's workdir or a .tflite file.
+      inputs: image files and/or folders.
+      out_dir: where `<name>.png` (and `<name>_overlay.png`) go; created if missing.
+      overlay: also write the photo blended with the predicted colours.
+      batch_size: most images per model call.
+      max_pixels: refuse images with more pixels (from the header).
+      skip_bad: continue past bad images (else stop at them; see the module doc).
+      predictor: optional `uint8 [B,H,W,3] -> uint8 [B,H,W]` (default: `load_predictor`);
+        for tests.
+      mode, window, stride: "whole" or "slide" with its (h, w) window and stride
+        (`load_predictor`).
+    Returns:
+      dict: "written" {input path: mask path}, "failed" {input path: message},
+      "stopped" (True when a bad image stopped the run).
+    """
+    if predictor is None and os.fspath(model_dir).lower().endswith(".tflite"):
+        predictor = load_predictor(model_dir, mode)  # a corrupt file fails before any work
+    palette = palette_of_model(model_dir)  # a wrong --model fails before any work
+    paths = find_images(inputs)
+    names = output_names(paths, overlay)
+    written, failed = {}, {}
+    headers = _read_headers(paths, max_pixels, failed)
+    if not paths or (failed and not skip_bad):
+        return {"written": written, "failed": failed, "stopped": bool(failed)}
+    predictor = predictor or load_predictor(model_dir, mode, window, stride)
     os.makedirs(out_dir, exist_ok=True)
     bar = ProgressBar(len(headers), 1, desc="predict", unit="img")
     for batch in _batches(((i, headers[i][0]) for i in sorted(headers)), batch_size):
@@ -278,12 +315,7 @@ def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
                     return {"written": written, "failed": failed, "stopped": True}
         if kept:
             masks = predictor(np.stack(images))
-            for index, image, mask in zip(kept, images, masks):
-                mask_file = os.path.join(out_dir, names[index] + ".png")
-                voc.write_mask(mask_file, mask)
-                if overlay:
-                    visualize.write_png(os.path.join(out_dir, names[index] + "_overlay.png"),
-                                        visualize.overlay(image, mask))
+            for index, mask_file in _write_masks(out_dir, names, kept, images, masks, overlay, palette).items():
                 written[paths[index]] = mask_file
         bar.update(len(batch))
     bar.close()
@@ -311,6 +343,9 @@ def parse_args(argv=None):
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable or refused images and predict the rest "
                              "(default: stop at them); the exit status is 1 either way")
+    from research.sliding_window import add_window_arguments  # imports TensorFlow
+
+    add_window_arguments(parser, "whole")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.max_pixels < 1:
         parser.error("--batch-size and --max-pixels must be positive")
@@ -323,7 +358,8 @@ def main(argv=None):
     try:
         result = predict(args.model, args.inputs, args.out, overlay=args.overlay,
                          batch_size=args.batch_size, max_pixels=args.max_pixels,
-                         skip_bad=args.skip_bad)
+                         skip_bad=args.skip_bad, mode=args.mode or "whole", window=args.window,
+                         stride=args.stride)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -47,7 +47,7 @@ import kernels
 from research import build
 from research import config as config_lib
 from research import runtime
-from research.data import pipeline
+from research.data import datasets, pipeline
 from research.faults import kill_point
 from research.progress import ProgressBar
 from research.training import schedules
@@ -207,6 +207,7 @@ class Input:
     train_batches: object         # fn(data_epoch, offset) -> iterator of distributed batches
     val: object                   # distributed val dataset (every worker its slice)
     tb_images: tuple              # (images, labels) for the TensorBoard pictures, or None
+    palette: object               # uint8 [256, 3]: the dataset's class colours
 
 
 def make_input(config, rt):
@@ -217,29 +218,30 @@ def make_input(config, rt):
     if config.accumulate_steps > 1 and config.batch_size % rt.strategy.num_replicas_in_sync:
         raise ValueError(f"batch_size {config.batch_size} cannot be split evenly over "
                          f"{rt.strategy.num_replicas_in_sync} replicas for gradient accumulation")
-    num_train = pipeline.dataset_size(config.voc_root, config.train_subset, split_seed=config.split_seed)
+    dataset = datasets.dataset_of(config)
+    num_train = pipeline.dataset_size(dataset, config.train_subset, split_seed=config.split_seed)
     batches_per_data_epoch = num_train // update_batch
     if batches_per_data_epoch == 0:
-        raise ValueError(f"{config.voc_root}: the {config.train_subset} split has {num_train} images, "
+        raise ValueError(f"{dataset.root}: the {config.train_subset} split has {num_train} images, "
                          f"fewer than one step's {update_batch} (batch_size x accumulate_steps)")
 
     def train_batches(data_epoch, offset):
         def global_batches():
-            dataset = pipeline.make_dataset(
-                config.voc_root, config.train_subset, update_batch, tuple(config.input_size),
+            batches = pipeline.make_dataset(
+                dataset, config.train_subset, update_batch, tuple(config.input_size),
                 resize_to_before_crop=config.resize_to_before_crop, augmentation=config.augmentation,
                 shuffle=True, seed=config.seed, start_epoch=data_epoch, epochs=None,
                 drop_remainder=True, skip_bad=config.skip_bad, split_seed=config.split_seed,
                 scale_range=config.scale_range, with_epoch=True)
-            return dataset.skip(offset) if offset else dataset
+            return batches.skip(offset) if offset else batches
 
         return iter(distribute_batches(rt.strategy, rt.role, global_batches, update_batch))
 
     def val_batches():
-        dataset = pipeline.make_dataset(
-            config.voc_root, "val", config.eval_batch_size, tuple(config.input_size),
+        batches = pipeline.make_dataset(
+            dataset, "val", config.eval_batch_size, tuple(config.input_size),
             epochs=1, pad_final_batch=True, skip_bad=config.skip_bad, split_seed=config.split_seed)
-        return dataset.take(config.eval_steps) if config.eval_steps else dataset
+        return batches.take(config.eval_steps) if config.eval_steps else batches
 
     # Validation runs on every worker, each on its slice of every val batch: the
     # confusion matrix and the loss normalizers are summed over all of them, so each
@@ -249,7 +251,7 @@ def make_input(config, rt):
     if config.tensorboard_images and rt.role.is_chief:
         tb_images = next(iter(val_batches().unbatch().batch(config.tensorboard_images).take(1)))
     return Input(config.steps_per_epoch or batches_per_data_epoch, batches_per_data_epoch,
-                 train_batches, val, tb_images)
+                 train_batches, val, tb_images, dataset.palette)
 
 
 # ---------------------------------------------------------------------------------
@@ -457,7 +459,7 @@ def end_of_epoch(run, state, cursor):
         row = epoch_row(state, train_metrics, val_loss, val_metrics, run.learning_rate.current(),
                         config.batch_size * config.accumulate_steps)
         is_best = close_epoch(state, row, config, run.mode)
-        run.outputs.log_epoch(row, state.step, train.model, run.input.tb_images)
+        run.outputs.log_epoch(row, state.step, train.model, run.input.tb_images, run.input.palette)
         if is_best:
             run.outputs.export_best(train.model, {"epoch": state.epoch, "step": state.step,
                                                   config.monitor: row[config.monitor]})

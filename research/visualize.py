@@ -3,6 +3,9 @@
 - `error_map(image, truth, prediction)`: where a prediction is wrong, at a glance.
 - `overlay(image, mask)`: a photo with its mask's colours blended in.
 - `legend(class_ids)`: colour swatch + class name for each class shown.
+
+Colours and names default to VOC's; every function that draws classes takes the
+`class_names` and `palette` (uint8 [256, 3]) of the dataset (`research.data.datasets`).
 - `sample_grid(images, truths, predictions, captions)`: one row per image:
   image | true mask | predicted mask | error map, with a legend below.
 - `confusion_heatmap(confusion)`: the row-normalised confusion matrix, class names on
@@ -81,27 +84,28 @@ def error_map(image, truth, prediction, ignore_label=voc.IGNORE_LABEL):
     return out
 
 
-def overlay(image, mask, alpha=0.5):
-    """The photo with the mask's VOC colours blended in.
+def overlay(image, mask, alpha=0.5, palette=voc.VOC_PALETTE):
+    """The photo with the mask's colours blended in.
 
     Args:
       image: uint8 [H, W, 3] RGB.
       mask: integer [H, W] class indices (0..255).
-      alpha: weight of the class colour where the mask is not background.
+      alpha: weight of the class colour where the class is not coloured black.
+      palette: uint8 [256, 3], the colour of each class (VOC's by default).
     Returns:
-      uint8 [H, W, 3]. Background (class 0, black in the VOC palette) is left as the
-      photo: blending black in would only darken the scene.
+      uint8 [H, W, 3]. Classes coloured black (VOC's background, class 0) are left as
+      the photo: blending black in would only darken the scene.
     """
     _check_same_size(image=image, mask=mask)
     mask = np.asarray(mask)
     image = np.asarray(image, dtype=np.float32)
-    colours = voc.index_to_rgb(mask.astype(np.uint8)).astype(np.float32)
+    colours = voc.index_to_rgb(mask.astype(np.uint8), palette).astype(np.float32)
     blended = (1.0 - alpha) * image + alpha * colours
-    out = np.where((mask != 0)[..., None], blended, image)
+    out = np.where(colours.any(axis=-1, keepdims=True), blended, image)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def legend(class_ids, width=600, class_names=voc.CLASS_NAMES, size=12):
+def legend(class_ids, width=600, class_names=voc.CLASS_NAMES, size=12, palette=voc.VOC_PALETTE):
     """Colour swatches with class names, flowing left to right and wrapping at `width`.
 
     Args:
@@ -110,6 +114,7 @@ def legend(class_ids, width=600, class_names=voc.CLASS_NAMES, size=12):
       width: the picture's width in pixels.
       class_names: names by index.
       size: font size in pixels.
+      palette: uint8 [256, 3], the colour of each index.
     Returns:
       uint8 [h, width, 3], white background.
     """
@@ -129,7 +134,7 @@ def legend(class_ids, width=600, class_names=voc.CLASS_NAMES, size=12):
     picture = Image.new("RGB", (width, y + row_height + pad), WHITE)
     draw = ImageDraw.Draw(picture)
     for x, y, index, label in positions:
-        colour = tuple(int(c) for c in voc.VOC_PALETTE[index])
+        colour = tuple(int(c) for c in palette[index])
         draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=colour, outline=BLACK)
         draw.text((x + swatch + 4, y + 1), label, fill=BLACK, font=font(size))
     return np.asarray(picture)
@@ -186,7 +191,7 @@ class GridLayout:
 
 
 def sample_grid(images, truths, predictions, captions=None, cell_size=192,
-                ignore_label=voc.IGNORE_LABEL, class_names=voc.CLASS_NAMES):
+                ignore_label=voc.IGNORE_LABEL, class_names=voc.CLASS_NAMES, palette=voc.VOC_PALETTE):
     """One row per image: image | true mask | predicted mask | error map, and a legend.
 
     Args:
@@ -198,6 +203,7 @@ def sample_grid(images, truths, predictions, captions=None, cell_size=192,
         (nearest for masks, so their colours stay exact; bilinear for photos).
       ignore_label: label value that is not scored (grey in the error map).
       class_names: names for the legend.
+      palette: uint8 [256, 3], the colour of each class in the mask panels and legend.
     Returns:
       uint8 [H, W, 3]; geometry as in `GridLayout(len(images), *cell_size)`. The
       legend lists the classes present in the rows' true or predicted masks
@@ -211,7 +217,7 @@ def sample_grid(images, truths, predictions, captions=None, cell_size=192,
     present = set()
     for truth, prediction in zip(truths, predictions):
         present |= set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist())
-    key = legend(present, width=layout.width, class_names=class_names)
+    key = legend(present, width=layout.width, class_names=class_names, palette=palette)
 
     canvas = np.full((layout.cells_bottom + layout.margin + key.shape[0], layout.width, 3),
                      255, dtype=np.uint8)
@@ -227,8 +233,8 @@ def sample_grid(images, truths, predictions, captions=None, cell_size=192,
         prediction = np.asarray(prediction).astype(np.uint8)
         panels = (
             (image, Image.BILINEAR),
-            (voc.index_to_rgb(truth), Image.NEAREST),
-            (voc.index_to_rgb(prediction), Image.NEAREST),
+            (voc.index_to_rgb(truth, palette), Image.NEAREST),
+            (voc.index_to_rgb(prediction, palette), Image.NEAREST),
             (error_map(image, truth, prediction, ignore_label), Image.NEAREST),
         )
         for column, (panel, resample) in enumerate(panels):

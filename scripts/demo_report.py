@@ -86,9 +86,18 @@ def recipe_text(config):
             f"momentum {config['bn_momentum']}, deterministic {str(config['deterministic']).lower()}.")
 
 
-def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
+def metrics_class_names(metrics):
+    """The class names of an evaluation's metrics.json: the keys of its per-class IoU
+    (in class order: the dataset's names), else VOC's for 21 classes, else indices."""
     num_classes = len(metrics["confusion_matrix"])
-    names = class_names(num_classes)
+    names = list(metrics.get("per_class_iou") or ())
+    if len(names) == num_classes:
+        return names
+    return class_names(num_classes)
+
+
+def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
+    names = metrics_class_names(metrics)
     model = metrics["model"]
     best = max(history, key=lambda r: float(r["val_mean_iou"]))
     train_seconds = sum(float(r["epoch_seconds"]) for r in history)
@@ -157,7 +166,7 @@ def main(argv=None):
     print(text)
     print(f"report: {os.path.join(args.workdir, 'REPORT.md')}")
     if args.json:
-        majority_name = class_names(len(metrics["confusion_matrix"]))[baseline["class"]]
+        majority_name = metrics_class_names(metrics)[baseline["class"]]
         saved = results.demo_results((config or {}).get("name", "custom"), history, metrics, baseline,
                                      majority_name, wall)
         command = provenance.command_line("python scripts/demo_report.py", argv)

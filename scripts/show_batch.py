@@ -1,9 +1,11 @@
 """Draws one batch of the training pipeline and measures the pipeline's speed.
 
     python scripts/show_batch.py --voc-root data/synthetic/VOCdevkit/VOC2012 --out runs/demo/batch.png
+    python scripts/show_batch.py --data-root MY_FOLDER_DATASET --out batch.png
 
-The picture shows each augmented image beside its mask in VOC colours (ignored pixels in
-the VOC boundary colour), with a legend. Printed: the split sizes and the pipeline's
+The picture shows each augmented image beside its mask in the dataset's colours (VOC's,
+or those of a folder dataset's classes.json; ignored pixels in the VOC boundary colour),
+with a legend of the class names. Printed: the split sizes and the pipeline's
 images/s in its first epoch (decoding included) and after it (decoded cache warm).
 """
 import argparse
@@ -13,21 +15,25 @@ import time
 
 import numpy as np
 
-from research.data import voc
+from research.data import datasets, voc
 from research.data.pipeline import dataset_size, make_dataset
 from research.visualize import legend, write_png
 
 GAP = 4
 
 
-def batch_picture(images, labels, pairs_per_row=2):
+def batch_picture(images, labels, pairs_per_row=2, data=None):
     """Image | mask pairs in a grid, with a legend of the classes shown.
 
     Args:
       images: float [B, H, W, 3] in [0, 255]; labels: int [B, h, w] (255 = ignore).
+      pairs_per_row: image | mask pairs side by side.
+      data: the dataset (`research.data.datasets`) whose class names and colours to use
+        (default VOC's).
     Returns:
       uint8 [H', W', 3].
     """
+    names, palette = (data.class_names, data.palette) if data else (voc.CLASS_NAMES, voc.VOC_PALETTE)
     images = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
     labels = np.asarray(labels).astype(np.uint8)
     height, width = images.shape[1:3]
@@ -43,15 +49,17 @@ def batch_picture(images, labels, pairs_per_row=2):
         top = GAP + (n // pairs_per_row) * (height + GAP)
         left = GAP + (n % pairs_per_row) * (pair_width + GAP)
         canvas[top:top + height, left:left + width] = image
-        canvas[top:top + height, left + width + GAP:left + pair_width] = voc.index_to_rgb(label)
-    key = legend(set(np.unique(labels).tolist()), width=canvas.shape[1])
+        canvas[top:top + height, left + width + GAP:left + pair_width] = palette[label]
+    key = legend(set(np.unique(labels).tolist()), width=canvas.shape[1], class_names=names, palette=palette)
     return np.concatenate([canvas, key], axis=0)
 
 
 def main(argv=None):
     """Returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--voc-root", required=True, help="the .../VOCdevkit/VOC2012 folder")
+    parser.add_argument("--voc-root", "--data-root", dest="root", required=True,
+                        help="the .../VOCdevkit/VOC2012 folder, or a folder dataset's root (the folder "
+                             "holding classes.json)")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--subset", default="train", choices=voc.SUBSETS, help="the split drawn (default train)")
     parser.add_argument("--batch-size", type=int, default=8, help="images in the batch (default 8)")
@@ -64,9 +72,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     before_crop = args.resize_before_crop or round(args.input_size * 444 / 384)
     try:
-        sizes = {subset: dataset_size(args.voc_root, subset)
+        data = datasets.open_root(args.root)
+        sizes = {subset: dataset_size(data, subset)
                  for subset in dict.fromkeys(("train", "val", "test", args.subset))}
-        dataset = make_dataset(args.voc_root, args.subset, args.batch_size, args.input_size,
+        dataset = make_dataset(data, args.subset, args.batch_size, args.input_size,
                                resize_to_before_crop=before_crop, augmentation=True, shuffle=True,
                                seed=args.seed, epochs=2)
     except (OSError, ValueError) as error:
@@ -77,7 +86,7 @@ def main(argv=None):
     iterator = iter(dataset)
     start = time.perf_counter()
     images, labels = next(iterator)
-    write_png(args.out, batch_picture(images.numpy(), labels.numpy()))
+    write_png(args.out, batch_picture(images.numpy(), labels.numpy(), data=data))
     cold_images = len(images)
     for _ in range(batches_per_epoch - 1):
         cold_images += len(next(iterator)[0])

@@ -1,6 +1,10 @@
-"""The tf.data input pipeline: VOC folder -> batches of (images, labels).
+"""The tf.data input pipeline: a dataset folder -> batches of (images, labels).
 
-    ids (read_split) -> read + check + decode (PIL, in tf.numpy_function) -> decoded cache
+One pipeline for every layout: the dataset (`research.data.datasets`: Pascal VOC, or your
+own data in the folder layout) gives the ids, the file paths and the checked reader;
+everything after reading is the same.
+
+    ids (dataset.split) -> read + check + decode (PIL, in tf.numpy_function) -> decoded cache
       -> per epoch: order from (seed, epoch) -> resize | random crop -> flip -> colour jitter
       -> fixed shapes -> batch -> (all epochs) prefetch
 
@@ -28,7 +32,8 @@ of four separate runs of interleaved rounds; benchmarks/bench_pipeline.py re-mea
           PIL in numpy_function with every check 349-630/s.
   images: tf.io.decode_jpeg 678-1445/s; PIL in numpy_function 325-693/s.
   pairs:  PIL for both, checked (chosen) 192-299/s; TF image + PIL mask 263-435/s.
-We read both files with PIL (research.data.voc.read_sample) in one numpy_function:
+We read both files with PIL (the dataset's read_sample, research.data.voc.read_sample for
+VOC) in one numpy_function:
 TF's image decoder would cut the first epoch's decoding time by 13-31 %, but a truncated
 JPEG then fails inside TF with a message that does not name the file (and skip_bad
 could not skip it); PIL gives one checked reader shared with the validator, and the
@@ -37,6 +42,7 @@ configuration, 384 px, batch 8) gives 125-166 images/s with the cache warm, whil
 training consumes well under one image per second here (NOTES: 4-6 s per DeepLab step
 of 2 images at 384 px).
 """
+import dataclasses
 import logging
 import math
 import threading
@@ -45,7 +51,7 @@ from collections import Counter
 import numpy as np
 import tensorflow as tf
 
-from research.data import voc
+from research.data import datasets, voc
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,9 @@ PAD_RGB_MEAN = (123.68, 116.779, 103.939)
 
 
 def dataset_size(voc_root, subset, split_seed=0):
-    """Number of ids in a subset (for steps per epoch); see `voc.read_split`."""
-    return len(voc.read_split(voc_root, subset, split_seed))
+    """Number of ids in a subset (for steps per epoch). `voc_root`: a VOC root path or a
+    dataset (`research.data.datasets.dataset_of(config)`); see its `split`."""
+    return len(datasets.as_dataset(voc_root).split(subset, split_seed))
 
 
 def bad_file_message(error):
@@ -119,9 +126,10 @@ class _DecodedStore:
     decoding, so decodes run in parallel.
     """
 
-    def __init__(self, voc_root, subset, ids, cache, skip_bad, skipped, max_pixels):
-        self.image_files = [voc.image_path(voc_root, i) for i in ids]
-        self.mask_files = [voc.mask_path(voc_root, i, subset) for i in ids]
+    def __init__(self, dataset, subset, ids, cache, skip_bad, skipped, max_pixels):
+        self.read_sample = dataset.read_sample
+        self.image_files = [dataset.image_path(i) for i in ids]
+        self.mask_files = [dataset.mask_path(i, subset) for i in ids]
         self.cache = cache
         self.skip_bad = skip_bad
         self.skipped = skipped
@@ -134,8 +142,8 @@ class _DecodedStore:
         sample = self._decoded.get(index)
         if sample is None:
             try:
-                sample = voc.read_sample(self.image_files[index], self.mask_files[index],
-                                         self.max_pixels)
+                sample = self.read_sample(self.image_files[index], self.mask_files[index],
+                                          self.max_pixels)
             except voc.BadFileError as error:
                 if not self.skip_bad:
                     raise
@@ -301,17 +309,18 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
                  deterministic=True, skip_bad=False, split_seed=0,
                  num_parallel_calls=tf.data.AUTOTUNE, skipped=None,
                  max_pixels=voc.DEFAULT_MAX_PIXELS, scale_range=None, with_epoch=False):
-    """A tf.data pipeline of (images, labels) batches from a dataset in VOC layout.
+    """A tf.data pipeline of (images, labels) batches from a dataset.
 
     Args:
-      voc_root: the ``.../VOCdevkit/VOC2012`` folder.
-      subset: "train", "val", "test", "trainval" or "train_aug" (see `voc.read_split`;
-        train_aug's masks come from SegmentationClassAug/). A train subset holding an id
-        of val.txt is refused (ValueError).
+      voc_root: the dataset: a VOC root path (the ``.../VOCdevkit/VOC2012`` folder) or a
+        dataset object (`research.data.datasets.dataset_of(config)`, e.g. a folder dataset).
+      subset: a name of the dataset's `subsets` (VOC: "train", "val", "test", "trainval",
+        "train_aug"; see `voc.read_split` and `research.data.folder`). A train subset
+        holding an evaluation id is refused (ValueError).
       batch_size: samples per batch.
       input_size: (h, w) (or an int) of the images.
       resize_to_before_crop: (h, w) to resize to before a random crop (needed, and at
-        least input_size, when augmentation is on).
+        least input_size, when augmentation is on without scale_range).
       output_size: (h, w) of the labels (nearest resize), default input_size.
       augmentation: random crop-or-resize, horizontal flip, hue/brightness/contrast.
       shuffle: a new order of the whole subset each epoch.
@@ -327,16 +336,16 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
       skip_bad: log and leave out bad samples instead of raising; their count is in
         `skipped` (see `SkippedSamples`). The number of batches then depends on the data,
         so the dataset's cardinality is unknown.
-      split_seed: the val/test split of val.txt.
+      split_seed: the val/test halves of val.txt.
       num_parallel_calls: map parallelism.
       skipped: a `SkippedSamples` to collect bad samples into (skip_bad=True).
       max_pixels: decompression-bomb guard for each file.
-      with_epoch: also yield each batch's epoch number, int64 [B] (every element the
-        same: batches never straddle epochs), so a consumer knows its data position
-        even when skip_bad makes epochs shorter (research.train's resume).
       scale_range: (low, high): with augmentation, `random_scale_pad_crop` (from the
         `resize_to_before_crop` size when given, else from the image's own size)
         replaces the crop-or-resize step; flip and colour jitter follow as before.
+      with_epoch: also yield each batch's epoch number, int64 [B] (every element the
+        same: batches never straddle epochs), so a consumer knows its data position
+        even when skip_bad makes epochs shorter (research.train's resume).
 
     Returns:
       tf.data.Dataset of (images float32 [B, H, W, 3] in [0, 255],
@@ -345,8 +354,8 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
 
     Raises:
       ValueError: bad arguments (e.g. augmentation without resize_to_before_crop),
-        unknown subset or an empty one, val ids in a train subset. FileNotFoundError:
-        missing root or split list, or a root given one level too high.
+        unknown subset or an empty one, evaluation ids in a train subset.
+        FileNotFoundError: missing root or split list, or a root given one level too high.
       While iterating (skip_bad=False): tf.errors.InvalidArgumentError whose message
       contains "BadFileError: <file>: <problem>".
     """
@@ -354,17 +363,53 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
     label_size = _pair(output_size, "output_size") if output_size is not None else input_size
     _check_arguments(batch_size, input_size, resize_to_before_crop, augmentation,
                      drop_remainder, pad_final_batch, epochs, start_epoch, scale_range)
+    plan = _Plan(int(batch_size), input_size, label_size, int(seed), bool(shuffle), bool(skip_bad),
+                 bool(drop_remainder), bool(pad_final_batch), bool(with_epoch), deterministic,
+                 num_parallel_calls)
+    source = datasets.as_dataset(voc_root)
+    ids = source.split(subset, split_seed)
+    if not ids:
+        raise ValueError(f"subset {subset!r} of {source.root} has no ids")
+    skipped = skipped if skipped is not None else SkippedSamples()
+    store = _DecodedStore(source, subset, ids, cache, skip_bad, skipped, max_pixels)
+    prepare = _sample_preparer(store, plan, augmentation, resize_to_before_crop, scale_range)
+    if epochs is None:
+        epoch_numbers = tf.data.Dataset.counter(start_epoch)
+    else:
+        epoch_numbers = tf.data.Dataset.range(start_epoch, start_epoch + epochs)
+    dataset = epoch_numbers.flat_map(lambda epoch: _epoch_batches(plan, store, prepare, subset, epoch))
+    if not skip_bad and epochs is not None:
+        per_epoch = (len(ids) // plan.batch_size if drop_remainder
+                     else math.ceil(len(ids) / plan.batch_size))
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * epochs))
+    return without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The checked, fixed settings of one `make_dataset` pipeline."""
+    batch_size: int
+    input_size: tuple
+    label_size: tuple
+    seed: int
+    shuffle: bool
+    skip_bad: bool
+    drop_remainder: bool
+    pad_final_batch: bool
+    with_epoch: bool
+    deterministic: bool
+    num_parallel_calls: int
+
+
+def _sample_preparer(store, plan, augmentation, resize_to_before_crop, scale_range):
+    """`prepare(index, epoch) -> (ok, image float32 [h, w, 3], label int32 [h', w'])`:
+    one sample read from `store`, augmented (stateless, seeded by seed, epoch and index)
+    or resized, at the plan's fixed shapes."""
     if scale_range is not None:
         scale_range = tuple(float(s) for s in scale_range)
     if augmentation and resize_to_before_crop is not None:
         resize_to_before_crop = _pair(resize_to_before_crop, "resize_to_before_crop")
-    ids = voc.read_split(voc_root, subset, split_seed)
-    if not ids:
-        raise ValueError(f"subset {subset!r} of {voc_root} has no ids")
-    skipped = skipped if skipped is not None else SkippedSamples()
-    store = _DecodedStore(voc_root, subset, ids, cache, skip_bad, skipped, max_pixels)
-    num_samples = len(ids)
-    seed = int(seed)
+    input_size, label_size = plan.input_size, plan.label_size
 
     def prepare(index, epoch):
         # stateful=False: fetch returns the same sample for the same index (decoding and
@@ -376,7 +421,7 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
         image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
         mask = tf.ensure_shape(mask, [None, None])[:, :, None]
         if augmentation:
-            key = tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), index)
+            key = tf.random.experimental.stateless_fold_in(_epoch_key(plan.seed, epoch), index)
             crop_seed, flip_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(key, 3))
             if scale_range is not None:
                 image, mask = random_scale_pad_crop(image, mask, crop_seed, input_size, scale_range,
@@ -393,48 +438,42 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
         label = tf.ensure_shape(tf.cast(mask[:, :, 0], tf.int32), label_size)
         return ok, image, label
 
-    padding = tf.data.Dataset.from_tensors((
-        tf.zeros(input_size + (3,), tf.float32),
-        tf.fill(label_size, tf.constant(IGNORE_LABEL, tf.int32))))
+    return prepare
 
-    def epoch_dataset(epoch):
-        if shuffle:
-            order_seed = tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), -1)
-            order = tf.random.experimental.stateless_shuffle(tf.range(num_samples, dtype=tf.int64), order_seed)
-        else:
-            order = tf.range(num_samples, dtype=tf.int64)
-        samples = tf.data.Dataset.from_tensor_slices(order).map(
-            lambda index: prepare(index, epoch), num_parallel_calls=num_parallel_calls,
-            deterministic=deterministic)
-        if skip_bad:
-            # The report element runs after every sample of the epoch has been fetched,
-            # then is filtered out with the bad samples.
-            # Stateless for the same reason as `prepare`: its output is used (by the
-            # filter), so it runs; only its log line is a side effect.
-            report = tf.data.Dataset.from_tensors(epoch).map(lambda e: (
-                tf.numpy_function(store.report, [e, subset], tf.int64, stateful=False) < 0,
-                tf.zeros(input_size + (3,)), tf.zeros(label_size, tf.int32)))
-            samples = samples.concatenate(report).filter(_is_ok)
-        samples = samples.map(_without_flag)
-        if pad_final_batch:
-            samples = samples.concatenate(padding.repeat(batch_size - 1))
-        batches = samples.batch(batch_size, drop_remainder=drop_remainder or pad_final_batch)
-        if with_epoch:
-            # A vector, not a scalar, so tf.distribute can split it with the batch.
-            batches = batches.map(lambda images, labels: (
-                images, labels, tf.fill(tf.shape(labels)[:1], tf.cast(epoch, tf.int64))))
-        return batches
 
-    if epochs is None:
-        epoch_numbers = tf.data.Dataset.counter(start_epoch)
+def _epoch_batches(plan, store, prepare, subset, epoch):
+    """The batches of one epoch: its order, the prepared samples (bad ones filtered out
+    with skip_bad, then the epoch's skip report), padding, batching."""
+    num_samples = len(store.image_files)
+    if plan.shuffle:
+        order_seed = tf.random.experimental.stateless_fold_in(_epoch_key(plan.seed, epoch), -1)
+        order = tf.random.experimental.stateless_shuffle(tf.range(num_samples, dtype=tf.int64), order_seed)
     else:
-        epoch_numbers = tf.data.Dataset.range(start_epoch, start_epoch + epochs)
-    dataset = epoch_numbers.flat_map(epoch_dataset)
-    if not skip_bad and epochs is not None:
-        per_epoch = (num_samples // batch_size if drop_remainder
-                     else math.ceil(num_samples / batch_size))
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * epochs))
-    return without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE))
+        order = tf.range(num_samples, dtype=tf.int64)
+    samples = tf.data.Dataset.from_tensor_slices(order).map(
+        lambda index: prepare(index, epoch), num_parallel_calls=plan.num_parallel_calls,
+        deterministic=plan.deterministic)
+    if plan.skip_bad:
+        # The report element runs after every sample of the epoch has been fetched,
+        # then is filtered out with the bad samples.
+        # Stateless for the same reason as `prepare`: its output is used (by the
+        # filter), so it runs; only its log line is a side effect.
+        report = tf.data.Dataset.from_tensors(epoch).map(lambda e: (
+            tf.numpy_function(store.report, [e, subset], tf.int64, stateful=False) < 0,
+            tf.zeros(plan.input_size + (3,)), tf.zeros(plan.label_size, tf.int32)))
+        samples = samples.concatenate(report).filter(_is_ok)
+    samples = samples.map(_without_flag)
+    if plan.pad_final_batch:
+        padding = tf.data.Dataset.from_tensors((
+            tf.zeros(plan.input_size + (3,), tf.float32),
+            tf.fill(plan.label_size, tf.constant(IGNORE_LABEL, tf.int32))))
+        samples = samples.concatenate(padding.repeat(plan.batch_size - 1))
+    batches = samples.batch(plan.batch_size, drop_remainder=plan.drop_remainder or plan.pad_final_batch)
+    if plan.with_epoch:
+        # A vector, not a scalar, so tf.distribute can split it with the batch.
+        batches = batches.map(lambda images, labels: (
+            images, labels, tf.fill(tf.shape(labels)[:1], tf.cast(epoch, tf.int64))))
+    return batches
 
 
 def without_autotune_thread(dataset):
@@ -462,14 +501,15 @@ def make_decoded_dataset(voc_root, subset, *, split_seed=0, skip_bad=False, skip
 
     For evaluation at full resolution and for looking at the data. Note that these
     cannot be batched as they are: VOC images differ in size (resize or crop first, as
-    `make_dataset` does).
+    `make_dataset` does). `voc_root`: a VOC root path or a dataset (as `make_dataset`).
 
     Returns:
       tf.data.Dataset of (image uint8 [H, W, 3], label int32 [H, W]).
     """
-    ids = voc.read_split(voc_root, subset, split_seed)
+    source = datasets.as_dataset(voc_root)
+    ids = source.split(subset, split_seed)
     skipped = skipped if skipped is not None else SkippedSamples()
-    store = _DecodedStore(voc_root, subset, ids, False, skip_bad, skipped, max_pixels)
+    store = _DecodedStore(source, subset, ids, False, skip_bad, skipped, max_pixels)
 
     def load(index):
         ok, image, mask = tf.numpy_function(store.fetch, [index, tf.constant(0, tf.int64)],

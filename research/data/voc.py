@@ -80,11 +80,13 @@ class BadFileError(ValueError):
 
 # ---------------------------------------------------------------- colours <-> indices
 
-def index_to_rgb(mask):
-    """Colours a mask of class indices with the VOC palette.
+def index_to_rgb(mask, palette=VOC_PALETTE):
+    """Colours a mask of class indices with the VOC palette (or another [256, 3] one).
 
     Args:
       mask: integer array [..., H, W] with values in 0..255.
+      palette: uint8 [256, 3], the colour of each index (a dataset's
+        `research.data.datasets` palette).
     Returns:
       uint8 array [..., H, W, 3].
     """
@@ -93,7 +95,7 @@ def index_to_rgb(mask):
         raise TypeError(f"index_to_rgb needs an integer mask, got dtype {mask.dtype}")
     if mask.size and (mask.min() < 0 or mask.max() > 255):
         raise ValueError(f"index_to_rgb: values must be in 0..255, got {mask.min()}..{mask.max()}")
-    return VOC_PALETTE[mask]
+    return np.asarray(palette, dtype=np.uint8)[mask]
 
 
 def _pack_rgb(rgb):
@@ -224,7 +226,7 @@ def read_id_list(path):
             continue
         if any(c in image_id for c in "/\\\0") or image_id in (".", ".."):
             raise ValueError(f"{path}: line {line_number}: {image_id!r} is not a file name "
-                             f"(ids name files in JPEGImages/ and SegmentationClass/)")
+                             f"(ids name the image and mask files)")
         if image_id in first_line:
             duplicates.append(f"{image_id!r} (lines {first_line[image_id]} and {line_number})")
             continue
@@ -236,7 +238,8 @@ def read_id_list(path):
     return ids
 
 
-def _hash_order(ids, split_seed):
+def hash_order(ids, split_seed):
+    """`ids` in an order fixed by `split_seed` (the shuffle behind the val/test halves)."""
     # sha256 of (seed, id) is the same on every platform and numpy/Python version,
     # unlike random.shuffle or a numpy Generator (whose streams may change).
     def key(image_id):
@@ -272,7 +275,7 @@ def read_split(voc_root, subset, split_seed=0):
         check_no_val_ids(voc_root, path, ids)
         return ids
     if subset in ("val", "test"):
-        shuffled = _hash_order(read_id_list(split_file(voc_root, "val")), split_seed)
+        shuffled = hash_order(read_id_list(split_file(voc_root, "val")), split_seed)
         half = len(shuffled) // 2
         return shuffled[:half] if subset == "val" else shuffled[half:]
     if os.path.isfile(split_file(voc_root, "trainval")):
@@ -304,9 +307,11 @@ def check_no_val_ids(voc_root, path, ids):
 
 # ---------------------------------------------------------------- checked file reads
 
-def _open_checked(path, max_pixels, allowed_formats):
+def open_checked(path, max_pixels, allowed_formats):
     """Opens an image lazily (header only) after checking it exists, is not empty,
-    is an image of an allowed format and is not too large."""
+    is an image of an allowed format (PIL format names) and is not too large.
+
+    Returns the open PIL image (use it in a `with`); raises `BadFileError`."""
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
@@ -342,7 +347,7 @@ def _open_checked(path, max_pixels, allowed_formats):
     return image
 
 
-def _load_checked(image, path):
+def load_checked(image, path):
     """Decodes the pixel data, turning PIL's errors into `BadFileError`."""
     try:
         image.load()
@@ -355,7 +360,7 @@ def _load_checked(image, path):
 
 def image_size(path, max_pixels=DEFAULT_MAX_PIXELS):
     """(width, height) of an image from its header, with the checks of `read_image`'s open."""
-    with _open_checked(path, max_pixels, ("JPEG", "MPO", "PNG")) as image:
+    with open_checked(path, max_pixels, ("JPEG", "MPO", "PNG")) as image:
         return image.size
 
 
@@ -375,8 +380,8 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
       BadFileError: missing, empty, not an image, truncated/corrupt, too large.
     """
     path = os.fspath(path)
-    with _open_checked(path, max_pixels, ("JPEG", "MPO", "PNG")) as image:
-        _load_checked(image, path)
+    with open_checked(path, max_pixels, ("JPEG", "MPO", "PNG")) as image:
+        load_checked(image, path)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             # PIL's convert("RGB") clips 16-bit values at 255 instead of scaling them.
             gray = np.asarray(image, dtype=np.float64) / 257.0
@@ -408,11 +413,11 @@ def read_mask(path, expected_size=None, max_pixels=DEFAULT_MAX_PIXELS):
         that differs from `expected_size`.
     """
     path = os.fspath(path)
-    with _open_checked(path, max_pixels, ("PNG",)) as image:
+    with open_checked(path, max_pixels, ("PNG",)) as image:
         check_mask_size(path, image.size, expected_size)
         if image.mode != "P":
             raise BadFileError(path, "mask_mode", _mode_problem(image.mode))
-        _load_checked(image, path)
+        load_checked(image, path)
         mask = np.asarray(image, dtype=np.uint8)
         palette = np.asarray(image.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
     counts = np.bincount(mask.ravel(), minlength=256)   # one pass; no sort (np.unique)
@@ -436,21 +441,25 @@ def check_mask_size(path, size, expected_size):
     if expected_size is not None and tuple(size) != tuple(expected_size):
         raise BadFileError(path, "size_mismatch",
                            f"mask is {size[0]}x{size[1]} (WxH) but its image "
-                           f"is {expected_size[0]}x{expected_size[1]}")
+                           f"is {expected_size[0]}x{expected_size[1]}; hint: was one of them "
+                           f"resized, cropped or rotated without the other?")
 
 
-def check_mask_values(path, counts):
+def check_mask_values(path, counts, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL):
     """Raises BadFileError (kind "mask_values") naming the values of a mask that are
-    neither a class index nor 255. `counts`: int [256], the pixel count of each value."""
-    counts = counts.copy()
-    counts[:NUM_CLASSES] = 0
-    counts[IGNORE_LABEL] = 0
-    bad = np.flatnonzero(counts)
-    if bad.size:
-        raise BadFileError(path, "mask_values",
-                           f"values {', '.join(map(str, bad[:10]))} on {int(counts.sum())} "
-                           f"pixel(s) are neither a class index (0-{NUM_CLASSES - 1}) nor "
-                           f"{IGNORE_LABEL}")
+    neither a class index nor the ignore label, with the likely cause as a hint
+    (`research.data.labels.value_hint`).
+
+    Args:
+      path: the mask file (named in the message).
+      counts: int [256], the pixel count of each value.
+      num_classes, ignore_label: what the values may be (VOC's by default).
+    """
+    from research.data import labels    # labels imports this module
+
+    problem = labels.values_problem(counts, num_classes, ignore_label)
+    if problem:
+        raise BadFileError(path, "mask_values", problem)
 
 
 def _check_palette(path, used, palette):
@@ -479,15 +488,17 @@ def read_sample(image_file, mask_file, max_pixels=DEFAULT_MAX_PIXELS):
     return image, mask
 
 
-def mask_to_png(mask):
-    """A palettized PIL image (mode "P", VOC palette) of class indices uint8 [H, W]."""
+def mask_to_png(mask, palette=VOC_PALETTE):
+    """A palettized PIL image (mode "P") of class indices uint8 [H, W]; `palette`
+    uint8 [256, 3] (VOC's by default) only decides how it looks."""
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
-    image.putpalette(VOC_PALETTE.tobytes())
+    image.putpalette(np.ascontiguousarray(palette, dtype=np.uint8).tobytes())
     return image
 
 
-def write_mask(path, mask):
-    """Writes class indices (uint8 [H, W]) atomically as a VOC palettized PNG."""
+def write_mask(path, mask, palette=VOC_PALETTE):
+    """Writes class indices (uint8 [H, W]) atomically as a palettized PNG (VOC palette
+    unless `palette`, uint8 [256, 3], is given)."""
     with atomic_path(path) as tmp:
-        mask_to_png(mask).save(tmp, format="PNG")
+        mask_to_png(mask, palette).save(tmp, format="PNG")

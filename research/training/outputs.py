@@ -32,8 +32,9 @@ def write_csv_log(path, history):
     atomic_write_text(path, buffer.getvalue())
 
 
-def prediction_strip(model, images, labels, count):
-    """uint8 [count, H, 3W, 3]: image | true mask | predicted mask, in VOC colours.
+def prediction_strip(model, images, labels, count, palette=voc.VOC_PALETTE):
+    """uint8 [count, H, 3W, 3]: image | true mask | predicted mask, in the dataset's colours
+    (`palette` uint8 [256, 3]).
 
     Args: images float32 [B, H, W, 3] in [0, 255]; labels int [B, H, W]; count <= B.
     """
@@ -41,8 +42,8 @@ def prediction_strip(model, images, labels, count):
     logits = model(images, training=False)
     predicted = np.argmax(np.asarray(logits), axis=-1)
     pictures = np.clip(np.asarray(images), 0, 255).astype(np.uint8)
-    truth = voc.index_to_rgb(np.asarray(labels).astype(np.uint8))
-    guess = voc.index_to_rgb(predicted.astype(np.uint8))
+    truth = voc.index_to_rgb(np.asarray(labels).astype(np.uint8), palette)
+    guess = voc.index_to_rgb(predicted.astype(np.uint8), palette)
     return np.concatenate([pictures, truth, guess], axis=2)
 
 
@@ -76,9 +77,9 @@ class RunOutputs:
             for name, value in values.items():
                 tf.summary.scalar(f"step/{name}", value)
 
-    def log_epoch(self, row, step, model, tb_images=None):
+    def log_epoch(self, row, step, model, tb_images=None, palette=voc.VOC_PALETTE):
         """An epoch's train and val scalars, and the prediction pictures of `tb_images`
-        ((images, labels) of a few val samples) when given."""
+        ((images, labels) of a few val samples) when given, in `palette`'s colours."""
         for split, prefix in (("train", ""), ("val", "val_")):
             with self._writers[split].as_default(step=step):
                 tf.summary.scalar("epoch/loss", row[prefix + "loss"])
@@ -91,7 +92,7 @@ class RunOutputs:
             count = self.config.tensorboard_images
             with self._writers["val"].as_default(step=step):
                 tf.summary.image("predictions (image | truth | predicted)",
-                                 prediction_strip(model, *tb_images, count), max_outputs=count)
+                                 prediction_strip(model, *tb_images, count, palette), max_outputs=count)
 
     def export_best(self, model, info):
         """Exports `model` as the run's best to WORKDIR/export (when config.export_best)."""

@@ -119,3 +119,39 @@ def test_optimizer_impl_is_a_checked_resumable_choice():
     assert config_lib.resume_differences(config, config.replace(optimizer_impl="keras")) == []
     with pytest.raises(ValueError, match="optimizer_impl must be one of fused, keras"):
         config.replace(optimizer_impl="fast")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["dataset=folder"], 'dataset "folder" needs data_root'),
+    (["data_root=/x"], 'data_root is read only with dataset "folder"'),
+    (["dataset=folder", "data_root=/x", "train_subset=train_aug"], "train_subset 'train_aug' is VOC's"),
+    (["dataset=coco"], "dataset must be one of voc, folder"),
+    (["eval_mode=tiles"], "eval_mode must be one of whole, slide"),
+    (["eval_window=[32]"], "eval_window must be two positive integers"),
+    (["eval_stride=[40,8]"], "eval_stride [40, 8] is larger than the window [32, 32]"),
+])
+def test_data_and_sliding_window_fields_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config_lib.apply_overrides(config_lib.load_config("smoke"), overrides)
+
+
+def test_runs_saved_before_the_data_fields_load_as_voc():
+    data = config_lib.load_config("smoke").to_dict()
+    for name in ("dataset", "data_root", "eval_mode", "eval_window", "eval_stride"):
+        del data[name]
+    config = config_lib.config_from_dict(data)
+    assert (config.dataset, config.data_root, config.eval_mode) == ("voc", None, "whole")
+    # How the final evaluation runs may change on resume; which data is read may not.
+    changed = config.replace(eval_mode="slide", eval_window=(64, 64), eval_stride=(32, 32))
+    assert config_lib.resume_differences(config, changed) == []
+    assert config_lib.resume_differences(config, config.replace(voc_root="/elsewhere")) == ["voc_root"]
+
+
+def test_reference_recipes_for_cityscapes_and_ade20k():
+    cityscapes = config_lib.load_config("deeplabv3_cityscapes")
+    assert (cityscapes.dataset, cityscapes.num_classes, cityscapes.input_size) == ("folder", 19, (769, 769))
+    assert (cityscapes.eval_mode, cityscapes.eval_window, cityscapes.eval_stride) == ("slide", (769, 769), (513, 513))
+    ade = config_lib.load_config("deeplabv3_ade20k")
+    assert (ade.num_classes, ade.input_size, ade.batch_size) == (150, (512, 512), 16)
+    for config in (cityscapes, ade):
+        assert config.lr_schedule == "poly" and config.epochs * config.steps_per_epoch == 80_000

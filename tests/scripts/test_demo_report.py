@@ -34,6 +34,13 @@ def test_report_shows_the_runs_schedule():
     baseline = report.majority_baseline(metrics["confusion_matrix"])
     text = report.report_text("runs/demo", history, metrics, baseline, 60.0, config)
     assert "| 1 | 100 | 1.5000 | 1.2000 | 0.3000 | 0.0018 |" in text and "Recipe: adam" in text
+    assert "| majority class everywhere (0) |" in text        # no per-class names: indices
+
+
+def test_report_names_the_classes_of_the_runs_dataset():
+    metrics = {"confusion_matrix": [[1, 0], [0, 5]], "per_class_iou": {"floor": 0.5, "toy": 0.9}}
+    assert report.metrics_class_names(metrics) == ["floor", "toy"]
+    assert report.metrics_class_names({"confusion_matrix": [[0] * 21] * 21})[15] == "person"    # VOC, older runs
 
 
 def test_missing_or_unfinished_run_is_one_line_naming_the_file(tmp_path, capsys):

@@ -1,9 +1,11 @@
-"""research.data.validate on clean and broken datasets."""
+"""research.data.validate on clean and broken datasets, VOC and folder layouts."""
+import os
+
 import numpy as np
 import pytest
 
 from research.data import validate, voc
-from tests.research.data import voc_files
+from tests.research.data import folder_files, voc_files
 
 
 def test_clean_dataset_passes_and_counts_pixels(tmp_path):
@@ -80,3 +82,59 @@ def test_command_line_exit_status(tmp_path, capsys):
     assert validate.main([str(tmp_path), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "FAILED: 1 problem(s)" in out and voc.mask_path(str(tmp_path), "b") in out
+
+
+# ---------------------------------------------------------------- folder datasets
+
+def test_a_clean_folder_dataset_passes(tmp_path, capsys):
+    samples = folder_files.make_folder_dataset(str(tmp_path))
+    report = validate.validate(str(tmp_path), progress=False)
+    assert report.ok and report.layout == "folder" and not report.warnings, report.format()
+    assert report.split_sizes == {"train": 3, "val": 2, "val half": 1, "test half": 1}
+    masks = np.concatenate([mask.ravel() for _, mask in samples.values()])
+    np.testing.assert_array_equal(report.class_pixels, np.bincount(masks, minlength=3))
+    assert validate.main([str(tmp_path), "--no-progress"]) == 0
+    assert "folder dataset" in capsys.readouterr().out
+
+
+def test_a_value_outside_the_classes_fails_with_one_line_naming_file_and_value(tmp_path, capsys):
+    samples = folder_files.make_folder_dataset(str(tmp_path))
+    image, mask = samples["b"]
+    mask = mask.copy()
+    mask[0, 0] = 7
+    folder_files.write_sample(str(tmp_path), "b", image, mask)
+    assert validate.main([str(tmp_path), "--no-progress"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    mask_file = os.path.join(str(tmp_path), "masks", "b.png")
+    [line] = [line for line in lines if mask_file in line]
+    assert "values 7 on 1 pixel(s) are neither a class index (0-2)" in line and "hint:" in line
+    assert "FAILED: 1 problem(s)" in lines[-1]
+
+
+def test_binary_masks_saved_as_0_255_get_the_warning(tmp_path, capsys):
+    root = str(tmp_path)
+    folder_files.make_folder_dataset(root, names=("background", "object"), train=("a", "b"), val=("c",))
+    for image_id in ("a", "b", "c"):
+        mask = np.zeros((24, 32), np.uint8)
+        mask[:, 8:] = 255                   # the object, saved as 255 instead of 1
+        folder_files.write_sample(root, image_id, np.zeros((24, 32, 3), np.uint8), mask)
+    assert validate.main([root, "--no-progress"]) == 0      # each file is valid on its own
+    out = capsys.readouterr().out
+    assert "warning: 1 class(es) never appear in the train split: 1 (object)" in out
+    assert "most labelled pixels are ignored" in out and "a binary mask saved as 0/255?" in out
+    assert out.splitlines()[-1] == "OK (2 warning(s))"
+
+
+def test_folder_split_and_file_problems(tmp_path):
+    root = str(tmp_path)
+    folder_files.make_folder_dataset(root, train=("a", "b"), val=("b", "c"))
+    folder_files.write_split(root, "test", ["c", "ghost"])
+    report = validate.validate_folder(root, progress=False)
+    problems = {(p.kind, p.path) for p in report.problems}
+    splits = os.path.join(root, "splits")
+    assert ("split_overlap", os.path.join(splits, "val.txt")) in problems        # b: train and val
+    assert ("split_overlap", os.path.join(splits, "test.txt")) in problems       # c: val and test
+    assert ("missing", os.path.join(root, "images", "ghost.jpg")) in problems    # listed, no files
+    folder_files.write_json(os.path.join(root, "classes.json"), {"names": ["x"], "ignore_label": 0})
+    assert [p.kind for p in validate.validate_folder(root, progress=False).problems] == ["classes"]
+    assert [p.kind for p in validate.validate(str(tmp_path / "none"), progress=False).problems] == ["missing_root"]

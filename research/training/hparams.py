@@ -1,0 +1,86 @@
+"""TensorBoard's HParams dashboard for training runs: each run's settings and final metrics.
+
+Every run writes, into WORKDIR/tensorboard/, an HParams session: the config fields that
+differ from its named config plus the main ones (`MAIN_FIELDS`), and at the end its final
+metrics as scalars under `final/`. Pointing TensorBoard at a folder of runs (an ablation's
+parent folder, or runs/) then lists them side by side in the HParams tab, to compare,
+filter and plot. `write_experiment` adds the experiment's description (every hparam's
+values and the metrics) to such a parent folder.
+"""
+import dataclasses
+import typing
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+# Shown for every run, whether or not they differ from the named config.
+MAIN_FIELDS = ("model", "backbone", "input_size", "batch_size", "accumulate_steps", "optimizer",
+               "learning_rate", "lr_schedule", "epochs", "bn_policy", "ema_decay", "loss_impl", "seed")
+# The final metrics each run writes (tags under the run's tensorboard/ folder).
+FINAL_METRICS = ("final/val_mean_iou", "final/val_pixel_accuracy", "final/val_loss", "final/best_monitored")
+
+
+def hparam_value(config_class, name, value):
+    """`value` of field `name` as the HParams plugin holds it: bool, int, float or str.
+
+    A field that may be null or a tuple, or is typed bool/str/int alike ("auto"), is
+    always text, so every run gives one field the same type (the dashboard's columns
+    and filters need one type per hparam).
+    """
+    annotation = typing.get_type_hints(config_class)[name]
+    if annotation in (bool, int, float, str):
+        return value
+    return str(list(value) if isinstance(value, tuple) else value)
+
+
+def run_hparams(config, named=None):
+    """{field: value} of `config` for the dashboard: MAIN_FIELDS and every field that
+    differs from `named` (the config it was made from, or None)."""
+    fields = [f.name for f in dataclasses.fields(config)]
+    differing = set()
+    if named is not None:
+        differing = {name for name in fields if getattr(config, name) != getattr(named, name)}
+    return {name: hparam_value(type(config), name, getattr(config, name))
+            for name in fields if name in MAIN_FIELDS or name in differing}
+
+
+def named_config_of(config):
+    """The named config `config.name` refers to, or None (a custom or file config)."""
+    from research.configs import NAMED_CONFIGS
+
+    make = NAMED_CONFIGS.get(config.name)
+    return make() if make else None
+
+
+def write_session(logdir, config, trial_id):
+    """Writes the run's HParams session (its settings) into `logdir`."""
+    with tf.summary.create_file_writer(logdir).as_default():
+        hp.hparams(run_hparams(config, named_config_of(config)), trial_id=trial_id)
+
+
+def write_final_metrics(logdir, last_row, best, step):
+    """Writes the run's final metrics (the last epoch's val metrics, the best monitored
+    value) as scalars under final/ in `logdir`, at global step `step`."""
+    values = {"final/val_mean_iou": last_row.get("val_mean_iou"),
+              "final/val_pixel_accuracy": last_row.get("val_pixel_accuracy"),
+              "final/val_loss": last_row.get("val_loss"), "final/best_monitored": best}
+    with tf.summary.create_file_writer(logdir).as_default(step=step):
+        for tag, value in values.items():
+            if value is not None:
+                tf.summary.scalar(tag, float(value))
+
+
+def write_experiment(logdir, configs, metrics=FINAL_METRICS):
+    """Describes an experiment (a parent folder of runs) for the HParams tab: every
+    hparam the runs write, with every value they take, and the metric columns.
+
+    Args:
+      logdir: the parent folder; configs: the runs' Configs; metrics: scalar tags.
+    """
+    values = {}
+    for config in configs:
+        for name, value in run_hparams(config, named_config_of(config)).items():
+            values.setdefault(name, set()).add(value)
+    hparams = [hp.HParam(name, hp.Discrete(sorted(found, key=str))) for name, found in sorted(values.items())]
+    with tf.summary.create_file_writer(logdir).as_default():
+        hp.hparams_config(hparams=hparams, metrics=[hp.Metric(tag) for tag in metrics])
