@@ -484,6 +484,7 @@ def release_input(cursor):
 
 def finish(run, state, workdir):
     """The run's result; on the chief, the optional full-resolution val evaluation."""
+    run.outputs.write_final_metrics(state)
     result = {"history": state.history, "best": state.best, "best_epoch": state.best_epoch,
               "step": state.step, "stopped_early": state.stopped_early, "runtime": run.runtime.info}
     if run.config.final_eval_full_resolution and run.runtime.role.is_chief:
@@ -506,6 +507,8 @@ def _train(config, workdir, role, resume_from):
     checkpointer = Checkpointer(train, rt, config, os.path.join(workdir, "checkpoints"))
     state = checkpointer.initial_state()
     outputs.write_csv(state.history)  # as of the checkpoint
+    if not resume_from:
+        outputs.write_hparams()
     learning_rate = LearningRate(config, train.optimizer, data.steps_per_epoch)
     with StopRequest() as stop, StepProfiler(config, workdir, role.is_chief) as profiler:
         run = Run(config, config_lib.monitor_mode(config), rt, data, train, checkpointer,

@@ -84,3 +84,19 @@ def write_experiment(logdir, configs, metrics=FINAL_METRICS):
     hparams = [hp.HParam(name, hp.Discrete(sorted(found, key=str))) for name, found in sorted(values.items())]
     with tf.summary.create_file_writer(logdir).as_default():
         hp.hparams_config(hparams=hparams, metrics=[hp.Metric(tag) for tag in metrics])
+
+
+def read_session(logdir):
+    """{hparam: value} of the HParams session in `logdir`, read back with TensorBoard's
+    own event reader (as its dashboard does); {} when there is none."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata
+
+    events = event_accumulator.EventAccumulator(logdir, size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME).get(metadata.SESSION_START_INFO_TAG)
+    if content is None:
+        return {}
+    info = metadata.parse_session_start_info_plugin_data(content)
+    return {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+            for name, value in info.hparams.items()}

@@ -17,6 +17,7 @@ import tensorflow as tf
 from research import export as export_lib
 from research.data import voc
 from research.fileio import atomic_write_json, atomic_write_text
+from research.training import hparams
 from research.training.loop_state import CSV_COLUMNS, METRIC_NAMES
 
 log = logging.getLogger("research")
@@ -65,6 +66,18 @@ class RunOutputs:
         if self.is_chief:
             atomic_write_json(os.path.join(self.workdir, "config.json"),
                               {"config": self.config.to_dict(), "runtime": runtime_info})
+
+    def write_hparams(self):
+        """The run's HParams session (its settings) in WORKDIR/tensorboard/."""
+        if self.is_chief:
+            hparams.write_session(os.path.join(self.workdir, "tensorboard"), self.config,
+                                  trial_id=os.path.basename(os.path.abspath(self.workdir)))
+
+    def write_final_metrics(self, state):
+        """The run's final metrics for the HParams tab (last epoch's val, best monitored)."""
+        if self.is_chief and state.history:
+            hparams.write_final_metrics(os.path.join(self.workdir, "tensorboard"), state.history[-1],
+                                        state.best, state.step)
 
     def write_csv(self, history):
         """train_log.csv as of `history` (the rows a checkpoint holds)."""

@@ -94,15 +94,6 @@ def _checkpoint_values(workdir):
             if name.startswith(("model/", "optimizer/"))}
 
 
-@pytest.fixture(scope="module")
-def accumulating_run(smoke_config, tmp_path_factory):
-    """2 epochs of 2 updates, each of 2 micro-batches of 2 images, with EMA."""
-    config = smoke_config.replace(accumulate_steps=2, ema_decay=0.5, steps_per_epoch=None,
-                                  checkpoint_every_steps=100)
-    workdir = str(tmp_path_factory.mktemp("accumulate") / "straight")
-    return config, workdir, train_lib.train_and_evaluate(config, workdir)
-
-
 def test_a_step_is_one_update_of_the_accumulated_batch(accumulating_run):
     config, workdir, result = accumulating_run
     # 8 train images, batch_size 2, accumulate_steps 2: 4 images per step, 2 steps per epoch.
