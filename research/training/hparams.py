@@ -8,6 +8,7 @@ filter and plot. `write_experiment` adds the experiment's description (every hpa
 values and the metrics) to such a parent folder.
 """
 import dataclasses
+import os
 import typing
 
 import tensorflow as tf
@@ -92,6 +93,8 @@ def read_session(logdir):
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.plugins.hparams import metadata
 
+    if not os.path.isdir(logdir):
+        return {}
     events = event_accumulator.EventAccumulator(logdir, size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
     content = events.PluginTagToContent(metadata.PLUGIN_NAME).get(metadata.SESSION_START_INFO_TAG)
