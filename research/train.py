@@ -103,6 +103,15 @@ def agree_on_overflow(finite, grads):
     return tf.logical_not(overflowed), [grads[0] + poison] + list(grads[1:])
 
 
+def average_over_replicas(variables):
+    """Sets each (mirrored) variable, on every replica, to the mean of its replicas'
+    copies: one all-reduce of the list. Call in replica context."""
+    context = tf.distribute.get_replica_context()
+    means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in variables])
+    for variable, mean in zip(variables, means):
+        variable.assign(mean)
+
+
 def checks_gradients(step, epoch_step, steps_per_epoch, config, loss_scaling):
     """Whether global step `step` (1-based, about to run) checks its gradients are finite.
 
@@ -427,6 +436,7 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
     variables = model.trainable_variables
     num_replicas = strategy.num_replicas_in_sync
     decayed = build.decayed_variables(model) if config.weight_decay else [False] * len(variables)
+    moving_statistics = build.moving_statistics_to_average(model, config, num_replicas)
 
     def add_weight_decay(grads, scale):
         # Coupled L2: g += wd * w on conv/dense kernels, the gradient of
@@ -469,6 +479,8 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
         else:
             finite = tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True))
         optimizer.apply(grads, variables)
+        if moving_statistics:  # bn_policy "train", several replicas
+            average_over_replicas(moving_statistics)
         confusion.update(labels, predictions)
         return loss, tf.cast(tf.logical_not(finite), tf.int32)
 
