@@ -260,3 +260,60 @@ def enable_determinism(seed):
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+# The checkout this package runs from (research/..): its scripts/ and its git history.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def machine_id():
+    """This machine's id as `scripts/machine_id.py` prints it (e.g. vm-AMD-EPYC-2cpu), the
+    id the benchmarks file their saved runs under; None where the package runs without
+    the checkout's scripts/ (an installed copy)."""
+    import importlib.util
+
+    path = os.path.join(_REPO_ROOT, "scripts", "machine_id.py")
+    if not os.path.isfile(path):
+        return None
+    spec = importlib.util.spec_from_file_location("_project_machine_id", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.machine_id()
+
+
+def git_commit():
+    """(commit, dirty) of the checkout: the HEAD hash (None outside a git checkout or
+    without git) and whether tracked files differ from it."""
+    def git(*args):
+        done = subprocess.run(["git", "-C", _REPO_ROOT, *args], capture_output=True, text=True, timeout=30)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit, bool(commit and git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.TimeoutExpired):
+        return None, False
+
+
+def provenance(command):
+    """Where a saved figure comes from: a dict for an artifact's "provenance" field.
+
+    Args:
+      command: the command line that made the artifact (a list of str).
+    Returns:
+      {"machine": `machine_id()`, "tensorflow": version, "keras": version, "python":
+      version, "commit": HEAD or None, "dirty": bool, "date": UTC ISO 8601 seconds,
+      "command": the command as one shell-quoted string}.
+    """
+    import datetime
+    import platform
+    import shlex
+
+    import keras
+    import tensorflow as tf
+
+    commit, dirty = git_commit()
+    return {"machine": machine_id(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(), "commit": commit, "dirty": dirty,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join(command)}
