@@ -9,7 +9,9 @@ import contextlib
 import keras
 
 import kernels
+from research.config import DEEPLAB_MODELS
 from research.models import deeplab_v3, unet
+from research.models.layers import batchnorm_layers, freeze_batchnorm
 from research.models.weights import pretrained_preprocessing
 
 
@@ -27,8 +29,13 @@ def dtype_policy(name):
 def build_model(config, precision="float32", num_replicas=1, pretrained=True):
     """The config's model: float32 [B,H,W,3] images in [0,255] -> float32 logits [B,H,W,C].
 
-    With several tf.distribute replicas, BatchNorm statistics are synchronized across
-    them, so N replicas compute what one device computes on the global batch.
+    BatchNorm follows `config.bn_policy`: "sync" synchronizes the batch statistics over
+    several tf.distribute replicas (so N replicas compute what one device computes on the
+    global batch; one replica: plain training-mode BatchNorm, the fused kernel); "train"
+    never synchronizes (each replica normalizes its own slice; the training step averages
+    the moving statistics, `moving_statistics_to_average`); "frozen" freezes every
+    BatchNorm layer (`layers.freeze_batchnorm`: moving statistics used and not updated,
+    gamma and beta not trainable).
     `pretrained=False` builds the same network (the preprocessing its `config.weights`
     imply included) without reading the pretrained file: for a model whose every
     weight comes from a checkpoint next (resume, evaluation), so a config naming
@@ -42,26 +49,47 @@ def build_model(config, precision="float32", num_replicas=1, pretrained=True):
     common = dict(num_classes=config.num_classes, input_shape=(None, None, 3), weights=weights,
                   preprocessing=preprocessing,
                   blocks_per_stage=tuple(config.backbone_blocks), width=config.backbone_width,
-                  bn_momentum=config.bn_momentum, sync_batchnorm=num_replicas > 1,
+                  bn_momentum=config.bn_momentum,
+                  sync_batchnorm=config.bn_policy == "sync" and num_replicas > 1,
                   bn_impl=config.batchnorm)
     with dtype_policy(precision):
-        if config.model == "deeplab_v3":
-            return deeplab_v3(output_stride=config.output_stride, atrous=config.atrous,
-                              backbone=config.backbone, head=config.head,
-                              aspp_rates=tuple(config.aspp_rates), aspp_filters=config.aspp_filters,
-                              **common)
-        return unet(**common)
+        if config.model in DEEPLAB_MODELS:
+            model = deeplab_v3(output_stride=config.output_stride, atrous=config.atrous,
+                               backbone=config.backbone, head=config.head,
+                               aspp_rates=tuple(config.aspp_rates), aspp_filters=config.aspp_filters,
+                               decoder=config.model == "deeplab_v3_plus", **common)
+        else:
+            model = unet(**common)
+    if config.bn_policy == "frozen":
+        freeze_batchnorm(model)
+    return model
+
+
+def moving_statistics_to_average(model, config, num_replicas):
+    """The BatchNorm moving statistics the training step averages over the replicas.
+
+    Only for `bn_policy="train"` with several replicas: each replica then updates its
+    own copy of moving_mean and moving_variance from its own slice, and Keras 3 keeps
+    the copies apart (the variables have no aggregation), so without this the replicas'
+    statistics would drift apart, a checkpoint would keep the first replica's and an
+    evaluation on N replicas would use N different ones. Averaged once per step, every
+    copy holds the moving average of the replicas' mean batch statistics (what Keras 2
+    gave on reading them). Returns a list of variables, empty where nothing is averaged.
+    """
+    if config.bn_policy != "train" or num_replicas == 1:
+        return []
+    return [v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
 
 
 def build_model_at_output_stride(model, config, output_stride):
-    """`model`'s weights in the config's DeepLab v3 rebuilt at another output stride.
+    """`model`'s weights in the config's DeepLab (v3 or v3+) rebuilt at another output stride.
 
     Train at 16, evaluate at 8: the strides and dilations change, the weights do not
     (every 3x3 kernel is [3, 3, Cin, Cout] whatever its dilation, and the layer names
     are the same at both strides), so the weights copy layer by layer by name.
     Returns `model` itself when nothing changes (U-Net, or the same stride).
     """
-    if config.model != "deeplab_v3" or output_stride in (None, config.output_stride):
+    if config.model not in DEEPLAB_MODELS or output_stride in (None, config.output_stride):
         return model
     rebuilt = build_model(config.replace(output_stride=output_stride), pretrained=False)
     for layer in rebuilt.layers:

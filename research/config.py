@@ -44,21 +44,27 @@ class Config:
     skip_bad: bool = False                     # log and skip unreadable samples
 
     # --- Model --------------------------------------------------------------
-    model: str = "deeplab_v3"                  # "deeplab_v3" or "unet"
-    output_stride: int = 16                    # DeepLab v3 only: 16 or 8
+    model: str = "deeplab_v3"                  # "deeplab_v3", "deeplab_v3_plus" (decoder over
+                                               # stride-4 features) or "unet"
+    output_stride: int = 16                    # DeepLab only: 16 or 8
     weights: typing.Optional[str] = "imagenet" # None, "imagenet" or a path to ResNet-50 weights
     backbone_blocks: tuple = (3, 4, 6, 3)      # ResNet-50; smaller for smoke tests
     backbone_width: int = 64                   # channels of the first conv (ResNet-50: 64)
-    backbone: str = "resnet50"                 # DeepLab v3: "resnet50" or "mobilenet_v2" (7 stages:
+    backbone: str = "resnet50"                 # DeepLab: "resnet50" or "mobilenet_v2" (7 stages:
                                                # blocks (1,2,3,4,3,3,1), width 32 = alpha 1.0)
-    head: str = "aspp"                         # DeepLab v3: "aspp" or "light" (1x1 + image pooling)
+    head: str = "aspp"                         # DeepLab: "aspp" or "light" (1x1 + image pooling)
     aspp_rates: tuple = (6, 12, 18)            # ASPP atrous rates at output stride 16 (doubled at 8):
                                                # the paper's, for ~513 px crops; scale for small inputs
-    aspp_filters: int = 256                    # channels of each ASPP branch and the projection
+    aspp_filters: int = 256                    # channels of each ASPP branch, the projection and
+                                               # the v3+ decoder's 3x3 convs
     atrous: str = "kernels"                    # "kernels" (fast AtrousConv2D) or "keras" (Conv2D)
     bn_momentum: float = 0.99                  # BatchNorm moving averages; 0.9 for short runs
     batchnorm: str = "fused"                   # "fused" (kernels.FusedBatchNormalization) or "keras"
-    eval_output_stride: typing.Optional[int] = None  # DeepLab v3: evaluate at 8 what trained at 16
+    bn_policy: str = "sync"                    # "sync": batch statistics over all replicas and
+                                               # workers (one device: plain training mode);
+                                               # "train": each replica's own slice; "frozen":
+                                               # moving statistics, none updated, gamma/beta fixed
+    eval_output_stride: typing.Optional[int] = None  # DeepLab: evaluate at 8 what trained at 16
                                                # (same weights, model rebuilt); None: output_stride
 
     # --- Loss ---------------------------------------------------------------
@@ -127,7 +133,8 @@ class Config:
 # Fields that may differ when a run resumes (they change how a run is observed or how
 # long it runs, not what it computes). Not eval_steps: the val_* values it changes drive
 # the plateau schedule, early stopping and the best export, each compared with values
-# measured before the resume.
+# measured before the resume. Not bn_policy: "frozen" changes the trainable variables
+# (the optimizer's slots in the checkpoint) and every policy what a step computes.
 RESUMABLE_FIELDS = frozenset({
     "epochs", "early_stop_patience", "checkpoint_every_steps", "keep_checkpoints",
     "log_every_steps", "tensorboard_images", "profile_steps", "skip_bad", "name",
@@ -137,15 +144,19 @@ RESUMABLE_FIELDS = frozenset({
     "final_eval_full_resolution", "eval_output_stride", "eval_mode", "eval_window", "eval_stride",
 })
 
+DEEPLAB_MODELS = ("deeplab_v3", "deeplab_v3_plus")
+BN_POLICIES = ("sync", "train", "frozen")
+
 _CHOICES = {
     "dataset": ("voc", "folder"),
     "eval_mode": ("whole", "slide"),
-    "model": ("deeplab_v3", "unet"),
+    "model": DEEPLAB_MODELS + ("unet",),
     "train_subset": ("train", "train_aug"),
     "backbone": ("resnet50", "mobilenet_v2"),
     "head": ("aspp", "light"),
     "atrous": ("kernels", "keras"),
     "batchnorm": ("fused", "keras"),
+    "bn_policy": BN_POLICIES,
     "loss_impl": ("fused", "reference"),
     "optimizer_impl": ("fused", "keras"),
     "monitor_mode": ("auto", "min", "max"),
@@ -212,8 +223,8 @@ def check_config(config):
         raise ValueError(f"backbone_blocks needs {stages} values for backbone {values['backbone']} "
                          f"(full network: {(1, 2, 3, 4, 3, 3, 1) if stages == 7 else (3, 4, 6, 3)}); "
                          f"got {values['backbone_blocks']!r}")
-    if values["backbone"] != "resnet50" and values["model"] != "deeplab_v3":
-        raise ValueError(f"backbone {values['backbone']} is for model deeplab_v3 only")
+    if values["backbone"] != "resnet50" and values["model"] not in DEEPLAB_MODELS:
+        raise ValueError(f"backbone {values['backbone']} is for models {', '.join(DEEPLAB_MODELS)} only")
     if values["output_stride"] not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16; got {values['output_stride']}")
     if values["eval_output_stride"] not in (None, 8, 16):

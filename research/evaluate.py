@@ -198,7 +198,7 @@ def scaled_size(input_size, scale):
 
 def feature_stride(config):
     """How much the config's model downsamples: DeepLab's output stride, U-Net's 32."""
-    return config.output_stride if config.model == "deeplab_v3" else 32
+    return config.output_stride if config.model in config_lib.DEEPLAB_MODELS else 32
 
 
 def check_scales(input_size, scales, stride):
@@ -579,7 +579,7 @@ def _load_for_evaluation(workdir, config, source, tflite, inference):
     log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
              loaded.source.get("step"))
     if (not tflite and config.eval_output_stride not in (None, config.output_stride)
-            and config.model == "deeplab_v3"):  # a .tflite file's output stride is fixed
+            and config.model in config_lib.DEEPLAB_MODELS):  # a .tflite file's output stride is fixed
         # Trained at one output stride, evaluated at another: same weights, rebuilt model.
         loaded.model = build.build_model_at_output_stride(loaded.model, config, config.eval_output_stride)
         loaded.source["output_stride"] = config.eval_output_stride

@@ -261,3 +261,4 @@ def enable_determinism(seed):
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from research.config import Config  # noqa: E402
+from research.config import DEEPLAB_MODELS, Config  # noqa: E402
 from research.data.voc import CLASS_NAMES  # noqa: E402
 from research import provenance, results  # noqa: E402
 from research.fileio import atomic_write_text  # noqa: E402
@@ -76,7 +76,7 @@ def recipe_text(config):
     stride = f"output stride {config['output_stride']}"
     if config["eval_output_stride"] not in (None, config["output_stride"]):
         stride += f" (evaluated at {config['eval_output_stride']})"
-    if config["model"] == "deeplab_v3" and config["head"] == "aspp":
+    if config["model"] in DEEPLAB_MODELS and config["head"] == "aspp":
         rates = ", ".join(str(r) for r in config["aspp_rates"])
         stride += f", ASPP rates ({rates}) x {config['aspp_filters']} channels"
     return (f"Recipe: {optimizer}, learning rate {config['learning_rate']:g} with schedule {schedule}"

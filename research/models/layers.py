@@ -8,6 +8,8 @@
   `kernels.FusedBatchNormalization` or `keras.layers.BatchNormalization`.
 - `conv_bn_relu`: convolution, BatchNormalization, optional ReLU, named like Keras' ResNet
   (`{prefix}_conv`, `{prefix}_bn`, `{prefix}_relu`).
+- `batchnorm_layers`, `freeze_batchnorm`: a built model's BatchNorm layers, and freezing
+  them (the "frozen" BatchNorm policy, `research.build.build_model`).
 
 Both layers are registered for Keras serialization (package "research"), so a `.keras`
 file loads once `research.models` is imported.
@@ -211,3 +213,29 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
     if relu:
         x = keras.layers.Activation("relu", name=f"{prefix}_relu")(x)
     return x
+
+
+def batchnorm_layers(model):
+    """The model's BatchNormalization layers (Keras' or `kernels.FusedBatchNormalization`),
+    in model order."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def freeze_batchnorm(model):
+    """Freezes every BatchNormalization layer of `model` in place; returns `model`.
+
+    A Keras layer with `trainable=False`: its gamma and beta leave
+    `model.trainable_variables` (so no optimizer, slot or weight decay sees them), and
+    called with `training=True` it still normalizes with its moving statistics and does
+    not update them (Keras' `BatchNormalization.call` and `kernels.FusedBatchNormalization`
+    both test `training and self.trainable`; the fused one then runs its inference
+    kernel). Variables, names and shapes are unchanged, so weights, checkpoints and
+    exports are those of a trainable model; a `.keras` file records `trainable: false`.
+
+    Example:
+    >>> model = freeze_batchnorm(deeplab_v3())
+    >>> logits = model(images, training=True)  # moving statistics used, not updated
+    """
+    for layer in batchnorm_layers(model):
+        layer.trainable = False
+    return model

@@ -31,6 +31,15 @@ def agree_on_overflow(finite, grads):
     return tf.logical_not(overflowed), [grads[0] + poison] + list(grads[1:])
 
 
+def average_over_replicas(variables):
+    """Sets each (mirrored) variable, on every replica, to the mean of its replicas'
+    copies: one all-reduce of the list. Call in replica context."""
+    context = tf.distribute.get_replica_context()
+    means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in variables])
+    for variable, mean in zip(variables, means):
+        variable.assign(mean)
+
+
 def distribute_batches(strategy, role, make_global_dataset, global_batch):
     """Each replica's part of every global batch of `make_global_dataset()`.
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import kernels
 from research import build
-from research.training.distributed import agree_on_overflow
+from research.training.distributed import agree_on_overflow, average_over_replicas
 
 
 def all_finite(tensors):
@@ -86,6 +86,7 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
     num_replicas = strategy.num_replicas_in_sync
     micro_batches = config.accumulate_steps
     add_weight_decay = weight_decay_for(config, model, num_replicas)
+    moving_statistics = build.moving_statistics_to_average(model, config, num_replicas)
 
     def forward_backward(images, labels, normalizers):
         """Loss share and (loss-scaled) gradients of one batch; counts its predictions."""
@@ -129,6 +130,8 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
         else:
             finite = tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True))
         optimizer.apply(grads, variables)
+        if moving_statistics:  # bn_policy "train", several replicas: one all-reduce
+            average_over_replicas(moving_statistics)
         return loss, tf.cast(tf.logical_not(finite), tf.int32)
 
     if num_replicas == 1:

@@ -34,7 +34,8 @@ def test_overrides_parse_json_and_strings():
 @pytest.mark.parametrize("override, message", [
     ("bogus=1", "unknown config key 'bogus'"),
     ("batch_size=two", "batch_size must be an integer"),
-    ("model=segformer", "model must be one of deeplab_v3, unet"),
+    ("model=segformer", "model must be one of deeplab_v3, deeplab_v3_plus, unet"),
+    ("bn_policy=freeze", "bn_policy must be one of sync, train, frozen"),
     ("output_stride=32", "output_stride must be 8 or 16"),
     ("input_size=[64]", "input_size must be two positive integers"),
     ("augmentation=1", "augmentation must be true or false"),
@@ -155,3 +156,26 @@ def test_reference_recipes_for_cityscapes_and_ade20k():
     assert (ade.num_classes, ade.input_size, ade.batch_size) == (150, (512, 512), 16)
     for config in (cityscapes, ade):
         assert config.lr_schedule == "poly" and config.epochs * config.steps_per_epoch == 80_000
+
+
+def test_v3_plus_takes_the_deeplab_fields_and_unet_keeps_its_checks():
+    smoke = config_lib.load_config("smoke")
+    mobile = dict(backbone="mobilenet_v2", backbone_blocks=(1,) * 7)
+    plus = smoke.replace(model="deeplab_v3_plus", head="light", output_stride=8, eval_output_stride=16, **mobile)
+    assert (plus.model, plus.head, plus.backbone) == ("deeplab_v3_plus", "light", "mobilenet_v2")
+    with pytest.raises(ValueError, match="backbone mobilenet_v2 is for models deeplab_v3, deeplab_v3_plus only"):
+        smoke.replace(model="unet", **mobile)
+    with pytest.raises(ValueError, match="head must be one of aspp, light"):
+        smoke.replace(model="deeplab_v3_plus", head="none")
+    with pytest.raises(ValueError, match="output_stride must be 8 or 16"):
+        smoke.replace(model="deeplab_v3_plus", output_stride=4)
+
+
+def test_bn_policy_defaults_to_sync_and_does_not_change_on_resume():
+    config = config_lib.load_config("smoke")
+    assert config.bn_policy == "sync"
+    assert all(config_lib.load_config(name).bn_policy == "sync" for name in NAMED_CONFIGS)
+    # "frozen" changes the trainable variables (the optimizer slots a checkpoint holds),
+    # every policy what a step computes: not a field a resumed run may change.
+    for policy in ("train", "frozen"):
+        assert config_lib.resume_differences(config, config.replace(bn_policy=policy)) == ["bn_policy"]

@@ -1,10 +1,12 @@
 """tf.distribute: two replicas compute exactly what one device computes on the global batch,
-and under mixed_float16 an overflow on any one replica skips the step on all.
+under mixed_float16 an overflow on any one replica skips the step on all, and the BatchNorm
+policies "sync" and "train" differ as they should.
 
 The loss normalizers (valid-pixel count, class-weight sum) are all-reduced, each
 replica returns its share of the loss, gradients are summed by the optimizer, and
-BatchNorm statistics are synchronized. Two logical CPU devices must be configured
-before TensorFlow initializes, so the comparison runs in a fresh subprocess.
+BatchNorm statistics are synchronized (bn_policy "sync", the default). Two logical CPU
+devices must be configured before TensorFlow initializes, so the comparison runs in a
+fresh subprocess.
 """
 import json
 import subprocess
@@ -29,11 +31,12 @@ SCRIPT = textwrap.dedent("""
     config = config_lib.load_config("smoke")
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    images[:2] *= 0.2        # replica 0's half darker: its batch statistics differ from the global ones
     labels = rng.integers(0, 21, (4, 32, 32)).astype("int32")
     labels[0, :8] = 255      # ignored pixels, unevenly spread over the replicas
     labels[3] = 255          # an image with no valid pixel at all
 
-    def one_step(strategy):
+    def one_step(strategy, config=config):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             model = build.build_model(config, "float32", strategy.num_replicas_in_sync)
@@ -44,17 +47,25 @@ SCRIPT = textwrap.dedent("""
             confusion = kernels.StreamingConfusionMatrix(21)
         step = train.make_train_step(model, optimizer, strategy, config, confusion,
                                      use_xla=False, loss_scaling=False)
+        # conv1_bn's input before the step: the same in every run with these images.
+        conv1 = keras.Model(model.input, model.get_layer("conv1_conv").output)(images)
         data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
         batch = next(iter(strategy.experimental_distribute_dataset(data)))
         loss, finite = step(*batch)
+        bn = model.get_layer("conv1_bn")
         return {"loss": float(loss), "finite": bool(finite),
                 "replicas": strategy.num_replicas_in_sync,
                 "confusion": confusion.result().numpy().tolist(),
-                "weights": [w.numpy().ravel().tolist() for w in model.weights]}
+                "weights": [w.numpy().ravel().tolist() for w in model.weights],
+                "conv1": conv1.numpy().tolist(),
+                # each replica's copy of conv1_bn's moving mean and variance
+                "bn_copies": [[c.numpy().tolist() for c in strategy.experimental_local_results(v.value)]
+                              for v in (bn.moving_mean, bn.moving_variance)]}
 
     one = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one: a second one's
     two = one_step(mirrored)                     # collective keys would collide with its own
+    two_train = one_step(mirrored, config.replace(bn_policy="train"))
 
     # mixed_float16 with loss scaling, two replicas, the float16 gradients of one replica
     # overflow: a 1x1 conv whose kernel gradient sums input * scaled dlogits over the
@@ -83,7 +94,7 @@ SCRIPT = textwrap.dedent("""
             "loss": float(loss), "finite": bool(finite), "scale": float(optimizer.dynamic_scale.numpy()),
             "weights_finite": all(bool(np.isfinite(w.numpy()).all()) for w in model.weights),
             "weights_unchanged": all(bool((w.numpy() == b).all()) for w, b in zip(model.weights, before))}
-    print("RESULT" + json.dumps({"one": one, "two": two, "overflow": overflow}))
+    print("RESULT" + json.dumps({"one": one, "two": two, "two_train": two_train, "overflow": overflow}))
 """)
 
 
@@ -118,3 +129,35 @@ def test_an_overflow_on_any_one_replica_skips_the_step_on_all(result):
         assert np.isfinite(step["loss"]), step                       # only the gradients overflow
         assert not step["finite"] and step["weights_finite"] and step["weights_unchanged"], (bad, step)
         assert step["scale"] == 2.0 ** 14, (bad, step)                # the scale halves, as on one device
+
+
+def _moving_statistics_after_one_step(features, momentum=0.99):
+    """conv1_bn's moving (mean, variance) after one step from Keras' initial (0, 1), when
+    its batch statistics over axes 0-2 are computed on `features` (biased variance)."""
+    return (1 - momentum) * features.mean((0, 1, 2)), momentum + (1 - momentum) * features.var((0, 1, 2))
+
+
+def test_bn_policy_train_normalizes_each_replica_on_its_own_slice(result):
+    train, sync = result["two_train"], result["two"]
+    conv1 = np.array(train["conv1"], np.float64)
+    np.testing.assert_allclose(np.array(sync["conv1"]), conv1, rtol=1e-6, atol=1e-6)
+    # "sync": the global batch's statistics. "train": each replica's own half; its
+    # moving statistics are then averaged over the replicas (so every copy is equal).
+    halves = [_moving_statistics_after_one_step(conv1[:2]), _moving_statistics_after_one_step(conv1[2:])]
+    expected = {"sync": _moving_statistics_after_one_step(conv1),
+                "train": tuple(np.mean([half[i] for half in halves], axis=0) for i in (0, 1))}
+    for policy, run in (("train", train), ("sync", sync)):
+        for copies, want in zip(run["bn_copies"], expected[policy]):
+            assert copies[0] == copies[1], policy            # both replicas hold the same copy
+            np.testing.assert_allclose(np.array(copies[0]), want, rtol=1e-5, atol=1e-7, err_msg=policy)
+    # Equal halves: the mean of the halves' means is the global mean, but the halves'
+    # variances leave out the spread between the halves (law of total variance).
+    np.testing.assert_allclose(expected["train"][0], expected["sync"][0], rtol=1e-6, atol=1e-9)
+    spread = expected["sync"][1] - expected["train"][1]
+    assert spread.min() > 0 and spread.max() > 1e-4, spread  # 1e-4: 100x the rounding below
+    np.testing.assert_allclose(np.array(sync["bn_copies"][1][0]) - np.array(train["bn_copies"][1][0]),
+                               spread, atol=1e-6)
+    # The normalization differed, so the gradients and the updated weights differ too.
+    assert any(not np.allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
+               for a, b in zip(train["weights"], sync["weights"]))
+

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from kernels import FusedBatchNormalization
-from research.models import deeplab_v3
+from research.models import deeplab_v3, deeplab_v3_plus
+from research.models.mobilenet_v2 import MOBILENET_V2_BLOCKS
 from tests.research.models.conftest import TINY, atrous_rates, random_images
 
 HEAD = dict(num_classes=5, aspp_filters=16)
@@ -167,3 +168,86 @@ def test_preprocessing_defaults_to_unit_without_weights_and_can_be_forced():
     assert deeplab_v3(**HEAD, **TINY).get_layer("preprocessing").mode == "unit"
     model = deeplab_v3(preprocessing="caffe", **HEAD, **TINY)
     assert model.get_layer("preprocessing").mode == "caffe"
+
+
+# --- DeepLab v3+ ------------------------------------------------------------------------
+MOBILE_TINY = dict(backbone="mobilenet_v2", blocks_per_stage=(1,) * 7, width=8)
+
+
+@pytest.mark.parametrize("backbone", [TINY, MOBILE_TINY], ids=["resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_v3_plus_shapes_at_both_output_strides(backbone, output_stride):
+    model = deeplab_v3_plus(output_stride=output_stride, **HEAD, **backbone)
+    assert model.name == "deeplab_v3_plus"
+    names = ("aspp_concat", "decoder_low_level_relu", "decoder_upsample", "decoder_concat",
+             "decoder_2_relu", "logits")
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
+    aspp, low_level, upsampled, joined, decoded, logits = probe(random_images(2, 64, 96, 3))
+    stride4 = (2, 16, 24)
+    assert aspp.shape[:3] == (2, 64 // output_stride, 96 // output_stride)
+    assert low_level.shape == stride4 + (48,)
+    assert upsampled.shape == stride4 + (16,)                 # the ASPP output, at stride 4
+    assert joined.shape == stride4 + (16 + 48,)
+    assert decoded.shape == stride4 + (16,)
+    assert logits.shape == (2, 64, 96, 5) and logits.dtype == "float32"
+    assert model(random_images(1, 50, 70, 3)).shape == (1, 50, 70, 5)  # sizes off the strides
+
+
+@pytest.mark.parametrize("backbone, low_level_layer", [
+    (dict(blocks_per_stage=(2, 1, 1, 1), width=8), "conv2_block2_out"),   # conv2's output, 4 * width
+    (dict(backbone="mobilenet_v2", blocks_per_stage=MOBILENET_V2_BLOCKS, width=32),
+     "block_2_add"),                                                      # the stride-4 stage's output
+])
+def test_v3_plus_decoder_structure(backbone, low_level_layer):
+    # The paper's decoder: stride-4 features -> 1x1 conv to 48 + BN + ReLU; concatenated with
+    # the upsampled ASPP output; two 3x3 convs of 256 + BN + ReLU; a 1x1 classifier.
+    model = deeplab_v3_plus(num_classes=21, **backbone)
+    low_level = model.get_layer("decoder_low_level_conv")
+    assert low_level.input is model.get_layer(low_level_layer).output
+    assert (low_level.filters, low_level.kernel_size, low_level.use_bias) == (48, (1, 1), False)
+    assert type(model.get_layer("decoder_low_level_bn")) is FusedBatchNormalization
+    concat_inputs = model.get_layer("decoder_concat").input
+    assert concat_inputs[0] is model.get_layer("decoder_upsample").output
+    assert concat_inputs[1] is model.get_layer("decoder_low_level_relu").output
+    assert model.get_layer("decoder_upsample").input[0] is model.get_layer("aspp_project_relu").output
+    for name in ("decoder_1", "decoder_2"):
+        conv = model.get_layer(f"{name}_conv")
+        assert (conv.filters, conv.kernel_size, conv.dilation_rate, conv.use_bias) == (256, (3, 3), (1, 1), False)
+        assert model.get_layer(f"{name}_relu").input is model.get_layer(f"{name}_bn").output
+    assert model.get_layer("decoder_1_conv").input is model.get_layer("decoder_concat").output
+    assert model.get_layer("classifier").input is model.get_layer("decoder_2_relu").output
+    # What the decoder adds to DeepLab v3, by hand: 1x1 (C_low * 48), 3x3 ((256 + 48) * 256)
+    # and 3x3 (256 * 256), no biases; three BatchNorms of 4 variables per channel.
+    channels = low_level.input.shape[-1]
+    added = channels * 48 + 9 * (256 + 48) * 256 + 9 * 256 * 256 + 4 * (48 + 256 + 256)
+    assert model.count_params() - deeplab_v3(num_classes=21, **backbone).count_params() == added
+
+
+def test_v3_plus_takes_every_deeplab_v3_option():
+    model = deeplab_v3_plus(output_stride=8, head="light", atrous="keras", bn_impl="keras", dropout=0.1,
+                            aspp_rates=(2, 3), **HEAD, **TINY)
+    names = {layer.name for layer in model.layers}
+    assert "aspp_atrous1_conv" not in names and "decoder_1_conv" in names   # light head + decoder
+    assert type(model.get_layer("decoder_1_bn")) is keras.layers.BatchNormalization
+    assert model.get_layer("decoder_upsample").input[0] is model.get_layer("aspp_dropout").output
+    assert atrous_rates(model) == {}
+    assert model(random_images(1, 32, 32, 3)).shape == (1, 32, 32, 5)
+    with pytest.raises(ValueError, match="output_stride"):
+        deeplab_v3_plus(output_stride=32, **TINY)
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        deeplab_v3_plus(backbone="vgg16", **TINY)
+
+
+def test_v3_plus_keras_file_reloads_with_identical_outputs(tmp_path):
+    model = deeplab_v3_plus(**HEAD, **TINY)
+    path = str(tmp_path / "v3plus.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    images = random_images(2, 40, 56, 3)
+    np.testing.assert_array_equal(np.asarray(reloaded(images)), np.asarray(model(images)))
+
+
+def test_v3_plus_logits_are_float32_under_mixed_precision(mixed_policy):
+    model = deeplab_v3_plus(**HEAD, **TINY)
+    assert model.get_layer("decoder_1_conv").compute_dtype == mixed_policy.split("_")[1]
+    assert model(random_images(1, 32, 32, 3)).dtype == "float32"

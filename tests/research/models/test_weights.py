@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from research.models import PretrainedWeightsError, deeplab_v3, unet
+from research.models import PretrainedWeightsError, deeplab_v3, deeplab_v3_plus, unet
 from research.models import weights as weights_module
 from research.models.weights import load_resnet50_weights, resolve_resnet50_weights
 from tests.research.models.conftest import TINY, atrous_rates, random_images
@@ -148,3 +148,13 @@ def test_reduced_models_refuse_pretrained_weights(tmp_path):
         deeplab_v3(weights="imagenet", **TINY)
     with pytest.raises(ValueError, match="width"):
         unet(weights=tmp_path / "any.h5", blocks_per_stage=(3, 4, 6, 3), width=32)
+
+
+@pytest.mark.slow  # the loader is DeepLab v3's (tested above); a second real-depth build
+def test_v3_plus_loads_the_same_backbone_weights(imagenet_style_weights):
+    # The same loader as DeepLab v3: every ResNet-50 layer by name; the decoder stays random.
+    model = deeplab_v3_plus(weights=imagenet_style_weights.keras3_path)
+    assert_all_resnet_weights_equal(model, imagenet_style_weights.reference)
+    assert_sees_imagenet_preprocessing(model)
+    assert model.get_layer("decoder_low_level_conv").input is model.get_layer("conv2_block3_out").output
+    assert model(random_images(1, 64, 64, 3)).shape == (1, 64, 64, 21)
