@@ -42,10 +42,10 @@ def _build(size_id):
     import keras
     import tensorflow as tf
     import kernels
-    from research import build, config as config_lib, train
+    from research import build, configs, train
 
     name, size, batch = SIZES[size_id]
-    config = config_lib.load_config(name).replace(weights=None, batch_size=batch, input_size=(size, size),
+    config = configs.load_config(name).replace(weights=None, batch_size=batch, input_size=(size, size),
                                                   precision="float32")
     keras.utils.set_random_seed(0)
     model = build.build_model(config)

@@ -128,13 +128,13 @@ def _build(case, batch_file):
     import keras
     import tensorflow as tf
     import kernels
-    from research import config as config_lib
+    from research import configs
     from research import build, fit_baseline, runtime, train
     from research.data import pipeline
 
     data = np.load(batch_file)
     images, labels = tf.constant(data["images"]), tf.constant(data["labels"])
-    config = config_lib.load_config("deeplabv3_voc").replace(
+    config = configs.load_config("deeplabv3_voc").replace(
         model=case["model"], weights=None, batch_size=BATCH, precision="float32",
         input_size=(SIZE, SIZE), loss_impl=case.get("loss", "fused"),
         atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"))

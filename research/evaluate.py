@@ -51,10 +51,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-import keras
-
 import kernels
-from research import config as config_lib
 from research import export as export_lib
 from research import build
 from research import visualize
@@ -68,72 +65,11 @@ METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weight
 
 
 # ---------------------------------------------------------------------------------
-# Model loading.
+# Model loading (a run's Keras model: research.export.load_model).
 # ---------------------------------------------------------------------------------
-@dataclasses.dataclass
-class LoadedModel:
-    """A model to evaluate: `model` maps float32 [B,H,W,3] in [0,255] to logits
-    [B,H,W,C]; `input_size` (h, w) is what it was trained at; `source` describes
-    where it came from (written to metrics.json)."""
-    model: keras.Model
-    input_size: tuple
-    source: dict
-
-
-def read_run_config(workdir, voc_root=None):
-    """The `Config` saved in `WORKDIR/config.json`, with `voc_root` replaced if given."""
-    config = config_lib.load_config_file(os.path.join(workdir, "config.json"))
-    return config.replace(voc_root=os.fspath(voc_root)) if voc_root else config
-
-
-def load_model(workdir, config, source="auto"):
-    """Loads the run's exported model, or else its latest checkpoint.
-
-    Args:
-      workdir: the run's folder.
-      config: the run's `Config` (to rebuild the model for a checkpoint).
-      source: "auto" (export if present, else checkpoint), "export" or "checkpoint".
-    Returns:
-      `LoadedModel`.
-    Raises:
-      FileNotFoundError: the requested (or any) model is missing, naming the paths.
-      ValueError: the checkpoint does not fit the config's model.
-    """
-    if source not in ("auto", "export", "checkpoint"):
-        raise ValueError(f'source must be "auto", "export" or "checkpoint"; got {source!r}')
-    export_dir = os.path.join(workdir, "export")
-    keras_file = os.path.join(export_dir, "model.keras")
-    if source in ("auto", "export") and os.path.isfile(keras_file):
-        model, facts = export_lib.load_export(export_dir)
-        info = facts.get("info", {})
-        return LoadedModel(model, facts["input_size"],
-                           {"source": "export", "path": keras_file, "step": info.get("step"),
-                            "export_info": info})
-    if source == "export":
-        raise FileNotFoundError(f"{keras_file} does not exist (no exported model in {workdir})")
-
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    path = tf.train.latest_checkpoint(checkpoint_dir)
-    if path is None:
-        raise FileNotFoundError(f"{workdir}: neither {keras_file} nor a checkpoint in {checkpoint_dir}")
-    # Every weight comes from the checkpoint: never read (or download) the pretrained file.
-    model = build.build_model(config, pretrained=False)
-    # The optimizer and loop state in the checkpoint are not needed here.
-    status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    try:
-        # Every variable of the rebuilt model must come from the checkpoint: a silent
-        # partial restore would evaluate random weights.
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        detail = str(e) if len(str(e)) < 400 else str(e)[:400] + "..."
-        raise ValueError(f"{path}: does not match the model of {workdir}/config.json: {detail}") from None
-    step = int(path.rsplit("-", 1)[1]) if path.rsplit("-", 1)[-1].isdigit() else None
-    return LoadedModel(model, tuple(config.input_size),
-                       {"source": "checkpoint", "path": path, "step": step})
-
-
 def load_tflite(path, config, flip=False, scales=(1.0,)):
-    """A `LoadedModel` whose model is a `research.export_tflite.TFLiteModel` of `path`.
+    """A `research.export.LoadedModel` whose model is a `research.export_tflite.TFLiteModel`
+    of `path`.
 
     Raises ValueError naming the file when it is not a readable export, or when flip or
     scales are asked for (the file runs at one size).
@@ -145,9 +81,9 @@ def load_tflite(path, config, flip=False, scales=(1.0,)):
     model = TFLiteModel(path)
     if model.num_classes not in (None, config.num_classes):
         raise ValueError(f"{path}: {model.num_classes} classes, the run has {config.num_classes}")
-    return LoadedModel(model, model.input_size,
-                       {"source": "tflite", "path": os.fspath(path), "step": None,
-                        "logits": model.has_logits})
+    return export_lib.LoadedModel(model, model.input_size,
+                                  {"source": "tflite", "path": os.fspath(path), "step": None,
+                                   "logits": model.has_logits})
 
 
 # ---------------------------------------------------------------------------------
@@ -514,7 +450,7 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
       samples: images in samples.png (0: no picture).
       hardest: images in hardest.png / hardest.csv (0: none).
       seed: chooses the sampled images.
-      source: "auto", "export" or "checkpoint" (`load_model`).
+      source: "auto", "export" or "checkpoint" (`research.export.load_model`).
       out_dir: where the outputs go; default `output_dir(workdir, subset)`. The folder
         is replaced as a whole (`research.fileio.atomic_directory`), so its files always
         belong to one evaluation.
@@ -535,14 +471,14 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
         # The folder is replaced whole: never one that holds something else.
         raise ValueError(f"{out} exists and is not an evaluation folder (no metrics.json); "
                          "refusing to replace it")
-    config = read_run_config(workdir, voc_root)
+    config = export_lib.read_run_config(workdir, voc_root)
     voc.check_voc_root(config.voc_root)     # before the model loads: a wrong folder fails fast
     scales = tuple(float(s) for s in scales)
     batch_size = int(batch_size or config.eval_batch_size)
     if tflite:
         loaded = load_tflite(tflite, config, flip, scales)
     else:
-        loaded = load_model(workdir, config, source)
+        loaded = export_lib.load_model(workdir, config, source)
     log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
              loaded.source.get("step"))
     if (not tflite and config.eval_output_stride not in (None, config.output_stride)

@@ -378,16 +378,16 @@ def export_tflite(workdir, quantize="none", input_size=None, out=None, calibrati
       out: the file to write (atomically); default `default_output`.
       calibration_images: train images that calibrate int8.
       logits: also output the logits.
-      source: "auto", "export" or "checkpoint" (`research.evaluate.load_model`).
+      source: "auto", "export" or "checkpoint" (`research.export.load_model`).
       voc_root: where the calibration data is; default the run config's.
     Returns:
       the path written (str).
     """
-    from research import evaluate
+    from research import export
     from research.fileio import atomic_write_bytes
 
-    config = evaluate.read_run_config(workdir, voc_root)
-    loaded = evaluate.load_model(workdir, config, source)
+    config = export.read_run_config(workdir, voc_root)
+    loaded = export.load_model(workdir, config, source)
     size = tuple(int(s) for s in (input_size or loaded.input_size))
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"input size must be two positive integers; got {input_size!r}")

@@ -23,6 +23,7 @@ import keras
 
 import kernels
 from research import config as config_lib
+from research import configs
 from research.data import pipeline
 from research.build import build_model
 
@@ -172,7 +173,7 @@ def main(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
+    config = config_lib.apply_overrides(configs.load_config(args.config), args.overrides)
     fit(config, args.workdir)
     return 0
 

@@ -41,6 +41,7 @@ import sys
 import time
 
 from research import config as config_lib
+from research import configs
 from research.fileio import atomic_write_json, atomic_write_text
 from research.progress import format_seconds
 
@@ -433,7 +434,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     command = "python scripts/ablate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        base, cells = make_cells(config_lib.load_config(args.base), [a for a in args.axes.split(",") if a],
+        base, cells = make_cells(configs.load_config(args.base), [a for a in args.axes.split(",") if a],
                                  args.steps, args.evals, args.overrides, args.deterministic)
         rows = run_grid(base, cells, args.out, command)
     except (ValueError, FileNotFoundError) as error:

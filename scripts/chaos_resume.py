@@ -573,11 +573,11 @@ def check_finished(workdir, reference, restore=True):
 def _restore_into_model(workdir, path):
     import keras
 
-    from research import evaluate
+    from research import export
 
-    config = evaluate.read_run_config(workdir)
+    config = export.read_run_config(workdir)
     try:
-        loaded = evaluate.load_model(workdir, config, source="checkpoint")
+        loaded = export.load_model(workdir, config, source="checkpoint")
     except (ValueError, FileNotFoundError) as e:
         raise VerificationError(f"{path}: does not restore into the model: {e}") from None
     _require(loaded.source["path"] == path, f"restored {loaded.source['path']}, expected {path}")

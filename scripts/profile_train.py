@@ -32,6 +32,7 @@ import re
 import sys
 
 from research import config as config_lib
+from research import configs
 from research.fileio import atomic_write_text
 
 STEP_EVENT = "train"   # the name research.train gives each step's profiler Trace
@@ -228,7 +229,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
+        config = config_lib.apply_overrides(configs.load_config(args.config), args.overrides)
         trace = run_profile(profile_config(config, args.warmup, args.steps), args.workdir)
         summary = summarize_trace(trace)
     except (ValueError, FileNotFoundError, FileExistsError) as error:

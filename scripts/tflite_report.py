@@ -76,12 +76,12 @@ def trained_run(name, workdir, voc_root, epochs):
     """A run of the named config trained on voc_root for `epochs` of 300 steps, its best
     model exported (kept if already there): the runs the README's tables measured, whatever
     the demo config's own budget and export setting are now."""
-    from research import config as config_lib
+    from research import configs
     from research import train
 
     if os.path.isfile(os.path.join(workdir, "export", "model.keras")):
         return workdir
-    config = config_lib.load_config(name).replace(voc_root=voc_root, epochs=epochs, steps_per_epoch=300,
+    config = configs.load_config(name).replace(voc_root=voc_root, epochs=epochs, steps_per_epoch=300,
                                                   export_best=True)
     train.train_and_evaluate(config, workdir)
     return workdir

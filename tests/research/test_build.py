@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from research import build
-from research import config as config_lib
+from research import configs
 
 MOBILE_SMOKE = dict(backbone="mobilenet_v2", backbone_blocks=(1, 1, 1, 1, 1, 1, 1), backbone_width=8,
                     head="light")
@@ -12,7 +12,7 @@ MOBILE_SMOKE = dict(backbone="mobilenet_v2", backbone_blocks=(1, 1, 1, 1, 1, 1, 
 
 @pytest.mark.parametrize("backbone, expected", [("resnet50", "caffe"), ("mobilenet_v2", "tf")])
 def test_rebuilt_without_the_file_keeps_the_pretrained_input_scaling(backbone, expected):
-    config = config_lib.load_config("smoke").replace(weights="/nonexistent/weights.h5")
+    config = configs.load_config("smoke").replace(weights="/nonexistent/weights.h5")
     if backbone == "mobilenet_v2":
         config = config.replace(**MOBILE_SMOKE)
     model = build.build_model(config, pretrained=False)
@@ -21,7 +21,7 @@ def test_rebuilt_without_the_file_keeps_the_pretrained_input_scaling(backbone, e
 
 
 def test_output_stride_rebuild_keeps_weights_and_input_scaling():
-    config = config_lib.load_config("smoke").replace(weights="/nonexistent/weights.h5")
+    config = configs.load_config("smoke").replace(weights="/nonexistent/weights.h5")
     model = build.build_model(config, pretrained=False)
     rebuilt = build.build_model_at_output_stride(model, config, 8)
     assert rebuilt is not model
@@ -38,7 +38,7 @@ def aspp_rates(model):
 
 
 def test_config_aspp_rates_and_filters_reach_the_model_and_its_output_stride_rebuild():
-    config = config_lib.load_config("smoke").replace(aspp_rates=(1, 3, 4), aspp_filters=24)
+    config = configs.load_config("smoke").replace(aspp_rates=(1, 3, 4), aspp_filters=24)
     model = build.build_model(config)
     assert aspp_rates(model) == [1, 3, 4]
     assert model.get_layer("aspp_project_conv").filters == 24

@@ -24,9 +24,9 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     import kernels
-    from research import build, config as config_lib, train
+    from research import build, configs, train
 
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     labels = rng.integers(0, 21, (4, 32, 32)).astype("int32")

@@ -23,6 +23,7 @@ import tensorflow as tf
 from research import build, launch
 from research import config as config_lib
 from research import evaluate as evaluate_lib
+from research import export as export_lib
 from research import train as train_lib
 from research.fileio import atomic_write_json
 from tests.helpers import read_csv
@@ -242,6 +243,6 @@ def test_evaluate_from_a_checkpoint_needs_no_pretrained_file(smoke_config, tmp_p
     atomic_write_json(os.path.join(workdir, "config.json"), {"config": config.to_dict(), "runtime": {}})
     result = evaluate_lib.evaluate(workdir, subset="val", samples=0, hardest=0, source="checkpoint")
     assert result["num_images"] > 0
-    loaded = evaluate_lib.load_model(workdir, evaluate_lib.read_run_config(workdir), source="checkpoint")
+    loaded = export_lib.load_model(workdir, export_lib.read_run_config(workdir), source="checkpoint")
     images = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.model(images).numpy(), model(images).numpy(), rtol=1e-6, atol=1e-6)

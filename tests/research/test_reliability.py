@@ -47,6 +47,7 @@ import keras
 from PIL import Image
 
 from research import config as config_lib
+from research import configs
 from research import evaluate as evaluate_lib
 from research import export as export_lib
 from research import predict as predict_lib
@@ -178,7 +179,7 @@ def test_the_resumed_run_finishes_with_its_state_whole(kill_chain):
 
 
 def test_a_lost_plateau_or_early_stop_state_would_be_caught(tmp_path):
-    config = config_lib.apply_overrides(config_lib.load_config("smoke"), list(FAST_SETS))
+    config = config_lib.apply_overrides(configs.load_config("smoke"), list(FAST_SETS))
     rates = [float(np.float32(1e-3))]                       # a float32 variable, times 0.1
     for _ in range(2):
         rates.append(float(np.float32(rates[-1] * 0.1)))
@@ -257,7 +258,7 @@ def model():
 
 def write_run(workdir, model, voc_root, **changes):
     """A run folder as training leaves it: config.json and export/ (model.keras, export.json)."""
-    config = config_lib.load_config("smoke").replace(voc_root=voc_root, **changes)
+    config = configs.load_config("smoke").replace(voc_root=voc_root, **changes)
     os.makedirs(os.path.join(workdir, "export"), exist_ok=True)
     atomic_write_json(os.path.join(workdir, "config.json"), {"config": config.to_dict(), "runtime": {}})
     model.save(os.path.join(workdir, "export", "model.keras"))
@@ -453,7 +454,7 @@ def test_int8_export_names_a_bad_calibration_file_or_calibrates_on_the_good_ones
     assert err.startswith(f"error: {first_bad.path}: ") and first_bad.phrase in err, err
     assert "Traceback" not in err and "skip_bad true" in err and not out.exists()
     # skip_bad in the run's config: calibration reads exactly the good train images
-    config = config_lib.load_config("smoke").replace(voc_root=corpus.voc_root, skip_bad=True)
+    config = configs.load_config("smoke").replace(voc_root=corpus.voc_root, skip_bad=True)
     frames = export_tflite.representative_images(config, (24, 24), 100)
     assert len(frames) == len(corpus.good_in("train"))
     assert all(f.dtype == np.uint8 and f.shape == (1, 24, 24, 3) for f in frames)
@@ -497,8 +498,8 @@ def test_config_files_are_never_executed_by_the_command_lines(tmp_path, caplog):
     assert evaluate_lib.main(["--workdir", str(run)]) == 1
     assert "not valid JSON" in caplog.text
     # code in a JSON string stays a string
-    data = config_lib.load_config("smoke").to_dict()
+    data = configs.load_config("smoke").to_dict()
     data["name"] = f"__import__('os').system('touch {marker}')"
     (tmp_path / "strings.json").write_text(json.dumps(data))
-    assert config_lib.load_config(str(tmp_path / "strings.json")).name == data["name"]
+    assert configs.load_config(str(tmp_path / "strings.json")).name == data["name"]
     assert not marker.exists()

@@ -17,7 +17,7 @@ import keras
 import kernels
 from tests.helpers import read_csv, sigterm_during
 from research import build
-from research import config as config_lib
+from research import configs
 from research import train as train_lib
 
 
@@ -42,7 +42,7 @@ def _resume_config(config):
 @pytest.fixture(scope="module")
 def straight_run(synthetic_voc_root, tmp_path_factory):
     """One uninterrupted smoke run: (config, workdir, result), shared by several tests."""
-    config = _resume_config(config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root))
+    config = _resume_config(configs.load_config("smoke").replace(voc_root=synthetic_voc_root))
     workdir = str(tmp_path_factory.mktemp("straight") / "run")
     return config, workdir, train_lib.train_and_evaluate(config, workdir)
 
@@ -279,7 +279,7 @@ def test_rewriting_a_checkpoint_number_keeps_a_readable_latest_at_every_moment(t
 
 
 def test_early_stopping_and_plateau_schedule():
-    config = config_lib.load_config("smoke").replace(plateau_patience=2, early_stop_patience=3,
+    config = configs.load_config("smoke").replace(plateau_patience=2, early_stop_patience=3,
                                                      plateau_factor=0.5, min_learning_rate=0.2)
     state = train_lib.LoopState()
     lr = 1.0
@@ -418,7 +418,7 @@ def test_nonfinite_weights_restore_the_last_checkpoint(smoke_config, tmp_path, m
 
 
 def test_gradient_checks_on_log_and_checkpoint_steps():
-    config = config_lib.load_config("smoke").replace(log_every_steps=10, checkpoint_every_steps=4)
+    config = configs.load_config("smoke").replace(log_every_steps=10, checkpoint_every_steps=4)
     checked = [step for step in range(1, 13)
                if train_lib.checks_gradients(step, (step - 1) % 6 + 1, 6, config, loss_scaling=False)]
     assert checked == [4, 6, 8, 10, 12]  # checkpoints 4, 8, 12; epoch ends 6, 12; log 10

@@ -8,6 +8,7 @@ import runpy
 import pytest
 
 from research import config as config_lib
+from research import configs
 from research import evaluate, fit_baseline
 from research import train as train_lib
 from research.data import sbd, validate, voc
@@ -52,7 +53,7 @@ def test_training_and_evaluation_hint_the_voc_root_below(data, tmp_path, caplog)
     assert f"did you mean {voc_root}?" in caplog.text
     caplog.clear()
     # evaluation checks the folder before it loads any model
-    config = config_lib.load_config("smoke").replace(voc_root=voc_root)
+    config = configs.load_config("smoke").replace(voc_root=voc_root)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump({"config": config.to_dict(), "runtime": {}}, f)
@@ -62,7 +63,7 @@ def test_training_and_evaluation_hint_the_voc_root_below(data, tmp_path, caplog)
 
 def test_train_subset_selects_train_aug(data, tmp_path, caplog):
     _, voc_root = data
-    config = config_lib.load_config("smoke").replace(voc_root=voc_root)
+    config = configs.load_config("smoke").replace(voc_root=voc_root)
     with pytest.raises(ValueError, match="train_subset must be one of train, train_aug"):
         config.replace(train_subset="val")
     assert "train_subset" not in config_lib.RESUMABLE_FIELDS
