@@ -54,6 +54,7 @@ import tensorflow as tf
 import kernels
 from research import export as export_lib
 from research import build
+from research import cli
 from research import visualize
 from research.data import pipeline, voc
 from research.fileio import atomic_directory, atomic_write_json, atomic_write_text
@@ -571,21 +572,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
+
+    def work():
         evaluate(args.workdir, subset=args.subset, voc_root=args.voc_root, batch_size=args.batch_size,
                  full_resolution=args.full_resolution, flip=args.flip, scales=args.scales,
                  samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source,
                  out_dir=args.out, tflite=args.tflite)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 1
-    except tf.errors.InvalidArgumentError as e:
-        message = pipeline.bad_file_message(e)
-        if message is None:
-            raise
-        log.error("%s (a run whose config has skip_bad true leaves bad samples out)", message)
-        return 1
-    return 0
+
+    return cli.run_main(work, bad_file_hint=cli.SKIP_BAD_RUN)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ import warnings
 
 import numpy as np
 
+from research import cli
+
 log = logging.getLogger("research")
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
@@ -429,25 +431,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    import tensorflow as tf                              # after --help: TF takes seconds to import
 
-    from research.data import pipeline
-
-    try:
+    def work():
         path = export_tflite(args.workdir, args.quantize, args.input_size, args.out,
                              args.calibration_images, args.logits, args.source, args.voc_root)
-    except (ValueError, FileNotFoundError, TFLiteExportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except tf.errors.InvalidArgumentError as e:         # a bad calibration image
-        message = pipeline.bad_file_message(e)
-        if message is None:
-            raise
-        print(f"error: {message} (a run whose config has skip_bad true leaves bad samples out)",
-              file=sys.stderr)
-        return 1
-    print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.quantize})")
-    return 0
+        print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.quantize})")
+
+    return cli.run_main(work, errors=(TFLiteExportError,), bad_file_hint=cli.SKIP_BAD_RUN)
 
 
 if __name__ == "__main__":

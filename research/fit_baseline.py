@@ -22,6 +22,7 @@ import tensorflow as tf
 import keras
 
 import kernels
+from research import cli
 from research import config as config_lib
 from research import configs
 from research.data import pipeline
@@ -173,9 +174,11 @@ def main(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = config_lib.apply_overrides(configs.load_config(args.config), args.overrides)
-    fit(config, args.workdir)
-    return 0
+
+    def work():
+        fit(config_lib.apply_overrides(configs.load_config(args.config), args.overrides), args.workdir)
+
+    return cli.run_main(work, bad_file_hint=cli.SKIP_BAD_SET)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from research import cli
 from research.data import voc
 from research.progress import ProgressBar
 
@@ -206,10 +207,14 @@ def main(argv=None):
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the val/test split (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    report = validate_voc(args.voc_root, args.subset, args.split_seed, progress=not args.no_progress)
-    print(report.format())
-    print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
-    return 0 if report.ok else 1
+
+    def work():
+        report = validate_voc(args.voc_root, args.subset, args.split_seed, progress=not args.no_progress)
+        print(report.format())
+        print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
+        return 0 if report.ok else 1
+
+    return cli.run_main(work)
 
 
 if __name__ == "__main__":

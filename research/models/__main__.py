@@ -6,8 +6,11 @@ non-trainable parameter counts, the GFLOPs of one 257x257 and one 513x513 image,
 output shape at --input-size.
 """
 import argparse
+import sys
 
 import numpy as np
+
+from research import cli
 
 FLOPS_SIZES = (257, 513)
 
@@ -60,7 +63,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.summary:
         parser.print_help()
-        return
+        return 0
+    return cli.run_main(lambda: print_summary(args.num_classes, args.input_size))
+
+
+def print_summary(num_classes, input_size):
+    """Prints each model's parameter counts, GFLOPs at FLOPS_SIZES and output shape at
+    `input_size` (square, pixels) for `num_classes` classes."""
     # Imported here so that --help does not pay for importing TensorFlow.
     import keras
 
@@ -74,13 +83,13 @@ def main(argv=None):
     for stride in (16, 8):
         builders += [
             (f"deeplab_v3 (output stride {stride})",
-             lambda s=stride: deeplab_v3(args.num_classes, shape, output_stride=s)),
+             lambda s=stride: deeplab_v3(num_classes, shape, output_stride=s)),
             (f"deeplab_v3 mobilenet_v2 aspp (OS{stride})",
-             lambda s=stride: deeplab_v3(args.num_classes, shape, output_stride=s, **mobile)),
+             lambda s=stride: deeplab_v3(num_classes, shape, output_stride=s, **mobile)),
             (f"deeplab_v3 mobilenet_v2 light (OS{stride})",
-             lambda s=stride: deeplab_v3(args.num_classes, shape, output_stride=s, head="light",
+             lambda s=stride: deeplab_v3(num_classes, shape, output_stride=s, head="light",
                                          **mobile))]
-    builders.append(("unet", lambda: unet(args.num_classes, shape)))
+    builders.append(("unet", lambda: unet(num_classes, shape)))
     flops_columns = " ".join(f"{f'GFLOPs@{size}':>11}" for size in FLOPS_SIZES)
     print(f"{'model':<40} {'total':>12} {'trainable':>12} {'non-trainable':>14} {flops_columns}  output")
     for label, build in builders:
@@ -88,10 +97,10 @@ def main(argv=None):
         total, trainable, frozen = parameter_counts(model)
         flops = " ".join(f"{conv_flops(model, size, size) / 1e9:>11.2f}" for size in FLOPS_SIZES)
         output = model.compute_output_spec(
-            keras.KerasTensor((None, args.input_size, args.input_size, 3)))
+            keras.KerasTensor((None, input_size, input_size, 3)))
         print(f"{label:<40} {total:>12,} {trainable:>12,} {frozen:>14,} {flops}  "
               f"{tuple(output.shape)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
