@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import bench_case, record_items_per_second  # benchmarks/ is on sys.path
+from benchmarks.support import bench_case, record_items_per_second
 
 STEPS = 4
 SIZES = {"demo-128px": ("demo", 128, 8), "deeplab-384px": ("deeplabv3_voc", 384, 2)}

@@ -44,7 +44,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import WorkerProcess, bench_case, record_items_per_second  # benchmarks/ is on sys.path
+from benchmarks.support import WorkerProcess, bench_case, record_items_per_second
 
 SIZE = 384
 BATCH = 2
@@ -271,7 +271,7 @@ def checksums():
                or c.get("batchnorm") == "keras")
     for c in CASES])
 def test_train_step(benchmark, case, batch_file, checksums, comparison_table, tf_default_onednn):
-    worker = WorkerProcess(__file__, onednn=case["onednn"])
+    worker = WorkerProcess("benchmarks.bench_train_step", onednn=case["onednn"])
     try:
         built = worker.request({"op": "build", "case": case, "batch_file": batch_file})
         assert built["onednn"] == case["onednn"], "TF_ENABLE_ONEDNN_OPTS did not take effect"
