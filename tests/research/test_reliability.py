@@ -35,7 +35,6 @@ import io
 import json
 import logging
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from research import evaluate as evaluate_lib
 from research import export as export_lib
 from research import predict as predict_lib
 from research import train as train_lib
-from research.data import pipeline, validate, voc
+from research.data import pipeline, synthetic, validate, voc
 from research.fileio import atomic_write_json
 from research.reliability import chaos, verify
 from tests.research import bad_corpus
@@ -462,7 +461,7 @@ def test_int8_export_names_a_bad_calibration_file_or_calibrates_on_the_good_ones
 
 
 def test_make_synthetic_voc_validation_catches_a_corrupted_output_file(tmp_path, capsys):
-    main = runpy.run_path(os.path.join(REPO, "scripts", "make_synthetic_voc.py"))["main"]
+    main = synthetic.main                 # scripts/make_synthetic_voc.py's command line
     arguments = ["--root", str(tmp_path), "--num-train", "3", "--num-val", "2", "--seed", "3", "--no-progress"]
     assert main(arguments) == 0
     capsys.readouterr()

@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import runpy
 
 import pytest
 
@@ -12,9 +11,8 @@ from research import configs
 from research import evaluate, fit_baseline
 from research import train as train_lib
 from research.data import sbd, validate, voc
+from research.tools import show_batch
 from tests.research.data import sbd_files, voc_files
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -86,7 +84,7 @@ def test_train_subset_selects_train_aug(data, tmp_path, caplog):
 
 def test_show_batch_takes_train_aug(data, tmp_path, capsys):
     _, voc_root = data
-    main = runpy.run_path(os.path.join(REPO, "scripts", "show_batch.py"))["main"]
+    main = show_batch.main
     out = str(tmp_path / "batch.png")
     assert main(["--voc-root", voc_root, "--out", out, "--subset", "train_aug", "--batch-size", "2",
                  "--input-size", "32", "--warm-batches", "1"]) == 0
