@@ -1,12 +1,9 @@
-"""scripts/demo_report.py: the recipe line and the schedule table of REPORT.md."""
+"""scripts/demo_report.py (research.tools.demo_report): the recipe line and the schedule
+table of REPORT.md."""
 import os
-import runpy
-import types
 
 from research import configs
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-report = types.SimpleNamespace(**runpy.run_path(os.path.join(REPO, "scripts", "demo_report.py")))
+from research.tools import demo_report as report
 
 
 def test_report_shows_the_runs_schedule():
