@@ -131,6 +131,13 @@ def main(argv=None):
     parser.add_argument("--skip-accuracy", action="store_true", help="latency table only")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from research import cli
+
+    return cli.run_main(lambda: report(args))
+
+
+def report(args):
+    """Prints both tables for the command line's arguments."""
     from scripts.machine_id import machine_id
 
     started = time.time()
@@ -159,7 +166,6 @@ def main(argv=None):
                 print(f"| {row_label} | {mode} | {size_text} | {miou:.4f} | {delta:+.2f} | {100 * frame:.2f}% "
                       f"| {100 * floats:.2f}% |", flush=True)
     print(f"\n(wall time {time.time() - started:.0f} s)")
-    return 0
 
 
 if __name__ == "__main__":
