@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from research import cli
+from research.data import voc
 
 
 def _raise(error):
@@ -58,3 +59,9 @@ def test_a_bad_sample_that_stopped_a_pipeline_is_named_with_the_hint(capsys):
     other = tf.errors.InvalidArgumentError(None, None, "Incompatible shapes: [2] vs. [3]")
     with pytest.raises(tf.errors.InvalidArgumentError):
         cli.run_main(_raise(other))
+    # Read outside a pipeline (evaluation at full resolution), the same line and hint.
+    bad = voc.BadFileError("data/JPEGImages/b.jpg", "too_large", "refused, too many pixels")
+    assert cli.run_main(_raise(bad), bad_file_hint=cli.SKIP_BAD_RUN) == 1
+    assert capsys.readouterr().err == (
+        "error: data/JPEGImages/b.jpg: refused, too many pixels (a run whose config has skip_bad true "
+        "leaves bad samples out)\n")
