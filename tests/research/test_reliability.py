@@ -55,6 +55,7 @@ from research import train as train_lib
 from research.data import pipeline, synthetic, validate, voc
 from research.fileio import atomic_write_json
 from research.reliability import chaos, verify
+from tests.helpers import command_line_errors
 from tests.research import bad_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -434,11 +435,11 @@ def test_predict_without_skip_bad_stops_before_writing_and_names_the_bad_headers
     assert "use --skip-bad" in stderr
 
 
-def test_training_command_line_names_a_bad_file(corpus, tmp_path, caplog):
+def test_training_command_line_names_a_bad_file(corpus, tmp_path, caplog, capsys):
     code = train_lib.main(["--config", "smoke", "--workdir", str(tmp_path / "run"),
                            "--set", f"voc_root={corpus.voc_root}"])
     assert code == 1
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    errors = command_line_errors(caplog, capsys)
     assert len(errors) == 1 and "skip_bad=true" in errors[0]
     assert any(errors[0].startswith(s.path + ": ") for s in corpus.bad), errors
 
