@@ -204,3 +204,19 @@ def test_the_length_check_counts_every_line_of_a_function(tmp_path, monkeypatch,
     monkeypatch.setattr(sys.modules[__name__], "PACKAGES", ("kernels",))
     assert function_lengths("kernels/long.py") == [("f", 1, lines)]
     assert bool(long_functions()) == over
+
+
+def test_no_test_runs_a_script_with_runpy():
+    """Scripts are thin command lines; what a test needs lives in an importable module."""
+    found = []
+    for folder, _, files in os.walk(os.path.join(REPO, "tests")):
+        for name in sorted(files):
+            path = os.path.relpath(os.path.join(folder, name), REPO)
+            if not name.endswith(".py") or os.path.join(REPO, path) == os.path.abspath(__file__):
+                continue
+            for node in ast.walk(_parse(path)):
+                modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                           else [node.module] if isinstance(node, ast.ImportFrom) else [])
+                if "runpy" in modules:
+                    found.append(f"{path}:{node.lineno}")
+    assert not found, "tests importing runpy (import the function from its module instead): " + ", ".join(found)

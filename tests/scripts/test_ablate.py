@@ -1,4 +1,5 @@
-"""scripts/ablate.py (research.tools.ablate): the grid, the budget, skipping and resuming runs, the table and chart.
+"""scripts/ablate.py (research.tools.ablate): the grid, the budget, skipping and resuming runs,
+the table and chart.
 
 One real training run (the smoke config, 2 steps); everything else uses a stand-in
 trainer that writes a train_log.csv, so the grid logic is checked in milliseconds.

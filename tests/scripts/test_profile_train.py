@@ -1,4 +1,5 @@
-"""scripts/profile_train.py (research.tools.profile_train): self time on a hand-made trace, and a real traced smoke run."""
+"""scripts/profile_train.py (research.tools.profile_train): self time on a hand-made trace,
+and a real traced smoke run."""
 import csv
 import os
 import subprocess
