@@ -160,7 +160,6 @@ class Launch:
         return "\n".join(self.lines[-count:])
 
 
-
 def train_command(workdir, voc_root, sets=CHAOS_SETS, kill=None):
     """`python -m research.train ...`, or through research.reliability.fault_train for a kill point."""
     args = ["--config", "smoke", "--workdir", workdir, "--set", f"voc_root={voc_root}"]
@@ -250,6 +249,7 @@ def launch(workdir, voc_root, kill=None, sets=CHAOS_SETS, timeout=None, workers=
 
 
 def _launch_result(kill, target, cluster, seconds, lines, sent, first_progress):
+    """The `Launch` of finished workers `cluster` (`target`: the index `kill` was aimed at)."""
     codes = [w.process.returncode for w in cluster]
     # Landed: the target was SIGKILLed (the others failed fast, or had already finished).
     landed = kill is not None and codes[target] == -signal.SIGKILL
