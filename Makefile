@@ -52,7 +52,7 @@ docs-check: $(STAMP)
 # (scripts/machine_id.py), because pytest-benchmark's machine id holds only the OS and
 # Python version. `make bench` saves a run; `make bench-check` compares a new run with
 # the latest saved one on the same machine and fails when the project's own code (not the
-# baselines it is compared with: benchmarks/conftest.py bench_case) got 25% slower. It
+# baselines it is compared with: benchmarks/support.py bench_case) got 25% slower. It
 # compares minimum times: timing noise on a shared VM only ever adds time, and a
 # millisecond kernel's mean moved 26% between two quiet runs of unchanged code here.
 BENCH_STORAGE := benchmarks/baselines/$(MACHINE)

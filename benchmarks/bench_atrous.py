@@ -3,7 +3,7 @@
 For r in 1, 2, 6, 12, 18, each with oneDNN off (TF's default on AVX2 CPUs) and on (TF's
 default with AVX-512 VNNI).
 `TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow is imported, so each setting runs in a
-worker process (this file run as `python bench_atrous.py --worker`) that builds the
+worker process (this file run as `python -m benchmarks.bench_atrous --worker`) that builds the
 cases and runs one call per request; pytest-benchmark times the requests (the pipe
 costs well under a millisecond; a call takes 0.2-30 s). Fast and Keras for one rate run
 one after the other in the same worker. Items are images. Slow: Keras r=18 with oneDNN
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import WorkerProcess, bench_case, record_items_per_second  # benchmarks/ is on sys.path
+from benchmarks.support import WorkerProcess, bench_case, record_items_per_second
 
 SHAPE = (4, 24, 24, 2048)
 FILTERS = 256
@@ -88,7 +88,7 @@ def workers():
             for other in started.values():  # an idle worker still holds memory: stop it
                 other.close()
             started.clear()
-            started[onednn] = WorkerProcess(__file__, onednn)
+            started[onednn] = WorkerProcess("benchmarks.bench_atrous", onednn)
         return started[onednn]
 
     yield get

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
-from conftest import bench_case, record_items_per_second  # benchmarks/ has no __init__: on sys.path
+from benchmarks.support import bench_case, record_items_per_second
 from kernels import FusedBatchNormalization
 
 SHAPE = (2, 96, 96, 256)

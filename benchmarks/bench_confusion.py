@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import bench_case, record_items_per_second  # benchmarks/ has no __init__: on sys.path
+from benchmarks.support import bench_case, record_items_per_second
 from kernels import confusion_matrix, reference_confusion_matrix
 
 SHAPE = (8, 384, 384)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import bench_case, record_items_per_second  # benchmarks/ is on sys.path
+from benchmarks.support import bench_case, record_items_per_second
 
 STEPS = 4
 SIZES = {"demo-128px": ("demo", 128, 8), "deeplab-384px": ("deeplabv3_voc", 384, 2)}
@@ -42,10 +42,10 @@ def _build(size_id):
     import keras
     import tensorflow as tf
     import kernels
-    from research import build, config as config_lib, train
+    from research import build, configs, train
 
     name, size, batch = SIZES[size_id]
-    config = config_lib.load_config(name).replace(weights=None, batch_size=batch, input_size=(size, size),
+    config = configs.load_config(name).replace(weights=None, batch_size=batch, input_size=(size, size),
                                                   precision="float32")
     keras.utils.set_random_seed(0)
     model = build.build_model(config)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import record_items_per_second  # benchmarks/ has no __init__: on sys.path
+from benchmarks.support import record_items_per_second
 from research.data import voc
 from research.data.pipeline import make_dataset
 

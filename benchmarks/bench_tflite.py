@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import record_items_per_second  # benchmarks/ has no __init__: on sys.path
+from benchmarks.support import record_items_per_second
 
 BACKBONES = ("mobilenet_v2", "resnet50")
 SIZES = (257, 513)

@@ -44,7 +44,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import WorkerProcess, bench_case, record_items_per_second  # benchmarks/ is on sys.path
+from benchmarks.support import WorkerProcess, bench_case, record_items_per_second
 
 SIZE = 384
 BATCH = 2
@@ -128,13 +128,13 @@ def _build(case, batch_file):
     import keras
     import tensorflow as tf
     import kernels
-    from research import config as config_lib
+    from research import configs
     from research import build, fit_baseline, runtime, train
     from research.data import pipeline
 
     data = np.load(batch_file)
     images, labels = tf.constant(data["images"]), tf.constant(data["labels"])
-    config = config_lib.load_config("deeplabv3_voc").replace(
+    config = configs.load_config("deeplabv3_voc").replace(
         model=case["model"], weights=None, batch_size=BATCH, precision="float32",
         input_size=(SIZE, SIZE), loss_impl=case.get("loss", "fused"),
         atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"))
@@ -271,7 +271,7 @@ def checksums():
                or c.get("batchnorm") == "keras")
     for c in CASES])
 def test_train_step(benchmark, case, batch_file, checksums, comparison_table, tf_default_onednn):
-    worker = WorkerProcess(__file__, onednn=case["onednn"])
+    worker = WorkerProcess("benchmarks.bench_train_step", onednn=case["onednn"])
     try:
         built = worker.request({"op": "build", "case": case, "batch_file": batch_file})
         assert built["onednn"] == case["onednn"], "TF_ENABLE_ONEDNN_OPTS did not take effect"

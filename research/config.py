@@ -1,8 +1,8 @@
 """Run configuration: one flat dataclass, plain-Python named configs, JSON files, overrides.
 
 A config is data. Named configs are Python functions in `research/configs/` returning a
-`Config` (`deeplabv3_voc`, `unet_voc`, `demo`, `smoke`); a config FILE is JSON and is
-never executed. `--set key=value` overrides parse the value as JSON when possible
+`Config` (`deeplabv3_voc`, `unet_voc`, `demo`, `smoke`; `research.configs.load_config`
+loads one by name or a file); a config FILE is JSON and is never executed. `--set key=value` overrides parse the value as JSON when possible
 (`--set batch_size=4`, `--set input_size=[128,128]`, `--set weights=null`) and fall
 back to the raw string (`--set model=unet`), then check it against the field's type.
 
@@ -12,7 +12,6 @@ TensorFlow is imported (oneDNN is decided at import time).
 import dataclasses
 import json
 import math
-import os
 import typing
 
 
@@ -318,18 +317,6 @@ def load_config_file(path):
     if set(data) == {"config", "runtime"}:
         data = data["config"]  # a run's config.json: the config plus the runtime choices
     return config_from_dict(data, source=path)
-
-
-def load_config(name_or_path):
-    """A named config (see `research.configs.NAMED_CONFIGS`) or a JSON file path."""
-    from research.configs import NAMED_CONFIGS
-
-    if name_or_path in NAMED_CONFIGS:
-        return check_config(NAMED_CONFIGS[name_or_path]())
-    if name_or_path.endswith(".json") or os.path.sep in name_or_path:
-        return load_config_file(name_or_path)
-    raise ValueError(f"unknown config {name_or_path!r}: use one of "
-                     f"{', '.join(sorted(NAMED_CONFIGS))} or a path to a .json file")
 
 
 def apply_overrides(config, overrides):

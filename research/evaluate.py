@@ -62,12 +62,12 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-import keras
 
 import kernels
+from research import build
+from research import cli
 from research import config as config_lib
 from research import export as export_lib
-from research import build
 from research import sliding_window
 from research import visualize
 from research.data import datasets, pipeline, voc
@@ -80,87 +80,11 @@ METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weight
 
 
 # ---------------------------------------------------------------------------------
-# Model loading.
+# Model loading (a run's Keras model: research.export.load_model).
 # ---------------------------------------------------------------------------------
-@dataclasses.dataclass
-class LoadedModel:
-    """A model to evaluate: `model` maps float32 [B,H,W,3] in [0,255] to logits
-    [B,H,W,C]; `input_size` (h, w) is what it was trained at; `source` describes
-    where it came from (written to metrics.json)."""
-    model: keras.Model
-    input_size: tuple
-    source: dict
-
-
-def read_run_config(workdir, voc_root=None, data_root=None):
-    """The `Config` saved in `WORKDIR/config.json`, with where its data is now replaced.
-
-    Args:
-      workdir: the run's folder.
-      voc_root: a VOC run's voc_root (ValueError for a run on a folder dataset).
-      data_root: where the run's dataset is now, whatever its kind: replaces data_root
-        for a folder dataset, voc_root for VOC.
-    """
-    config = config_lib.load_config_file(os.path.join(workdir, "config.json"))
-    if voc_root:
-        if config.dataset != "voc":
-            raise ValueError(f"{workdir} was trained on a folder dataset ({config.data_root}); "
-                             f"say where it is with --data-root, not --voc-root")
-        config = config.replace(voc_root=os.fspath(voc_root))
-    if data_root:
-        field = "voc_root" if config.dataset == "voc" else "data_root"
-        config = config.replace(**{field: os.fspath(data_root)})
-    return config
-
-
-def load_model(workdir, config, source="auto"):
-    """Loads the run's exported model, or else its latest checkpoint.
-
-    Args:
-      workdir: the run's folder.
-      config: the run's `Config` (to rebuild the model for a checkpoint).
-      source: "auto" (export if present, else checkpoint), "export" or "checkpoint".
-    Returns:
-      `LoadedModel`.
-    Raises:
-      FileNotFoundError: the requested (or any) model is missing, naming the paths.
-      ValueError: the checkpoint does not fit the config's model.
-    """
-    if source not in ("auto", "export", "checkpoint"):
-        raise ValueError(f'source must be "auto", "export" or "checkpoint"; got {source!r}')
-    export_dir = os.path.join(workdir, "export")
-    keras_file = os.path.join(export_dir, "model.keras")
-    if source in ("auto", "export") and os.path.isfile(keras_file):
-        model, facts = export_lib.load_export(export_dir)
-        info = facts.get("info", {})
-        return LoadedModel(model, facts["input_size"],
-                           {"source": "export", "path": keras_file, "step": info.get("step"),
-                            "export_info": info})
-    if source == "export":
-        raise FileNotFoundError(f"{keras_file} does not exist (no exported model in {workdir})")
-
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    path = tf.train.latest_checkpoint(checkpoint_dir)
-    if path is None:
-        raise FileNotFoundError(f"{workdir}: neither {keras_file} nor a checkpoint in {checkpoint_dir}")
-    # Every weight comes from the checkpoint: never read (or download) the pretrained file.
-    model = build.build_model(config, pretrained=False)
-    # The optimizer and loop state in the checkpoint are not needed here.
-    status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    try:
-        # Every variable of the rebuilt model must come from the checkpoint: a silent
-        # partial restore would evaluate random weights.
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        detail = str(e) if len(str(e)) < 400 else str(e)[:400] + "..."
-        raise ValueError(f"{path}: does not match the model of {workdir}/config.json: {detail}") from None
-    step = int(path.rsplit("-", 1)[1]) if path.rsplit("-", 1)[-1].isdigit() else None
-    return LoadedModel(model, tuple(config.input_size),
-                       {"source": "checkpoint", "path": path, "step": step})
-
-
 def load_tflite(path, config, flip=False, scales=(1.0,)):
-    """A `LoadedModel` whose model is a `research.export_tflite.TFLiteModel` of `path`.
+    """A `research.export.LoadedModel` whose model is a `research.export_tflite.TFLiteModel`
+    of `path`.
 
     Raises ValueError naming the file when it is not a readable export, or when flip or
     scales are asked for (the file runs at one size).
@@ -172,9 +96,9 @@ def load_tflite(path, config, flip=False, scales=(1.0,)):
     model = TFLiteModel(path)
     if model.num_classes not in (None, config.num_classes):
         raise ValueError(f"{path}: {model.num_classes} classes, the run has {config.num_classes}")
-    return LoadedModel(model, model.input_size,
-                       {"source": "tflite", "path": os.fspath(path), "step": None,
-                        "logits": model.has_logits})
+    return export_lib.LoadedModel(model, model.input_size,
+                                  {"source": "tflite", "path": os.fspath(path), "step": None,
+                                   "logits": model.has_logits})
 
 
 # ---------------------------------------------------------------------------------
@@ -575,7 +499,7 @@ def _load_for_evaluation(workdir, config, source, tflite, inference):
             raise ValueError("--mode slide is not available with --tflite (the file runs at one size)")
         loaded = load_tflite(tflite, config, inference.flip, inference.scales)
     else:
-        loaded = load_model(workdir, config, source)
+        loaded = export_lib.load_model(workdir, config, source)
     log.info("model: %s %s (step %s)", loaded.source["source"], loaded.source["path"],
              loaded.source.get("step"))
     if (not tflite and config.eval_output_stride not in (None, config.output_stride)
@@ -629,7 +553,7 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
       samples: images in samples.png (0: no picture).
       hardest: images in hardest.png / hardest.csv (0: none).
       seed: chooses the sampled images.
-      source: "auto", "export" or "checkpoint" (`load_model`).
+      source: "auto", "export" or "checkpoint" (`research.export.load_model`).
       out_dir: where the outputs go; default `output_dir(workdir, subset)`. The folder
         is replaced as a whole (`research.fileio.atomic_directory`), so its files always
         belong to one evaluation.
@@ -645,7 +569,7 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
       dict: the contents of metrics.json, plus "output_dir".
     """
     out = _output_folder(workdir, subset, out_dir, tflite)
-    config = read_run_config(workdir, voc_root, data_root)
+    config = export_lib.read_run_config(workdir, voc_root, data_root)
     data = datasets.dataset_of(config)
     data.check_root()       # before the model loads: a wrong folder fails fast
     inference = Inference(mode or config.eval_mode, window or config.eval_window,
@@ -727,22 +651,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
+
+    def work():
         evaluate(args.workdir, subset=args.subset, voc_root=args.voc_root, batch_size=args.batch_size,
                  full_resolution=args.full_resolution, flip=args.flip, scales=args.scales,
                  samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source,
                  out_dir=args.out, tflite=args.tflite, mode=args.mode, window=args.window,
                  stride=args.stride, data_root=args.data_root)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 1
-    except tf.errors.InvalidArgumentError as e:
-        message = pipeline.bad_file_message(e)
-        if message is None:
-            raise
-        log.error("%s (a run whose config has skip_bad true leaves bad samples out)", message)
-        return 1
-    return 0
+
+    return cli.run_main(work, bad_file_hint=cli.SKIP_BAD_RUN)
 
 
 if __name__ == "__main__":

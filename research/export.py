@@ -12,7 +12,12 @@
 
 `predict_masks` is the same computation in-process (research/predict.py uses it), so
 exported and in-process predictions agree.
+
+Reading back: `load_export` (an export folder), and for a whole run `read_run_config`
+(its config.json) and `load_model` (its export, else its latest checkpoint), which
+research.evaluate and research.export_tflite both use.
 """
+import dataclasses
 import json
 import os
 
@@ -20,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from research import build
+from research import config as config_lib
 from research.data import datasets, voc
 from research.faults import kill_point
 from research.fileio import atomic_directory, atomic_path, atomic_write_json
@@ -147,3 +154,113 @@ def load_export(folder):
     except Exception as e:  # zip, h5 and deserialization errors of every kind
         raise ValueError(f"{keras_file}: cannot load the model ({type(e).__name__}: {e})") from None
     return model, facts
+
+
+# ---------------------------------------------------------------------------------
+# Reading a run: its config and its model (the export, else the latest checkpoint).
+# ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class LoadedModel:
+    """A run's model: `model` maps float32 [B,H,W,3] in [0,255] to logits [B,H,W,C];
+    `input_size` (h, w) is what it was trained at; `source` describes where it came from
+    (research.evaluate writes it to metrics.json)."""
+    model: keras.Model
+    input_size: tuple
+    source: dict
+
+
+def read_run_config(workdir, voc_root=None, data_root=None):
+    """The `Config` saved in `WORKDIR/config.json`, with where its data is now replaced.
+
+    Args:
+      workdir: the run's folder.
+      voc_root: a VOC run's voc_root (ValueError for a run on a folder dataset).
+      data_root: where the run's dataset is now, whatever its kind: replaces data_root
+        for a folder dataset, voc_root for VOC.
+    """
+    config = config_lib.load_config_file(os.path.join(workdir, "config.json"))
+    if voc_root:
+        if config.dataset != "voc":
+            raise ValueError(f"{workdir} was trained on a folder dataset ({config.data_root}); "
+                             f"say where it is with --data-root, not --voc-root")
+        config = config.replace(voc_root=os.fspath(voc_root))
+    if data_root:
+        field = "voc_root" if config.dataset == "voc" else "data_root"
+        config = config.replace(**{field: os.fspath(data_root)})
+    return config
+
+
+def load_model(workdir, config, source="auto"):
+    """Loads the run's exported model, or else its latest checkpoint.
+
+    Args:
+      workdir: the run's folder.
+      config: the run's `Config` (to rebuild the model for a checkpoint).
+      source: "auto" (export if present, else checkpoint), "export" or "checkpoint".
+    Returns:
+      `LoadedModel`.
+    Raises:
+      FileNotFoundError: the requested (or any) model is missing, naming the paths.
+      ValueError: the checkpoint does not fit the config's model.
+    """
+    if source not in ("auto", "export", "checkpoint"):
+        raise ValueError(f'source must be "auto", "export" or "checkpoint"; got {source!r}')
+    export_dir = os.path.join(workdir, "export")
+    keras_file = os.path.join(export_dir, "model.keras")
+    if source in ("auto", "export") and os.path.isfile(keras_file):
+        model, facts = load_export(export_dir)
+        info = facts.get("info", {})
+        return LoadedModel(model, facts["input_size"],
+                           {"source": "export", "path": keras_file, "step": info.get("step"),
+                            "export_info": info})
+    if source == "export":
+        raise FileNotFoundError(f"{keras_file} does not exist (no exported model in {workdir})")
+
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    path = tf.train.latest_checkpoint(checkpoint_dir)
+    if path is None:
+        raise FileNotFoundError(f"{workdir}: neither {keras_file} nor a checkpoint in {checkpoint_dir}")
+    model = restore_model(path, config, f"{workdir}/config.json", _run_precision(workdir))
+    step = int(path.rsplit("-", 1)[1]) if path.rsplit("-", 1)[-1].isdigit() else None
+    return LoadedModel(model, tuple(config.input_size),
+                       {"source": "checkpoint", "path": path, "step": step,
+                        "weights": "moving average" if config.ema_decay else "trained"})
+
+
+def _run_precision(workdir):
+    """The dtype policy the run trained in (config.json's runtime), float32 if unknown:
+    under mixed_float16 its checkpoints hold a LossScaleOptimizer."""
+    try:
+        with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("runtime", {}).get("precision") or "float32"
+    except (OSError, ValueError, AttributeError):
+        return "float32"
+
+
+def restore_model(path, config, config_name, precision="float32"):
+    """The config's model with the weights of checkpoint `path`: the moving averages
+    when the run kept them (`ema_decay`), as its evaluation and export use. `precision`:
+    the run's dtype policy (the optimizer's structure in the checkpoint depends on it).
+
+    Raises ValueError naming `path` and `config_name` when they do not fit together.
+    """
+    from research.training.ema import moving_averages
+
+    # Every weight comes from the checkpoint: never read (or download) the pretrained file.
+    model = build.build_model(config, pretrained=False)
+    objects = {"model": model}
+    if config.ema_decay:   # the averages live in the optimizer; the loop state is not needed
+        objects["optimizer"] = optimizer = build.make_optimizer(config, precision)
+        optimizer.build(model.trainable_variables)
+    status = tf.train.Checkpoint(**objects).restore(path).expect_partial()
+    try:
+        # Every variable of the rebuilt model (and the averages) must come from the
+        # checkpoint: a silent partial restore would evaluate random weights.
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        detail = str(e) if len(str(e)) < 400 else str(e)[:400] + "..."
+        raise ValueError(f"{path}: does not match the model of {config_name}: {detail}") from None
+    if config.ema_decay:
+        for variable, average in zip(model.trainable_variables, moving_averages(optimizer)):
+            variable.assign(average)
+    return model

@@ -41,6 +41,8 @@ import warnings
 
 import numpy as np
 
+from research import cli
+
 log = logging.getLogger("research")
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
@@ -379,17 +381,17 @@ def export_tflite(workdir, quantize="none", input_size=None, out=None, calibrati
       out: the file to write (atomically); default `default_output`.
       calibration_images: train images that calibrate int8.
       logits: also output the logits.
-      source: "auto", "export" or "checkpoint" (`research.evaluate.load_model`).
+      source: "auto", "export" or "checkpoint" (`research.export.load_model`).
       voc_root: a VOC run's calibration data; default the run config's.
       data_root: where the run's dataset (VOC or folder) is now; default the config's.
     Returns:
       the path written (str).
     """
-    from research import evaluate
+    from research import export
     from research.fileio import atomic_write_bytes
 
-    config = evaluate.read_run_config(workdir, voc_root, data_root)
-    loaded = evaluate.load_model(workdir, config, source)
+    config = export.read_run_config(workdir, voc_root, data_root)
+    loaded = export.load_model(workdir, config, source)
     size = tuple(int(s) for s in (input_size or loaded.input_size))
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"input size must be two positive integers; got {input_size!r}")
@@ -434,26 +436,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    import tensorflow as tf                              # after --help: TF takes seconds to import
 
-    from research.data import pipeline
-
-    try:
+    def work():
         path = export_tflite(args.workdir, args.quantize, args.input_size, args.out,
                              args.calibration_images, args.logits, args.source, args.voc_root,
                              args.data_root)
-    except (ValueError, FileNotFoundError, TFLiteExportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except tf.errors.InvalidArgumentError as e:         # a bad calibration image
-        message = pipeline.bad_file_message(e)
-        if message is None:
-            raise
-        print(f"error: {message} (a run whose config has skip_bad true leaves bad samples out)",
-              file=sys.stderr)
-        return 1
-    print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.quantize})")
-    return 0
+        print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.quantize})")
+
+    return cli.run_main(work, errors=(TFLiteExportError,), bad_file_hint=cli.SKIP_BAD_RUN)
 
 
 if __name__ == "__main__":

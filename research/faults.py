@@ -3,8 +3,8 @@
 Product code calls `kill_point("point")` at moments worth interrupting; in normal runs
 `hook` is None and the call does nothing else (nothing is read from the environment,
 so no setting of a user's can kill their run). Tests and scripts/chaos_resume.py
-install a callable in a training process through scripts/fault_train.py, e.g. one
-that SIGKILLs the process the n-th time a point is passed, exactly like a power cut.
+install a callable in a training process through research.reliability.fault_train, e.g.
+one that SIGKILLs the process the n-th time a point is passed, exactly like a power cut.
 
 Points: "step" (after an optimizer step), "checkpoint" (after the checkpoint files,
 before the CSV log), "atomic_replace" (a temporary file written and synced, not yet

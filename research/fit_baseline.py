@@ -22,7 +22,9 @@ import tensorflow as tf
 import keras
 
 import kernels
+from research import cli
 from research import config as config_lib
+from research import configs
 from research.data import datasets, pipeline
 from research.build import build_model
 
@@ -174,9 +176,11 @@ def main(argv=None):
                         help="override a config field (value parsed as JSON), repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
-    fit(config, args.workdir)
-    return 0
+
+    def work():
+        fit(config_lib.apply_overrides(configs.load_config(args.config), args.overrides), args.workdir)
+
+    return cli.run_main(work, bad_file_hint=cli.SKIP_BAD_SET)
 
 
 if __name__ == "__main__":

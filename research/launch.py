@@ -11,7 +11,10 @@ and its last lines printed, prefixed `[worker i]`, if that worker fails.
 
 When a worker exits non-zero the launcher names it, gives the others a few seconds to
 fail on their own (TF's coordination service aborts their collectives about 10 s after
-a worker stops sending heartbeats), then stops them (SIGTERM, then SIGKILL). The
+a worker stops sending heartbeats), then stops them (SIGTERM, then SIGKILL).
+`start_workers`, `supervise` and `stop_workers` are also what the kill-and-resume checks
+(research.reliability) and the multi-worker tests run workers with: every wait is
+bounded, and every started process has ended when `supervise` returns. The
 launcher's exit status is the chief's (0, or 1 for an error, 130 for a polite stop);
 1 when the chief had to be stopped. Ctrl-C (SIGINT) or SIGTERM to the launcher is
 passed to every worker: they agree on a step, write a checkpoint there and exit 130.
@@ -29,6 +32,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from research import cli
 
 TRAIN_COMMAND = (sys.executable, "-m", "research.train")
 TAIL_LINES = 40
@@ -60,15 +65,23 @@ def tf_configs(addresses):
 
 
 class Worker:
-    """One started worker process: its index, `process`, and its output lines so far."""
+    """One started worker process: its index, `process`, and its output lines so far.
+
+    `tf_config`: the TF_CONFIG JSON of this worker, or None for a process on its own.
+    `exited_at`: time.monotonic() when its exit was first seen (`poll`), else None.
+    `stopped_by_launcher`: whether `stop_workers` had to end it.
+    """
 
     def __init__(self, index, command, tf_config, env=None, cwd=None, on_line=None, log_path=None):
         self.index = index
         self.tail = collections.deque(maxlen=TAIL_LINES)
         self.lines_seen = 0
         self.stopped_by_launcher = False
+        self.exited_at = None
         environment = dict(os.environ if env is None else env)
-        environment.update(TF_CONFIG=tf_config, PYTHONUNBUFFERED="1")
+        environment["PYTHONUNBUFFERED"] = "1"
+        if tf_config is not None:
+            environment["TF_CONFIG"] = tf_config
         # A session of its own: a Ctrl-C in the terminal reaches the launcher only,
         # which passes it on to every worker once.
         self.process = subprocess.Popen(list(command), env=environment, cwd=cwd, text=True,
@@ -89,13 +102,22 @@ class Worker:
             if on_line:
                 on_line(self.index, line)
 
+    def poll(self):
+        """The process's exit code, or None while it runs; notes `exited_at`."""
+        code = self.process.poll()
+        if code is not None and self.exited_at is None:
+            self.exited_at = time.monotonic()
+        return code
+
     def signal(self, signum):
-        """Sends `signum` unless the process has exited."""
-        if self.process.poll() is None:
+        """Sends `signum` unless the process has exited; returns whether it was sent."""
+        if self.poll() is None:
             try:
                 self.process.send_signal(signum)
+                return True
             except ProcessLookupError:
                 pass
+        return False
 
     def close(self, timeout=10.0):
         """Waits for the output reader after the process ended; closes the log file."""
@@ -135,6 +157,7 @@ def stop_workers(workers, grace=10.0):
         except subprocess.TimeoutExpired:
             worker.process.kill()
             worker.process.wait()
+        worker.poll()
     for worker in workers:
         worker.close()
 
@@ -149,7 +172,9 @@ def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, 
 
     After the first failure the others get `fail_grace` s to exit on their own (they
     normally fail too), then `stop_workers(stop_grace)`. With `timeout` (s), every
-    worker still running then is stopped and counted as failed. Once `stopping()` is
+    worker still running then is stopped and counted as failed. Whoever had to be
+    stopped has `stopped_by_launcher` set, and `report` got a line saying why; every
+    worker's `exited_at` is set on return. Once `stopping()` is
     true (the launcher passed a SIGINT/SIGTERM on), a worker's STOPPED_STATUS is what was
     asked for, not a failure: the others, the chief still writing the stop checkpoint
     among them, are left to finish (a SIGTERM then would cut that write short).
@@ -161,7 +186,7 @@ def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, 
     start = time.monotonic()
     failed = None
     while True:
-        codes = [worker.process.poll() for worker in workers]
+        codes = [worker.poll() for worker in workers]
         if failed is None:
             bad = [w for w, code in zip(workers, codes) if code not in (None, 0)
                    and not (code == STOPPED_STATUS and stopping())]
@@ -172,6 +197,9 @@ def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, 
         if all(code is not None for code in codes):
             break
         if failed is not None and time.monotonic() - failed_at > fail_grace:
+            running = [w.index for w in workers if w.poll() is None]
+            report(f"workers {running} still running {fail_grace:g} s after worker {failed} failed: "
+                   "stopping them")
             stop_workers(workers, stop_grace)
             break
         if timeout is not None and time.monotonic() - start > timeout:
@@ -216,9 +244,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    train_args = list(args.train_args) + ["--set", "distribute=multi_worker"]
-    if args.log_dir:
-        os.makedirs(args.log_dir, exist_ok=True)
+    return cli.run_main(lambda: run(args.workers, args.train_args, args.log_dir))
+
+
+def run(count, train_args, log_dir=None):
+    """Runs `research.train train_args` on `count` local workers (module doc); returns the
+    launcher's exit status."""
+    train_args = list(train_args) + ["--set", "distribute=multi_worker"]
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
     out_lock = threading.Lock()
 
     def on_line(index, line):
@@ -230,10 +264,9 @@ def main(argv=None):
         with out_lock:
             print(f"launch: {message}", file=sys.stderr, flush=True)
 
-    workers = start_workers([TRAIN_COMMAND + tuple(train_args)] * args.workers, on_line=on_line,
-                            log_dir=args.log_dir)
-    report(f"{args.workers} worker(s), pids {', '.join(str(w.process.pid) for w in workers)}; "
-           f"streaming worker 0 (chief)" + (f"; all logs in {args.log_dir}" if args.log_dir else ""))
+    workers = start_workers([TRAIN_COMMAND + tuple(train_args)] * count, on_line=on_line, log_dir=log_dir)
+    report(f"{count} worker(s), pids {', '.join(str(w.process.pid) for w in workers)}; "
+           f"streaming worker 0 (chief)" + (f"; all logs in {log_dir}" if log_dir else ""))
 
     forwarded = threading.Event()
 

@@ -50,6 +50,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from research import cli
 from research.data import voc
 from research.fileio import atomic_path
 from research.progress import ProgressBar
@@ -355,18 +356,18 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        result = predict(args.model, args.inputs, args.out, overlay=args.overlay,
-                         batch_size=args.batch_size, max_pixels=args.max_pixels,
-                         skip_bad=args.skip_bad, mode=args.mode or "whole", window=args.window,
-                         stride=args.stride)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run_main(lambda: _predict_and_report(args))
+
+
+def _predict_and_report(args):
+    """`predict` with the command line's arguments; prints what happened; the exit status."""
+    result = predict(args.model, args.inputs, args.out, overlay=args.overlay,
+                     batch_size=args.batch_size, max_pixels=args.max_pixels,
+                     skip_bad=args.skip_bad, mode=args.mode or "whole", window=args.window,
+                     stride=args.stride)
     written, failed = result["written"], result["failed"]
     if not written and not failed:
-        print(f"error: no .jpg/.jpeg/.png images in {', '.join(args.inputs)}", file=sys.stderr)
-        return 1
+        raise ValueError(f"no .jpg/.jpeg/.png images in {', '.join(args.inputs)}")
     print(f"wrote {len(written)} mask(s) to {args.out}")
     if failed:
         what = "stopped" if result["stopped"] else "skipped"

@@ -45,7 +45,9 @@ import keras
 
 import kernels
 from research import build
+from research import cli
 from research import config as config_lib
+from research import configs
 from research import runtime
 from research.data import datasets, pipeline
 from research.faults import kill_point
@@ -580,7 +582,7 @@ def parse_args(argv=None):
         prog="python -m research.train",
         description="Train a segmentation model with the custom tf.function loop.")
     parser.add_argument("--config", required=True,
-                        help="a named config (deeplabv3_voc, unet_voc, demo, smoke) or a .json file")
+                        help="a named config (research/configs/, e.g. demo, smoke, deeplabv3_voc) or a .json file")
     parser.add_argument("--workdir", required=True, help="the run's folder; a checkpoint there is resumed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (value parsed as JSON), repeatable")
@@ -593,33 +595,26 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Command-line entry point: the exit status (0, 1 with one error line on stderr, or 130
+    when a signal stopped the run after a checkpoint)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     overrides = list(args.overrides)
     if args.profile_steps:
         first, _, last = args.profile_steps.partition(",")
         overrides.append(f"profile_steps=[{int(first)},{int(last or first)}]")
-    try:
-        config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
+
+    def work():
+        config = config_lib.apply_overrides(configs.load_config(args.config), overrides)
         result = train_and_evaluate(config, args.workdir, resume=args.resume)
-    except TrainingInterrupted as e:
-        log.warning("%s", e)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
-        log.error("%s", e)
-        return 1
-    except tf.errors.InvalidArgumentError as e:
-        message = pipeline.bad_file_message(e)
-        if message is None:
-            raise
-        log.error("%s (--set skip_bad=true leaves bad samples out)", message)
-        return 1
-    if result["history"]:
-        last = result["history"][-1]
-        log.info("done: %d epochs, step %d; val mean IoU %.4f, best %s %.5g at epoch %s",
-                 len(result["history"]), result["step"], last["val_mean_iou"], config.monitor,
-                 result["best"], result["best_epoch"])
-    return 0
+        if result["history"]:
+            last = result["history"][-1]
+            log.info("done: %d epochs, step %d; val mean IoU %.4f, best %s %.5g at epoch %s",
+                     len(result["history"]), result["step"], last["val_mean_iou"], config.monitor,
+                     result["best"], result["best_epoch"])
+
+    return cli.run_main(work, errors=(NonFiniteLossError,), interrupted=(TrainingInterrupted,),
+                        bad_file_hint=cli.SKIP_BAD_SET)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,14 @@ def main():
     args = parser.parse_args()
     if args.worker:
         _worker(args.rates, args.repeats, args.formulations)
-        return
+        return 0
+    from research import cli
+
+    return cli.run_main(lambda: measure(args))
+
+
+def measure(args):
+    """Runs one worker per oneDNN setting and prints the table."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from machine_id import machine_id
 
@@ -102,4 +109,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

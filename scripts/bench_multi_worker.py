@@ -36,6 +36,13 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="steps per epoch (2 epochs)")
     parser.add_argument("--root", default=None, help="folder for data and runs (default: a temp folder)")
     args = parser.parse_args(argv)
+    from research import cli
+
+    return cli.run_main(lambda: compare(args))
+
+
+def compare(args):
+    """Trains both ways and prints images/s; returns the exit status (1 when a run failed)."""
     root = os.path.abspath(args.root or tempfile.mkdtemp(prefix="bench_mw_"))
     from research.data.synthetic import make_synthetic_voc
 

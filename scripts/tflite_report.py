@@ -80,12 +80,12 @@ def trained_run(name, workdir, voc_root, epochs):
     """A run of the named config trained on voc_root for `epochs` of 300 steps, its best
     model exported (kept if already there), whatever the config's own budget and export
     setting are."""
-    from research import config as config_lib
+    from research import configs
     from research import train
 
     if os.path.isfile(os.path.join(workdir, "export", "model.keras")):
         return workdir
-    config = config_lib.load_config(name).replace(voc_root=voc_root, epochs=epochs, steps_per_epoch=300,
+    config = configs.load_config(name).replace(voc_root=voc_root, epochs=epochs, steps_per_epoch=300,
                                                   export_best=True)
     train.train_and_evaluate(config, workdir)
     return workdir
@@ -137,6 +137,15 @@ def main(argv=None):
     results.add_json_argument(parser, "tflite")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from research import cli
+
+    command = provenance.command_line("python scripts/tflite_report.py", argv)
+    return cli.run_main(lambda: report(args, command))
+
+
+def report(args, command):
+    """Prints both tables for the command line's arguments; with --json saves them
+    (`command` made them)."""
 
     started = time.time()
     if not args.skip_accuracy and not os.path.isdir(args.voc_root):
@@ -169,9 +178,7 @@ def main(argv=None):
                       f"| {100 * floats:.2f}% |", flush=True)
     print(f"\n(wall time {time.time() - started:.0f} s)")
     if args.json:
-        command = provenance.command_line("python scripts/tflite_report.py", argv)
         print(f"result: {results.write_results(args.json, results.tflite_results(latency, accuracy), command)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,6 @@ def synthetic_voc_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_config(synthetic_voc_root):
     """The `smoke` config (reduced ResNet, 32 px, a few steps) on the embedded test dataset."""
-    from research import config as config_lib
+    from research import configs
 
-    return config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)
+    return configs.load_config("smoke").replace(voc_root=synthetic_voc_root)

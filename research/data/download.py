@@ -1,8 +1,9 @@
 """Downloading a dataset release: resumable, MD5-checked, extracted safely.
 
-One `Release` describes an archive (its address, MD5 and the dataset folder inside it);
-`fetch` makes sure DATA_DIR/<folder> exists, and `command_line` is the whole command
-line of scripts/download_voc.py and scripts/download_sbd.py.
+One `Release` describes an archive (its address, MD5 and the dataset folder inside it):
+`VOC_2012` and `SBD` are the two this project uses. `fetch` makes sure DATA_DIR/<folder>
+exists, and `command_line(VOC_2012)` / `command_line(SBD)` is the whole command line of
+scripts/download_voc.py / scripts/download_sbd.py.
 
 - A partial download (DATA_DIR/<name>.part) is resumed with an HTTP Range request.
 - The archive is used only if its MD5 matches.
@@ -22,13 +23,13 @@ import http.client
 import os
 import posixpath
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 
+from research import cli
 from research.progress import ProgressBar
 
 MIB = 1 << 20
@@ -263,6 +264,8 @@ class Release:
         (a relative POSIX path, e.g. "VOCdevkit/VOC2012").
       required: paths inside `folder` that a complete extraction has.
       staging_prefix: name prefix of the hidden staging folder (one per dataset).
+      description: the first line of its download command's --help.
+      next_steps: printed after a successful download; "{target}" is the dataset folder.
     """
     title: str
     url: str
@@ -270,6 +273,8 @@ class Release:
     folder: str
     required: tuple
     staging_prefix: str
+    description: str = ""
+    next_steps: str = ""
 
     def target(self, data_dir):
         """DATA_DIR/`folder`: where the dataset is once extracted."""
@@ -279,6 +284,32 @@ class Release:
         """True when DATA_DIR/`folder` holds every `required` path."""
         target = self.target(data_dir)
         return all(os.path.exists(os.path.join(target, *path.split("/"))) for path in self.required)
+
+    def extract(self, tar_path, data_dir, progress=True):
+        """Extracts the archive so that DATA_DIR/`folder` appears at once and complete;
+        returns that folder (see `safe_extract`)."""
+        return safe_extract(tar_path, data_dir, self.folder, self.staging_prefix, progress)
+
+
+VOC_2012 = Release(
+    title="VOC 2012", url="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+    md5="6cd6e144f989b92b3379bac3b3de84fd", folder="VOCdevkit/VOC2012",
+    required=("ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt",
+              "JPEGImages", "SegmentationClass"),
+    staging_prefix=".voc-extract-",
+    description="Downloads Pascal VOC 2012 trainval, checks its MD5 and extracts it safely.",
+    next_steps="check it with: python -m research.data.validate {target}")
+
+SBD = Release(
+    title="SBD", url=("http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/"
+                      "semantic_contours/benchmark.tgz"),
+    md5="82b4d87ceb2ed10f6038a1cba92111cb", folder="benchmark_RELEASE",
+    required=("dataset/cls", "dataset/train.txt", "dataset/val.txt"),
+    staging_prefix=".sbd-extract-",
+    description=("Downloads SBD (the Semantic Boundaries Dataset, benchmark.tgz), checks its MD5 and "
+                 "extracts it safely."),
+    next_steps=("next: python scripts/prepare_sbd.py --sbd-root {target} "
+                "--voc-root VOC_ROOT (the .../VOCdevkit/VOC2012 folder)"))
 
 
 def fetch(release, data_dir, url=None, md5=None, timeout=60, progress=True, log=print):
@@ -304,22 +335,21 @@ def fetch(release, data_dir, url=None, md5=None, timeout=60, progress=True, log=
     if not os.path.exists(tar_path):
         download(url, tar_path, md5, timeout, progress)
         log(f"downloaded and verified {tar_path}")
-    target = safe_extract(tar_path, data_dir, release.folder, release.staging_prefix, progress)
+    target = release.extract(tar_path, data_dir, progress)
     log(f"extracted: {target}")
     return target
 
 
-def command_line(release, description, next_steps, argv=None):
+def command_line(release, argv=None):
     """The command line of a download script; returns the exit status (0, or 1 with a
     one-line reason on stderr).
 
     Args:
-      release: the `Release` to fetch.
-      description: the --help text's first line.
-      next_steps: function(extracted folder) -> text printed after success.
+      release: the `Release` to fetch (its `description` heads --help; its `next_steps`
+        is printed after success).
       argv: the arguments (default sys.argv[1:]).
     """
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=release.description)
     parser.add_argument("--data-dir", default="data",
                         help=f"where the archive and {release.folder} go (default data)")
     parser.add_argument("--url", default=release.url, help="the archive's address")
@@ -327,10 +357,9 @@ def command_line(release, description, next_steps, argv=None):
     parser.add_argument("--timeout", type=float, default=60, help="network timeout in seconds (default 60)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    try:
+
+    def work():
         target = fetch(release, args.data_dir, args.url, args.md5, args.timeout, not args.no_progress)
-    except (DownloadError, UnsafeArchiveError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"{release.title} ready: {target}\n{next_steps(target)}")
-    return 0
+        print(f"{release.title} ready: {target}\n{release.next_steps.format(target=target)}")
+
+    return cli.run_main(work, errors=(DownloadError, UnsafeArchiveError))

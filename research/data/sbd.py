@@ -26,7 +26,10 @@ mask_shape, mask_dtype, mask_values, size_mismatch), as bad PNGs do.
 Resumable: each mask is written atomically, and a mask already in SegmentationClassAug/
 is kept (a rerun skips it; `python -m research.data.validate` re-checks them all);
 train_aug.txt is written last, so a list never names a mask that is not there yet.
+
+`main` is the command line of scripts/prepare_sbd.py.
 """
+import argparse
 import concurrent.futures
 import dataclasses
 import os
@@ -36,6 +39,7 @@ import struct
 import numpy as np
 import scipy.io
 
+from research import cli
 from research.data import voc
 from research.fileio import atomic_write_text
 from research.progress import ProgressBar
@@ -311,3 +315,24 @@ def prepare_train_aug(sbd_root, voc_root, skip_bad=False, progress=True, log=pri
             f"real SBD release + VOC 2012 trainval (fine for other data; with the real data, "
             f"one of them is incomplete)")
     return result
+
+
+def main(argv=None):
+    """scripts/prepare_sbd.py's command line; returns the exit status (0, or 1 with the
+    reason on stderr)."""
+    parser = argparse.ArgumentParser(
+        description="Converts SBD's masks for VOC and writes the augmented train list train_aug.txt.")
+    parser.add_argument("--sbd-root", required=True,
+                        help="SBD's benchmark_RELEASE folder (download_sbd.py puts it in DATA_DIR)")
+    parser.add_argument("--voc-root", required=True, help="the .../VOCdevkit/VOC2012 folder")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave ids with a bad photo or mask out of train_aug.txt (named) "
+                             "instead of stopping")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def work():
+        prepare_train_aug(args.sbd_root, args.voc_root, skip_bad=args.skip_bad, progress=not args.no_progress)
+        print(f"check it with: python -m research.data.validate {args.voc_root} --subset train_aug")
+
+    return cli.run_main(work, errors=(PrepareError,))

@@ -13,6 +13,7 @@ Determinism: the classes of every image are planned up front from `seed`, and im
 is drawn with its own `numpy.random.Generator([seed, i])`, so the same arguments give
 the same bytes (PIL's JPEG/PNG encoders are deterministic for fixed settings).
 """
+import argparse
 import concurrent.futures
 import dataclasses
 import glob
@@ -25,6 +26,7 @@ import shutil
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from research import cli
 from research.data import voc
 from research.fileio import atomic_directory
 from research.progress import ProgressBar
@@ -468,3 +470,33 @@ def _map_samples(function, samples):
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield from pool.map(function, samples, chunksize=16)
+
+
+def main(argv=None):
+    """scripts/make_synthetic_voc.py's command line: writes the dataset, validates it,
+    prints a summary; returns the exit status (0 when the written dataset validates)."""
+    parser = argparse.ArgumentParser(
+        description="Writes the embedded synthetic dataset in Pascal VOC layout, validates it, prints a summary.")
+    parser.add_argument("--root", required=True, help="folder to hold VOCdevkit/VOC2012")
+    parser.add_argument("--num-train", type=int, default=960, help="images in train.txt (default 960, as make demo)")
+    parser.add_argument("--num-val", type=int, default=240, help="images in val.txt (default 240: 120 val + 120 test)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a synthetic dataset made with other arguments")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    return cli.run_main(lambda: _make_and_validate(args.root, args.num_train, args.num_val, args.seed,
+                                                   args.overwrite, not args.no_progress))
+
+
+def _make_and_validate(root, num_train, num_val, seed, overwrite, progress):
+    from research.data.validate import validate_voc
+
+    voc_root = make_synthetic_voc(root, num_train, num_val, seed, overwrite=overwrite, progress=progress)
+    report = validate_voc(voc_root, progress=progress)
+    print(report.format())
+    if not report.ok:
+        print(f"FAILED: the generated dataset has {len(report.problems)} problem(s)")
+        return 1
+    print(f"OK: --voc-root {voc_root}")
+    return 0

@@ -28,6 +28,7 @@ import sys
 
 import numpy as np
 
+from research import cli
 from research.data import datasets, folder, labels, voc
 from research.progress import ProgressBar
 
@@ -310,15 +311,15 @@ def main(argv=None):
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the val/test split (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
+
+    def work():
         report = validate(args.root, args.subset, args.split_seed, progress=not args.no_progress)
-    except ValueError as error:     # a subset the layout does not have
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(report.format())
-    warned = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
-    print(f"OK{warned}" if report.ok else f"FAILED: {len(report.problems)} problem(s){warned}")
-    return 0 if report.ok else 1
+        print(report.format())
+        warned = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
+        print(f"OK{warned}" if report.ok else f"FAILED: {len(report.problems)} problem(s){warned}")
+        return 0 if report.ok else 1
+
+    return cli.run_main(work)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from research import provenance, results
+from research import cli, provenance, results
 
 FLOPS_SIZES = (257, 513)
 
@@ -132,7 +132,7 @@ def write_json(path, names, command):
     import keras
 
     from research import results
-    from research.config import load_config
+    from research.configs import load_config
 
     rows = []
     for name in names:
@@ -163,15 +163,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (args.summary or args.json):
         parser.print_help()
-        return
-    # TensorFlow is imported below this point only, so that --help does not pay for it.
-    if args.summary:
-        print_summary(args.input_size, args.num_classes)
-    if args.json:
-        names = args.configs or list(NAMED_CONFIGS)
-        saved = write_json(args.json, names, provenance.command_line("python -m research.models", argv))
-        print(f"result: {saved}")
+        return 0
+
+    def work():
+        # TensorFlow is imported below this point only, so that --help does not pay for it.
+        if args.summary:
+            print_summary(args.input_size, args.num_classes)
+        if args.json:
+            names = args.configs or list(NAMED_CONFIGS)
+            saved = write_json(args.json, names, provenance.command_line("python -m research.models", argv))
+            print(f"result: {saved}")
+
+    return cli.run_main(work)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

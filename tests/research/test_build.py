@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from research import build
-from research import config as config_lib
+from research import configs
 from research.models.layers import batchnorm_layers
 
 MOBILE_SMOKE = dict(backbone="mobilenet_v2", backbone_blocks=(1, 1, 1, 1, 1, 1, 1), backbone_width=8,
@@ -14,7 +14,7 @@ MOBILE_SMOKE = dict(backbone="mobilenet_v2", backbone_blocks=(1, 1, 1, 1, 1, 1, 
 
 @pytest.mark.parametrize("backbone, expected", [("resnet50", "caffe"), ("mobilenet_v2", "tf")])
 def test_rebuilt_without_the_file_keeps_the_pretrained_input_scaling(backbone, expected):
-    config = config_lib.load_config("smoke").replace(weights="/nonexistent/weights.h5")
+    config = configs.load_config("smoke").replace(weights="/nonexistent/weights.h5")
     if backbone == "mobilenet_v2":
         config = config.replace(**MOBILE_SMOKE)
     model = build.build_model(config, pretrained=False)
@@ -23,7 +23,7 @@ def test_rebuilt_without_the_file_keeps_the_pretrained_input_scaling(backbone, e
 
 
 def test_output_stride_rebuild_keeps_weights_and_input_scaling():
-    config = config_lib.load_config("smoke").replace(weights="/nonexistent/weights.h5")
+    config = configs.load_config("smoke").replace(weights="/nonexistent/weights.h5")
     model = build.build_model(config, pretrained=False)
     rebuilt = build.build_model_at_output_stride(model, config, 8)
     assert rebuilt is not model
@@ -40,7 +40,7 @@ def aspp_rates(model):
 
 
 def test_config_aspp_rates_and_filters_reach_the_model_and_its_output_stride_rebuild():
-    config = config_lib.load_config("smoke").replace(aspp_rates=(1, 3, 4), aspp_filters=24)
+    config = configs.load_config("smoke").replace(aspp_rates=(1, 3, 4), aspp_filters=24)
     model = build.build_model(config)
     assert aspp_rates(model) == [1, 3, 4]
     assert model.get_layer("aspp_project_conv").filters == 24
@@ -52,7 +52,7 @@ V3_PLUS = dict(model="deeplab_v3_plus", aspp_filters=16)
 
 
 def test_v3_plus_config_builds_the_decoder_and_rebuilds_at_output_stride_8_with_its_weights():
-    config = config_lib.load_config("smoke").replace(**V3_PLUS)
+    config = configs.load_config("smoke").replace(**V3_PLUS)
     model = build.build_model(config)
     assert model.name == "deeplab_v3_plus" and model.get_layer("decoder_1_conv").filters == 16
     rebuilt = build.build_model_at_output_stride(model, config, 8)
@@ -76,7 +76,7 @@ def batchnorm_settings(model):
 
 
 def test_bn_policy_sync_and_train_differ_only_with_several_replicas():
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     sync, train = config, config.replace(bn_policy="train")
     one_sync, one_train = build.build_model(sync), build.build_model(train)
     # One replica: the same network, layer for layer (the fused kernel, no collective).
@@ -96,7 +96,7 @@ def test_bn_policy_sync_and_train_differ_only_with_several_replicas():
 
 @pytest.mark.parametrize("model", ["deeplab_v3", "deeplab_v3_plus", "unet"])
 def test_bn_policy_frozen_freezes_every_batchnorm_and_keeps_the_variables(model):
-    config = config_lib.load_config("smoke").replace(model=model)
+    config = configs.load_config("smoke").replace(model=model)
     trained = build.build_model(config)
     frozen = build.build_model(config.replace(bn_policy="frozen"), num_replicas=2)
     assert set(batchnorm_settings(frozen).values()) == {(False, False)}   # no collective either

@@ -4,27 +4,27 @@ import json
 import pytest
 
 from research import config as config_lib
-from research.configs import NAMED_CONFIGS
+from research import configs
 
 
-@pytest.mark.parametrize("name", sorted(NAMED_CONFIGS))
+@pytest.mark.parametrize("name", sorted(configs.NAMED_CONFIGS))
 def test_named_configs_are_valid(name):
-    config = config_lib.load_config(name)
+    config = configs.load_config(name)
     assert config.name == name
     assert config.monitor in ("val_loss", "val_mean_iou")
 
 
 def test_book_recipe_values():
-    config = config_lib.load_config("deeplabv3_voc")
+    config = configs.load_config("deeplabv3_voc")
     assert config.input_size == (384, 384) and config.resize_to_before_crop == (444, 444)
     assert (config.epochs, config.plateau_patience, config.early_stop_patience) == (25, 3, 6)
     assert config.plateau_factor == 0.1 and config.monitor == "val_loss"
-    assert config_lib.load_config("unet_voc").model == "unet"
+    assert configs.load_config("unet_voc").model == "unet"
 
 
 def test_overrides_parse_json_and_strings():
     config = config_lib.apply_overrides(
-        config_lib.load_config("smoke"),
+        configs.load_config("smoke"),
         ["input_size=[64, 48]", "model=unet", "weights=null", "jit_compile=true", "learning_rate=1"])
     assert config.input_size == (64, 48)
     assert config.model == "unet" and config.weights is None and config.jit_compile is True
@@ -61,30 +61,30 @@ def test_overrides_parse_json_and_strings():
 ])
 def test_bad_overrides_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
-        config_lib.apply_overrides(config_lib.load_config("smoke"), [override])
+        config_lib.apply_overrides(configs.load_config("smoke"), [override])
 
 
 def test_json_file_round_trip_and_errors(tmp_path):
-    config = config_lib.load_config("demo").replace(batch_size=3)
+    config = configs.load_config("demo").replace(batch_size=3)
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config.to_dict()))
-    assert config_lib.load_config(str(path)) == config
+    assert configs.load_config(str(path)) == config
     # A run's config.json (config + runtime) also loads.
     run = tmp_path / "config.json"
     run.write_text(json.dumps({"config": config.to_dict(), "runtime": {"device": "cpu"}}))
-    assert config_lib.load_config(str(run)) == config
+    assert configs.load_config(str(run)) == config
     bad = tmp_path / "bad.json"
     bad.write_text('{"batch_size": 2, "colour": "red"}')
     with pytest.raises(ValueError, match=r"bad.json: unknown config keys: colour"):
-        config_lib.load_config(str(bad))
+        configs.load_config(str(bad))
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(ValueError, match="broken.json: not valid JSON"):
-        config_lib.load_config(str(broken))
+        configs.load_config(str(broken))
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        config_lib.load_config(str(tmp_path / "missing.json"))
+        configs.load_config(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="unknown config 'nope'"):
-        config_lib.load_config("nope")
+        configs.load_config("nope")
 
 
 def test_python_config_files_are_not_executed(tmp_path):
@@ -92,12 +92,12 @@ def test_python_config_files_are_not_executed(tmp_path):
     code = tmp_path / "evil.py"
     code.write_text(f"open({str(marker)!r}, 'w').write('x')\n")
     with pytest.raises(ValueError):
-        config_lib.load_config(str(code))
+        configs.load_config(str(code))
     assert not marker.exists()
 
 
 def test_resume_differences_ignore_observation_fields():
-    a = config_lib.load_config("smoke")
+    a = configs.load_config("smoke")
     b = a.replace(epochs=9, log_every_steps=5)
     assert config_lib.resume_differences(a, b) == []
     c = a.replace(learning_rate=0.5, batch_size=4)
@@ -107,14 +107,14 @@ def test_resume_differences_ignore_observation_fields():
 
 
 def test_monitor_mode():
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     assert config_lib.monitor_mode(config) == "min"
     assert config_lib.monitor_mode(config.replace(monitor="val_mean_iou")) == "max"
     assert config_lib.monitor_mode(config.replace(monitor="val_loss", monitor_mode="max")) == "max"
 
 
 def test_optimizer_impl_is_a_checked_resumable_choice():
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     assert config.optimizer_impl == "fused"
     # Both implementations keep the same checkpoint variables: a run may resume with either.
     assert config_lib.resume_differences(config, config.replace(optimizer_impl="keras")) == []
@@ -133,11 +133,11 @@ def test_optimizer_impl_is_a_checked_resumable_choice():
 ])
 def test_data_and_sliding_window_fields_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        config_lib.apply_overrides(config_lib.load_config("smoke"), overrides)
+        config_lib.apply_overrides(configs.load_config("smoke"), overrides)
 
 
 def test_runs_saved_before_the_data_fields_load_as_voc():
-    data = config_lib.load_config("smoke").to_dict()
+    data = configs.load_config("smoke").to_dict()
     for name in ("dataset", "data_root", "eval_mode", "eval_window", "eval_stride"):
         del data[name]
     config = config_lib.config_from_dict(data)
@@ -149,17 +149,17 @@ def test_runs_saved_before_the_data_fields_load_as_voc():
 
 
 def test_reference_recipes_for_cityscapes_and_ade20k():
-    cityscapes = config_lib.load_config("deeplabv3_cityscapes")
+    cityscapes = configs.load_config("deeplabv3_cityscapes")
     assert (cityscapes.dataset, cityscapes.num_classes, cityscapes.input_size) == ("folder", 19, (769, 769))
     assert (cityscapes.eval_mode, cityscapes.eval_window, cityscapes.eval_stride) == ("slide", (769, 769), (513, 513))
-    ade = config_lib.load_config("deeplabv3_ade20k")
+    ade = configs.load_config("deeplabv3_ade20k")
     assert (ade.num_classes, ade.input_size, ade.batch_size) == (150, (512, 512), 16)
     for config in (cityscapes, ade):
         assert config.lr_schedule == "poly" and config.epochs * config.steps_per_epoch == 80_000
 
 
 def test_v3_plus_takes_the_deeplab_fields_and_unet_keeps_its_checks():
-    smoke = config_lib.load_config("smoke")
+    smoke = configs.load_config("smoke")
     mobile = dict(backbone="mobilenet_v2", backbone_blocks=(1,) * 7)
     plus = smoke.replace(model="deeplab_v3_plus", head="light", output_stride=8, eval_output_stride=16, **mobile)
     assert (plus.model, plus.head, plus.backbone) == ("deeplab_v3_plus", "light", "mobilenet_v2")
@@ -172,9 +172,9 @@ def test_v3_plus_takes_the_deeplab_fields_and_unet_keeps_its_checks():
 
 
 def test_bn_policy_defaults_to_sync_and_does_not_change_on_resume():
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     assert config.bn_policy == "sync"
-    assert all(config_lib.load_config(name).bn_policy == "sync" for name in NAMED_CONFIGS)
+    assert all(configs.load_config(name).bn_policy == "sync" for name in NAMED_CONFIGS)
     # "frozen" changes the trainable variables (the optimizer slots a checkpoint holds),
     # every policy what a step computes: not a field a resumed run may change.
     for policy in ("train", "frozen"):

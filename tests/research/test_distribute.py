@@ -26,9 +26,9 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     import kernels
-    from research import build, config as config_lib, train
+    from research import build, configs, train
 
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     images[:2] *= 0.2        # replica 0's half darker: its batch statistics differ from the global ones

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import keras
 
-from research import config as config_lib
+from research import configs
 from research import export as export_lib
 from research import build
 
@@ -39,7 +39,7 @@ PLAIN_TF_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     keras.utils.set_random_seed(1)
     model = build.build_model(config)
     folder = tmp_path_factory.mktemp("export_run")

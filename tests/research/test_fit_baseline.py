@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import kernels
-from research import config as config_lib
+from research import configs
 from research import fit_baseline
 
 
@@ -39,7 +39,7 @@ def test_loss_object_is_the_reference_loss():
 
 
 def test_fit_runs_a_few_steps(synthetic_voc_root, tmp_path):
-    config = config_lib.load_config("smoke").replace(
+    config = configs.load_config("smoke").replace(
         voc_root=synthetic_voc_root, epochs=2, steps_per_epoch=2, eval_steps=1)
     history = fit_baseline.fit(config, str(tmp_path))
     assert len(history.history["loss"]) == 2

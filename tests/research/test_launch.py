@@ -40,27 +40,41 @@ def test_a_failing_worker_stops_the_others_and_is_named():
     finally:
         launch.stop_workers(workers, grace=0.0)
     assert failed == 1
-    assert messages[0] == "worker 1 exited with status 3: stopping the other workers"
+    assert messages == ["worker 1 exited with status 3: stopping the other workers",
+                        "workers [0] still running 0.5 s after worker 1 failed: stopping them"]
+    assert workers[1].exited_at < workers[0].exited_at
     assert workers[0].stopped_by_launcher and workers[0].process.returncode != 0
     assert list(workers[1].tail) == ["worker 1"]
     assert launch.exit_status(workers[1]) == 3
 
 
 @pytest.mark.parametrize("stopping", [False, True])
-def test_a_worker_stopped_as_asked_is_no_failure(stopping):
+def test_a_worker_stopped_as_asked_is_no_failure(tmp_path, stopping):
     # After a forwarded Ctrl-C every worker exits 130 once its stop checkpoint is written;
-    # worker 1 before the chief, still writing. Only when no stop was asked is that a
-    # failure that ends the chief. (4 s: worker 1 exits first unless its start lags by seconds.)
+    # here worker 1 first while the chief still writes. The chief exits only once the
+    # supervisor has seen worker 1's exit (a file handshake, no sleep ordering): it asks
+    # `stopping()` about a 130 only then. Only when no stop was asked is that a failure
+    # that ends the chief.
+    go = tmp_path / "chief-may-exit"
     script = ("import json, os, sys, time; index = json.loads(os.environ['TF_CONFIG'])['task']['index']; "
-              "time.sleep(0.1 if index == 1 else 4.0); sys.exit(130)")
+              f"go = {str(go)!r}; deadline = time.monotonic() + 60\n"
+              "while index == 0 and not os.path.exists(go) and time.monotonic() < deadline: time.sleep(0.01)\n"
+              "sys.exit(130)")
     workers = launch.start_workers([[sys.executable, "-c", script]] * 2)
+
+    def asked_to_stop():
+        if stopping:
+            go.touch()
+        return stopping
+
     try:
-        failed = launch.supervise(workers, fail_grace=0.2, stop_grace=5.0, timeout=60, stopping=lambda: stopping)
+        failed = launch.supervise(workers, fail_grace=0.2, stop_grace=5.0, timeout=60, stopping=asked_to_stop)
     finally:
         launch.stop_workers(workers, grace=0.0)
     if stopping:
         assert failed is None and not workers[0].stopped_by_launcher
         assert launch.exit_status(workers[0]) == launch.STOPPED_STATUS
+        assert workers[1].exited_at <= workers[0].exited_at
     else:
         assert failed == 1 and workers[0].stopped_by_launcher
 

@@ -3,18 +3,17 @@ equal one process on the same global batch; a SIGKILLed worker makes the other f
 fast and a relaunch finishes equal to the uninterrupted run; exact data position on
 resume with skip_bad; evaluating a checkpoint needs no pretrained file.
 
-Workers are real processes started by research.launch's functions on free ports;
-every wait is bounded and every child is killed in a finally. The runs compared here
-train with plain SGD (scripts/fault_train.py --sgd; in-process the same function):
+Workers are real processes on free ports, started and supervised by research.launch's
+functions (as the launcher and the chaos run do): every wait is bounded and every child
+has ended when they return. The runs compared here train with plain SGD
+(research.reliability.fault_train --sgd; in-process the same function):
 one process and two workers sum in different orders, and Adam's first update,
 lr * g / (|g| + eps), turns the round-off of a near-zero gradient into a weight change
 of up to lr, where SGD's stays round-off.
 """
 import os
-import runpy
 import signal
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -23,13 +22,14 @@ import tensorflow as tf
 from research import build, launch
 from research import config as config_lib
 from research import evaluate as evaluate_lib
+from research import export as export_lib
 from research import train as train_lib
 from research.fileio import atomic_write_json
+from research.reliability.fault_train import sgd_optimizer
 from tests.helpers import read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAULT_TRAIN = os.path.join(REPO, "scripts", "fault_train.py")
-sgd_optimizer = runpy.run_path(FAULT_TRAIN)["sgd_optimizer"]
+FAULT_TRAIN = (sys.executable, "-m", "research.reliability.fault_train")
 # The smoke config at 32 px, 2 epochs of 3 steps of a global batch of 4 (2 per worker;
 # a data epoch of the 8 train images is 2 batches), checkpoints every 2 steps. SGD at
 # 1e-4: with batch 2 and lr 1e-3 this tiny network amplifies round-off about tenfold
@@ -53,30 +53,24 @@ def run_workers(workdir, voc_root, kill_at=None, timeout=RUN_TIMEOUT):
     """Two workers; `kill_at` (worker, "point:n") SIGKILLs that worker at a kill point.
 
     Returns (workers, failed index or None, seconds from the first exit to the last).
+    Fails when a worker had to be stopped: still running FAIL_FAST_BOUND s after the other
+    failed (a hang), or after `timeout`.
     """
     commands = []
     for index in range(2):
         kill = ["--kill-at", kill_at[1]] if kill_at and kill_at[0] == index else []
-        commands.append([sys.executable, FAULT_TRAIN, "--sgd", *kill, "--"] + _train_args(workdir, voc_root))
+        commands.append([*FAULT_TRAIN, "--sgd", *kill, "--"] + _train_args(workdir, voc_root))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     workers = launch.start_workers(commands, env=env, cwd=REPO)
-    exits = {}
+    messages = []
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(exits) < 2:
-            for worker in workers:
-                if worker.index not in exits and worker.process.poll() is not None:
-                    exits[worker.index] = time.monotonic()
-            if any(workers[i].process.returncode != 0 for i in exits) and \
-                    time.monotonic() - min(exits.values()) > FAIL_FAST_BOUND:
-                break          # a worker failed long ago and another still runs: a hang
-            time.sleep(0.1)
+        failed = launch.supervise(workers, fail_grace=FAIL_FAST_BOUND, stop_grace=5.0, timeout=timeout,
+                                  report=messages.append)
     finally:
-        launch.stop_workers(workers, grace=5.0)
-    assert len(exits) == 2, "a worker still running (timeout %d s, or %d s after another failed):\n%s" % (
-        timeout, FAIL_FAST_BOUND, _output(workers))
-    failed = next((w.index for w in workers if w.process.returncode != 0), None)
-    return workers, failed, max(exits.values()) - min(exits.values())
+        launch.stop_workers(workers, grace=0.0)
+    assert not any(w.stopped_by_launcher for w in workers), "; ".join(messages) + "\n" + _output(workers)
+    exits = [w.exited_at for w in workers]
+    return workers, failed, max(exits) - min(exits)
 
 
 def _output(workers):
@@ -230,6 +224,6 @@ def test_evaluate_from_a_checkpoint_needs_no_pretrained_file(smoke_config, tmp_p
     atomic_write_json(os.path.join(workdir, "config.json"), {"config": config.to_dict(), "runtime": {}})
     result = evaluate_lib.evaluate(workdir, subset="val", samples=0, hardest=0, source="checkpoint")
     assert result["num_images"] > 0
-    loaded = evaluate_lib.load_model(workdir, evaluate_lib.read_run_config(workdir), source="checkpoint")
+    loaded = export_lib.load_model(workdir, export_lib.read_run_config(workdir), source="checkpoint")
     images = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.model(images).numpy(), model(images).numpy(), rtol=1e-6, atol=1e-6)

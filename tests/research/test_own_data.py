@@ -17,6 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from research import config as config_lib
+from research import configs
 from research import evaluate as evaluate_lib
 from research import export as export_lib
 from research import export_tflite, predict as predict_lib, train as train_lib, visualize
@@ -41,7 +42,7 @@ def folder_root(tmp_path_factory, synthetic_voc_root):
 
 @pytest.fixture(scope="module")
 def folder_config(folder_root):
-    return config_lib.apply_overrides(config_lib.load_config("smoke"),
+    return config_lib.apply_overrides(configs.load_config("smoke"),
                                       ['dataset="folder"', f"data_root={folder_root}"])
 
 
@@ -85,7 +86,7 @@ def test_evaluate_whole_and_slide_on_a_folder_dataset(run, folder_root, syntheti
     # The same data read as VOC scores the same.
     voc_run = str(tmp_path / "voc_run")
     os.makedirs(voc_run)
-    voc_config = config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root)
+    voc_config = configs.load_config("smoke").replace(voc_root=synthetic_voc_root)
     atomic_write_json(os.path.join(voc_run, "config.json"), {"config": voc_config.to_dict(), "runtime": {}})
     shutil.copytree(os.path.join(workdir, "export"), os.path.join(voc_run, "export"))
     assert evaluate_lib.evaluate(voc_run, samples=0, hardest=0)["confusion_matrix"] == whole["confusion_matrix"]
@@ -163,7 +164,7 @@ def bad_folder(tmp_path):
 
 
 def test_training_reader_refuses_a_value_outside_the_classes(bad_folder, caplog):
-    config = config_lib.apply_overrides(config_lib.load_config("smoke"), ["dataset=folder", f"data_root={bad_folder}"])
+    config = config_lib.apply_overrides(configs.load_config("smoke"), ["dataset=folder", f"data_root={bad_folder}"])
     data = datasets.dataset_of(config)
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
         list(pipeline.make_dataset(data, "train", 2, 16))

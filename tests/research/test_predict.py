@@ -14,7 +14,7 @@ from PIL import Image
 from research import export as export_lib
 from research import predict as predict_lib
 from research import build
-from research import config as config_lib
+from research import configs
 from research.data import voc
 from research.fileio import atomic_write_json
 from tests.research.data.voc_files import png_header_only
@@ -114,7 +114,7 @@ def test_overlay_and_a_run_workdir_as_model(tmp_path, pointwise_export):
 
 
 def test_deeplab_export_with_custom_layers(tmp_path, synthetic_voc_root):
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     model = build.build_model(config)
     export_dir = save_export(tmp_path / "export", model)
     image = noise(45, 29, 7)

@@ -18,6 +18,7 @@ from tests.helpers import read_csv, sigterm_during
 from research import build
 from research.training import schedules
 from research import config as config_lib
+from research import configs
 from research import evaluate as evaluate_lib
 from research import train as train_lib
 from research.configs import deeplabv3_voc_aug
@@ -30,7 +31,7 @@ TIME_COLUMNS = ("images_per_second", "epoch_seconds")
 # ---------------------------------------------------------------- config fields
 
 def test_recipe_fields_are_checked():
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     for bad in (dict(optimizer="rmsprop"), dict(lr_schedule="step"), dict(eval_output_stride=4),
                 dict(scale_range=(2.0, 0.5)), dict(scale_range=(0.5,)), dict(weight_decay=-1.0),
                 dict(warmup_steps=-1), dict(total_steps=0)):
@@ -42,7 +43,7 @@ def test_recipe_fields_are_checked():
 
 
 def test_reference_recipe_config():
-    config = config_lib.load_config("deeplabv3_voc_aug")
+    config = configs.load_config("deeplabv3_voc_aug")
     assert (config.train_subset, config.optimizer, config.lr_schedule) == ("train_aug", "sgd", "poly")
     assert config.weight_decay == 1e-4 and config.momentum == 0.9 and config.poly_power == 0.9
     assert (config.output_stride, config.eval_output_stride, config.scale_range) == (16, 8, (0.5, 2.0))
@@ -51,17 +52,17 @@ def test_reference_recipe_config():
 
 
 def test_changing_epochs_changes_a_poly_schedule_so_it_is_not_a_resume():
-    poly = config_lib.load_config("smoke").replace(lr_schedule="poly")
+    poly = configs.load_config("smoke").replace(lr_schedule="poly")
     assert config_lib.resume_differences(poly, poly.replace(epochs=5)) == ["epochs"]
     assert config_lib.resume_differences(poly.replace(total_steps=9), poly.replace(total_steps=9, epochs=5)) == []
-    plateau = config_lib.load_config("smoke")
+    plateau = configs.load_config("smoke")
     assert config_lib.resume_differences(plateau, plateau.replace(epochs=5)) == []
 
 
 # ---------------------------------------------------------------- schedules and optimizer
 
 def test_make_optimizer_choices():
-    config = config_lib.load_config("smoke")
+    config = configs.load_config("smoke")
     sgd = build.make_optimizer(config.replace(optimizer="sgd", momentum=0.8, learning_rate=0.5), "float32")
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.8
     assert float(sgd.learning_rate) == 0.5

@@ -2,7 +2,8 @@
 bad files gets a clear message per file from every entry point; untrusted files are data.
 
 Kill and resume. Real `python -m research.train` processes, launched and checked by
-scripts/chaos_resume.py's functions (the same checks its 20-run chaos measurement uses):
+research.reliability (the same launches and checks as scripts/chaos_resume.py's 20-run
+chaos measurement):
 - fast (one chain of four launches in one workdir): SIGKILL while train_log.csv's new
   version is written but not yet renamed -> SIGTERM to the resumed process -> SIGINT to
   the next one -> a clean launch finishes. Each stop leaves a consistent state; the
@@ -34,7 +35,6 @@ import io
 import json
 import logging
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -47,16 +47,18 @@ import keras
 from PIL import Image
 
 from research import config as config_lib
+from research import configs
 from research import evaluate as evaluate_lib
 from research import export as export_lib
 from research import predict as predict_lib
 from research import train as train_lib
-from research.data import pipeline, validate, voc
+from research.data import pipeline, synthetic, validate, voc
 from research.fileio import atomic_write_json
+from research.reliability import chaos, verify
+from tests.helpers import command_line_errors
 from tests.research import bad_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-chaos = types.SimpleNamespace(**runpy.run_path(os.path.join(REPO, "scripts", "chaos_resume.py")))
 
 # The chaos config without the export and TensorBoard pictures (a few seconds less per
 # launch); the slow test keeps them.
@@ -70,12 +72,12 @@ LAUNCH_TIMEOUT = 300
 def _stage(workdir, result):
     """What a launch left: the launch, the consistency check (facts or the error), files."""
     try:
-        facts = chaos.check_interrupted(workdir, result)
-    except chaos.VerificationError as e:
+        facts = verify.check_interrupted(workdir, result)
+    except verify.VerificationError as e:
         facts = e
     csv_path = os.path.join(workdir, "train_log.csv")
     return types.SimpleNamespace(
-        launch=result, facts=facts, checkpoint=chaos.latest_checkpoint(workdir),
+        launch=result, facts=facts, checkpoint=verify.latest_checkpoint(workdir),
         csv=open(csv_path, encoding="utf-8").read() if os.path.exists(csv_path) else None,
         temp_csvs={path: open(path, encoding="utf-8").read()   # read now: the next launch removes them
                    for path in sorted(glob.glob(os.path.join(workdir, ".train_log.*.tmp.csv")))})
@@ -91,7 +93,7 @@ def kill_chain(synthetic_voc_root, tmp_path_factory):
         result = chaos.launch(workdir, synthetic_voc_root, kill, sets=FAST_SETS, timeout=LAUNCH_TIMEOUT)
         stages[name] = _stage(workdir, result)
         if stages[name].checkpoint:
-            stages[name].history = chaos.read_checkpoint(stages[name].checkpoint)["loop_state"]["history"]
+            stages[name].history = verify.read_checkpoint(stages[name].checkpoint)["loop_state"]["history"]
 
     # Kill points "atomic_replace", in order: config.json (1), train_log.csv as of the
     # (absent) checkpoint (2), the CSV after ckpt-2 (3), the CSV after ckpt-3, the end of
@@ -101,8 +103,8 @@ def kill_chain(synthetic_voc_root, tmp_path_factory):
     run("sigint", chaos.Kill("sigint", delay=0.0))
     run("final", None)
     try:
-        finished = chaos.check_consistent_finish(workdir)
-    except chaos.VerificationError as e:
+        finished = verify.check_consistent_finish(workdir)
+    except verify.VerificationError as e:
         finished = e
     return types.SimpleNamespace(stages=stages, finished=finished, workdir=workdir)
 
@@ -178,17 +180,17 @@ def test_the_resumed_run_finishes_with_its_state_whole(kill_chain):
 
 
 def test_a_lost_plateau_or_early_stop_state_would_be_caught(tmp_path):
-    config = config_lib.apply_overrides(config_lib.load_config("smoke"), list(FAST_SETS))
+    config = config_lib.apply_overrides(configs.load_config("smoke"), list(FAST_SETS))
     rates = [float(np.float32(1e-3))]                       # a float32 variable, times 0.1
     for _ in range(2):
         rates.append(float(np.float32(rates[-1] * 0.1)))
     rows = [{"epoch": e, "step": 3 * e, "learning_rate": lr, "val_loss": v}
             for e, lr, v in ((1, rates[0], 2.0), (2, rates[0], 1.9), (3, rates[1], 1.8))]
-    state, learning_rate = chaos.replay_schedules(rows, config)
+    state, learning_rate = verify.replay_schedules(rows, config)
     assert state.stopped_early and state.best_epoch == 1 and learning_rate == rates[2]
     rows[2]["learning_rate"] = rates[0]                     # as if the plateau wait was reset
-    with pytest.raises(chaos.VerificationError, match="epoch 3: learning rate .* the plateau rule gives"):
-        chaos.replay_schedules(rows, config)
+    with pytest.raises(verify.VerificationError, match="epoch 3: learning rate .* the plateau rule gives"):
+        verify.replay_schedules(rows, config)
 
 
 def test_train_log_checks_catch_torn_and_duplicated_rows(tmp_path):
@@ -196,7 +198,7 @@ def test_train_log_checks_catch_torn_and_duplicated_rows(tmp_path):
     row = ",".join(["1", "3"] + ["0.5"] * (len(train_lib.CSV_COLUMNS) - 3) + ["0"])
     good = tmp_path / "good.csv"
     good.write_text(f"{header}\n{row}\n")
-    assert len(chaos.read_train_log(str(good))) == 1
+    assert len(verify.read_train_log(str(good))) == 1
     for name, text, message in (
             ("torn", f"{header}\n{row[:-9]}", "does not end with a newline"),
             ("short", f"{header}\n{row[:-9]}\n", "torn row"),
@@ -205,8 +207,8 @@ def test_train_log_checks_catch_torn_and_duplicated_rows(tmp_path):
             ("value", f"{header}\n{row.replace('0.5', 'x', 1)}\n", "is not a number")):
         path = tmp_path / f"{name}.csv"
         path.write_text(text)
-        with pytest.raises(chaos.VerificationError, match=message):
-            chaos.read_train_log(str(path))
+        with pytest.raises(verify.VerificationError, match=message):
+            verify.read_train_log(str(path))
 
 
 @pytest.mark.slow
@@ -214,7 +216,7 @@ def test_random_kills_mini_chaos(synthetic_voc_root, tmp_path):
     """Every kill kind at least once, then seeded random plans; each run must end equal
     to the uninterrupted reference (the chaos config, export included)."""
     ref_dir, ref_launch = chaos.run_reference(str(tmp_path), synthetic_voc_root)
-    reference = chaos.Reference.from_workdir(ref_dir)
+    reference = verify.Reference.from_workdir(ref_dir)
     assert reference.export_info["epoch"] == 1
     windows = chaos.Windows(ref_launch)
     plans = [
@@ -228,7 +230,7 @@ def test_random_kills_mini_chaos(synthetic_voc_root, tmp_path):
         workdir = str(tmp_path / f"run{number}")
         launches = chaos.resume_until_done(workdir, synthetic_voc_root, plan, max_launches=len(plan) + 3,
                                            windows=windows)
-        chaos.check_finished(workdir, reference)
+        verify.check_finished(workdir, reference)
         landed |= {r.kill.label for r in launches if r.landed}
     assert {"export", "checkpoint", "step", "timer", "atomic_replace"} <= landed
 
@@ -257,7 +259,7 @@ def model():
 
 def write_run(workdir, model, voc_root, **changes):
     """A run folder as training leaves it: config.json and export/ (model.keras, export.json)."""
-    config = config_lib.load_config("smoke").replace(voc_root=voc_root, **changes)
+    config = configs.load_config("smoke").replace(voc_root=voc_root, **changes)
     os.makedirs(os.path.join(workdir, "export"), exist_ok=True)
     atomic_write_json(os.path.join(workdir, "config.json"), {"config": config.to_dict(), "runtime": {}})
     model.save(os.path.join(workdir, "export", "model.keras"))
@@ -369,15 +371,15 @@ def test_validator_reports_every_bad_file_by_kind(corpus):
         assert f"  {sample.kind} (" in out
 
 
-def test_evaluate_fails_naming_the_first_bad_file(corpus, model, tmp_path, caplog):
+def test_evaluate_fails_naming_the_first_bad_file(corpus, model, tmp_path, capsys):
     run = write_run(tmp_path / "run", model, corpus.voc_root)
     first_bad = next(s for s in corpus.bad if s.subset == "train")
     for extra in ([], ["--full-resolution"]):
-        caplog.clear()
+        capsys.readouterr()
         assert evaluate_lib.main(["--workdir", run, "--subset", "train", *extra]) == 1
-        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(errors) == 1 and errors[0].startswith(first_bad.path + ": "), errors
-        assert first_bad.phrase in errors[0]
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: {first_bad.path}: "), errors
+        assert first_bad.phrase in errors[0] and "skip_bad true" in errors[0]
         assert not os.path.exists(os.path.join(run, "eval_train"))
 
 
@@ -433,11 +435,11 @@ def test_predict_without_skip_bad_stops_before_writing_and_names_the_bad_headers
     assert "use --skip-bad" in stderr
 
 
-def test_training_command_line_names_a_bad_file(corpus, tmp_path, caplog):
+def test_training_command_line_names_a_bad_file(corpus, tmp_path, caplog, capsys):
     code = train_lib.main(["--config", "smoke", "--workdir", str(tmp_path / "run"),
                            "--set", f"voc_root={corpus.voc_root}"])
     assert code == 1
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    errors = command_line_errors(caplog, capsys)
     assert len(errors) == 1 and "skip_bad=true" in errors[0]
     assert any(errors[0].startswith(s.path + ": ") for s in corpus.bad), errors
 
@@ -453,14 +455,14 @@ def test_int8_export_names_a_bad_calibration_file_or_calibrates_on_the_good_ones
     assert err.startswith(f"error: {first_bad.path}: ") and first_bad.phrase in err, err
     assert "Traceback" not in err and "skip_bad true" in err and not out.exists()
     # skip_bad in the run's config: calibration reads exactly the good train images
-    config = config_lib.load_config("smoke").replace(voc_root=corpus.voc_root, skip_bad=True)
+    config = configs.load_config("smoke").replace(voc_root=corpus.voc_root, skip_bad=True)
     frames = export_tflite.representative_images(config, (24, 24), 100)
     assert len(frames) == len(corpus.good_in("train"))
     assert all(f.dtype == np.uint8 and f.shape == (1, 24, 24, 3) for f in frames)
 
 
 def test_make_synthetic_voc_validation_catches_a_corrupted_output_file(tmp_path, capsys):
-    main = runpy.run_path(os.path.join(REPO, "scripts", "make_synthetic_voc.py"))["main"]
+    main = synthetic.main                 # scripts/make_synthetic_voc.py's command line
     arguments = ["--root", str(tmp_path), "--num-train", "3", "--num-val", "2", "--seed", "3", "--no-progress"]
     assert main(arguments) == 0
     capsys.readouterr()
@@ -482,7 +484,7 @@ def test_make_synthetic_voc_validation_catches_a_corrupted_output_file(tmp_path,
 # =================================================================================
 # Untrusted files: config files are data.
 # =================================================================================
-def test_config_files_are_never_executed_by_the_command_lines(tmp_path, caplog):
+def test_config_files_are_never_executed_by_the_command_lines(tmp_path, capsys):
     marker = tmp_path / "executed"
     code = f"open({str(marker)!r}, 'w').write('x')\n"
     evil = tmp_path / "evil.py"
@@ -495,10 +497,10 @@ def test_config_files_are_never_executed_by_the_command_lines(tmp_path, caplog):
     run.mkdir()
     (run / "config.json").write_text(code)
     assert evaluate_lib.main(["--workdir", str(run)]) == 1
-    assert "not valid JSON" in caplog.text
+    assert "not valid JSON" in capsys.readouterr().err
     # code in a JSON string stays a string
-    data = config_lib.load_config("smoke").to_dict()
+    data = configs.load_config("smoke").to_dict()
     data["name"] = f"__import__('os').system('touch {marker}')"
     (tmp_path / "strings.json").write_text(json.dumps(data))
-    assert config_lib.load_config(str(tmp_path / "strings.json")).name == data["name"]
+    assert configs.load_config(str(tmp_path / "strings.json")).name == data["name"]
     assert not marker.exists()

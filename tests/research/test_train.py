@@ -17,7 +17,7 @@ import keras
 import kernels
 from tests.helpers import read_csv, sigterm_during
 from research import build
-from research import config as config_lib
+from research import configs
 from research import train as train_lib
 from research.training.checkpoints import remove_leftovers
 
@@ -43,7 +43,7 @@ def _resume_config(config):
 @pytest.fixture(scope="module")
 def straight_run(synthetic_voc_root, tmp_path_factory):
     """One uninterrupted smoke run: (config, workdir, result), shared by several tests."""
-    config = _resume_config(config_lib.load_config("smoke").replace(voc_root=synthetic_voc_root))
+    config = _resume_config(configs.load_config("smoke").replace(voc_root=synthetic_voc_root))
     workdir = str(tmp_path_factory.mktemp("straight") / "run")
     return config, workdir, train_lib.train_and_evaluate(config, workdir)
 

@@ -3,17 +3,17 @@
 import json
 import logging
 import os
-import runpy
 
 import pytest
 
 from research import config as config_lib
+from research import configs
 from research import evaluate, fit_baseline
 from research import train as train_lib
 from research.data import sbd, validate, voc
+from research.tools import show_batch
+from tests.helpers import command_line_errors
 from tests.research.data import sbd_files, voc_files
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -44,25 +44,25 @@ def test_validator_hints_the_voc_root_below(data, capsys):
     assert f"did you mean {voc_root}?" in out and "train.txt does not exist" not in out
 
 
-def test_training_and_evaluation_hint_the_voc_root_below(data, tmp_path, caplog):
+def test_training_and_evaluation_hint_the_voc_root_below(data, tmp_path, caplog, capsys):
     folder, voc_root = data
     caplog.set_level(logging.ERROR, logger="research")
     workdir = str(tmp_path / "run")
     assert train_lib.main(["--config", "smoke", "--workdir", workdir, "--set", f"voc_root={folder}"]) == 1
-    assert f"did you mean {voc_root}?" in caplog.text
+    assert any(f"did you mean {voc_root}?" in error for error in command_line_errors(caplog, capsys))
     caplog.clear()
     # evaluation checks the folder before it loads any model
-    config = config_lib.load_config("smoke").replace(voc_root=voc_root)
+    config = configs.load_config("smoke").replace(voc_root=voc_root)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump({"config": config.to_dict(), "runtime": {}}, f)
     assert evaluate.main(["--workdir", workdir, "--voc-root", folder]) == 1
-    assert f"did you mean {voc_root}?" in caplog.text
+    assert f"did you mean {voc_root}?" in capsys.readouterr().err
 
 
-def test_train_subset_selects_train_aug(data, tmp_path, caplog):
+def test_train_subset_selects_train_aug(data, tmp_path, caplog, capsys):
     _, voc_root = data
-    config = config_lib.load_config("smoke").replace(voc_root=voc_root)
+    config = configs.load_config("smoke").replace(voc_root=voc_root)
     with pytest.raises(ValueError, match="train_subset must be one of train, train_aug"):
         config.replace(train_subset="val")
     assert "train_subset" not in config_lib.RESUMABLE_FIELDS
@@ -74,18 +74,19 @@ def test_train_subset_selects_train_aug(data, tmp_path, caplog):
     assert train_lib.main(["--config", "smoke", "--workdir", str(tmp_path / "run"), "--set",
                            f"voc_root={voc_root}", "--set", "train_subset=train_aug",
                            "--set", "batch_size=6"]) == 1
-    assert "the train_aug split has 5 images, fewer than one step's 6 (batch_size x accumulate_steps)" in caplog.text
+    assert any("the train_aug split has 5 images, fewer than one step's 6 (batch_size x accumulate_steps)" in error
+               for error in command_line_errors(caplog, capsys))
     # a VOC val id in train_aug.txt stops training: never a silent leak
     voc_files.write_split(voc_root, "train_aug", sbd_files.TRAIN_AUG + ["d"])
     caplog.clear()
     assert train_lib.main(["--config", "smoke", "--workdir", str(tmp_path / "run2"), "--set",
                            f"voc_root={voc_root}", "--set", "train_subset=train_aug"]) == 1
-    assert "would leak evaluation images into training" in caplog.text
+    assert any("would leak evaluation images into training" in error for error in command_line_errors(caplog, capsys))
 
 
 def test_show_batch_takes_train_aug(data, tmp_path, capsys):
     _, voc_root = data
-    main = runpy.run_path(os.path.join(REPO, "scripts", "show_batch.py"))["main"]
+    main = show_batch.main
     out = str(tmp_path / "batch.png")
     assert main(["--voc-root", voc_root, "--out", out, "--subset", "train_aug", "--batch-size", "2",
                  "--input-size", "32", "--warm-batches", "1"]) == 0

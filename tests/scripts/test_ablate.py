@@ -1,4 +1,5 @@
-"""scripts/ablate.py: the grid, the budget, skipping and resuming runs, the table and chart.
+"""scripts/ablate.py (research.tools.ablate): the grid, the budget, skipping and resuming runs,
+the table and chart.
 
 One real training run (the smoke config, 2 steps); everything else uses a stand-in
 trainer that writes a train_log.csv, so the grid logic is checked in milliseconds.
@@ -6,10 +7,8 @@ trainer that writes a train_log.csv, so the grid logic is checked in millisecond
 import csv
 import json
 import os
-import runpy
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -19,10 +18,10 @@ from tests.helpers import read_csv
 from research import config as config_lib
 from research import plots
 from research.fileio import atomic_write_json
+from research.tools import ablate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "ablate.py")
-ablate = types.SimpleNamespace(**runpy.run_path(SCRIPT))
 
 # The smoke config trains CE + dice, class-weighted, DeepLab v3 OS16, float32, no XLA, seed 0:
 # these cells are the base run itself.

@@ -1,28 +1,25 @@
-"""scripts/demo_report.py: the recipe line and the schedule table of REPORT.md."""
+"""scripts/demo_report.py (research.tools.demo_report): the recipe line and the schedule
+table of REPORT.md."""
 import os
-import runpy
-import types
 
-from research import config as config_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-report = types.SimpleNamespace(**runpy.run_path(os.path.join(REPO, "scripts", "demo_report.py")))
+from research import configs
+from research.tools import demo_report as report
 
 
 def test_report_shows_the_runs_schedule():
-    config = config_lib.load_config("smoke").replace(
+    config = configs.load_config("smoke").replace(
         lr_schedule="poly", warmup_steps=50, epochs=8, steps_per_epoch=100, scale_range=(0.75, 1.5),
         deterministic=True).to_dict()
     line = report.recipe_text(config)
     assert "schedule poly (power 0.9), 50 warmup steps over 800 steps" in line
     assert "scale 0.75-1.5 + crop" in line and "deterministic true" in line
-    sgd = config_lib.load_config("deeplabv3_voc_aug").to_dict()
+    sgd = configs.load_config("deeplabv3_voc_aug").to_dict()
     assert "sgd (momentum 0.9)" in report.recipe_text(sgd) and "(evaluated at 8)" in report.recipe_text(sgd)
     assert "ASPP rates (6, 12, 18) x 256 channels" in report.recipe_text(sgd)
-    assert "ASPP rates (1, 3, 4) x 128 channels" in report.recipe_text(config_lib.load_config("demo").to_dict())
-    assert "ASPP" not in report.recipe_text(config_lib.load_config("demo_mobile").to_dict())   # light head
+    assert "ASPP rates (1, 3, 4) x 128 channels" in report.recipe_text(configs.load_config("demo").to_dict())
+    assert "ASPP" not in report.recipe_text(configs.load_config("demo_mobile").to_dict())   # light head
     # A run written before later fields existed: they read as Config's defaults.
-    old_run = {k: v for k, v in config_lib.load_config("demo").to_dict().items()
+    old_run = {k: v for k, v in configs.load_config("demo").to_dict().items()
                if k not in ("aspp_rates", "aspp_filters", "head", "optimizer", "lr_schedule")}
     assert "adam, learning rate" in report.recipe_text(old_run)
     assert "schedule plateau" in report.recipe_text(old_run)

@@ -1,19 +1,14 @@
-"""scripts/download_sbd.py offline: a tiny benchmark.tgz served from 127.0.0.1 (the
-download and extraction machinery itself is tested in test_download_voc.py)."""
+"""scripts/download_sbd.py (research.data.download's SBD command line) offline: a tiny
+benchmark.tgz served from 127.0.0.1 (the download and extraction machinery itself is
+tested in test_download_voc.py)."""
 import hashlib
 import io
 import os
-import runpy
 import tarfile
-import types
 
-
-from research.data import sbd
+from research.data import download, sbd
 from tests.research.data import sbd_files
 from tests.scripts.http_files import FileServer
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-download_sbd = types.SimpleNamespace(**runpy.run_path(os.path.join(REPO, "scripts", "download_sbd.py")))
 
 
 def _sbd_tgz(tmp_path):
@@ -26,8 +21,8 @@ def _sbd_tgz(tmp_path):
 
 
 def _run(data_dir, url, md5):
-    return download_sbd.main(["--data-dir", str(data_dir), "--url", url, "--md5", md5,
-                              "--no-progress", "--timeout", "10"])
+    return download.command_line(download.SBD, ["--data-dir", str(data_dir), "--url", url, "--md5", md5,
+                                                "--no-progress", "--timeout", "10"])
 
 
 def test_download_resume_verify_extract_and_no_refetch(tmp_path, capsys):
@@ -41,7 +36,7 @@ def test_download_resume_verify_extract_and_no_refetch(tmp_path, capsys):
         assert _run(data_dir, server.url("/benchmark.tgz"), md5) == 0
         assert server.ranges == [f"bytes={half}-"]
         sbd_root = str(data_dir / "benchmark_RELEASE")
-        assert download_sbd.is_extracted(data_dir)
+        assert download.SBD.is_extracted(data_dir)
         out = capsys.readouterr().out
         assert f"SBD ready: {sbd_root}" in out and f"prepare_sbd.py --sbd-root {sbd_root}" in out
         dataset = sbd.dataset_dir(sbd_root)
@@ -60,6 +55,6 @@ def test_md5_mismatch_is_refused(tmp_path, capsys):
 
 
 def test_defaults_are_the_berkeley_release():
-    assert download_sbd.SBD.url.endswith("/semantic_contours/benchmark.tgz")
-    assert download_sbd.SBD.md5 == "82b4d87ceb2ed10f6038a1cba92111cb"
-    assert download_sbd.SBD.folder == "benchmark_RELEASE"
+    assert download.SBD.url.endswith("/semantic_contours/benchmark.tgz")
+    assert download.SBD.md5 == "82b4d87ceb2ed10f6038a1cba92111cb"
+    assert download.SBD.folder == "benchmark_RELEASE"

@@ -1,13 +1,12 @@
-"""scripts/download_voc.py offline: a tiny VOC tar served from 127.0.0.1."""
+"""scripts/download_voc.py (research.data.download's VOC_2012 command line) offline: a tiny
+VOC tar served from 127.0.0.1."""
 import hashlib
 import io
 import os
-import runpy
 import shutil
 import subprocess
 import sys
 import tarfile
-import types
 
 import numpy as np
 import pytest
@@ -18,10 +17,6 @@ from tests.scripts.http_files import FileServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "download_voc.py")
-
-
-# The script's functions, without running its main (run_name is not "__main__").
-download_voc = types.SimpleNamespace(**runpy.run_path(SCRIPT))
 
 
 def _voc_tar(tmp_path):
@@ -46,8 +41,8 @@ def _md5(data):
 
 
 def _run(data_dir, url, md5):
-    return download_voc.main(["--data-dir", str(data_dir), "--url", url, "--md5", md5, "--no-progress",
-                              "--timeout", "10"])
+    return download.command_line(download.VOC_2012, ["--data-dir", str(data_dir), "--url", url, "--md5", md5,
+                                                     "--no-progress", "--timeout", "10"])
 
 
 def test_download_verify_extract_and_no_refetch(tmp_path, tar_bytes, capsys):
@@ -67,7 +62,7 @@ def test_download_verify_extract_and_no_refetch(tmp_path, tar_bytes, capsys):
         shutil.rmtree(data_dir / "VOCdevkit")
         assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
         assert server.ranges == [None] and "not downloading" in capsys.readouterr().out
-        assert download_voc.is_extracted(data_dir)
+        assert download.VOC_2012.is_extracted(data_dir)
 
 
 def test_partial_download_is_resumed_with_range(tmp_path, tar_bytes):
@@ -79,7 +74,7 @@ def test_partial_download_is_resumed_with_range(tmp_path, tar_bytes):
         assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
         assert server.ranges == [f"bytes={half}-"]
     assert (data_dir / "voc.tar").read_bytes() == tar_bytes
-    assert download_voc.is_extracted(data_dir)
+    assert download.VOC_2012.is_extracted(data_dir)
 
 
 def test_complete_part_file_gets_416_and_is_used(tmp_path, tar_bytes):
@@ -89,7 +84,7 @@ def test_complete_part_file_gets_416_and_is_used(tmp_path, tar_bytes):
     with FileServer({"/voc.tar": tar_bytes}) as server:
         assert _run(data_dir, server.url("/voc.tar"), _md5(tar_bytes)) == 0
         assert server.ranges == [f"bytes={len(tar_bytes)}-"]
-    assert download_voc.is_extracted(data_dir)
+    assert download.VOC_2012.is_extracted(data_dir)
 
 
 def test_md5_mismatch_is_refused_and_nothing_extracted(tmp_path, tar_bytes, capsys):
@@ -223,7 +218,7 @@ def test_every_member_is_checked_before_anything_is_extracted(tmp_path, kind, mo
     extracted = []
     monkeypatch.setattr(tarfile.TarFile, "extract", lambda self, member, *a, **k: extracted.append(member))
     with pytest.raises(download.UnsafeArchiveError, match="refusing to extract"):
-        download_voc.safe_extract(str(tmp_path / "voc.tar"), str(tmp_path / "data"), progress=False)
+        download.VOC_2012.extract(str(tmp_path / "voc.tar"), str(tmp_path / "data"), progress=False)
     assert extracted == []
     assert os.listdir(tmp_path / "data") == []
 
@@ -243,12 +238,12 @@ def test_killed_extraction_leaves_no_dataset_that_looks_complete(tmp_path, tar_b
 
     monkeypatch.setattr(tarfile.TarFile, "extract", extract_then_die)
     with pytest.raises(KeyboardInterrupt):
-        download_voc.safe_extract(str(data_dir / "voc.tar"), str(data_dir), progress=False)
-    assert not download_voc.is_extracted(data_dir)
+        download.VOC_2012.extract(str(data_dir / "voc.tar"), str(data_dir), progress=False)
+    assert not download.VOC_2012.is_extracted(data_dir)
     assert not os.path.exists(voc.voc_root_in(data_dir))
     monkeypatch.setattr(tarfile.TarFile, "extract", real_extract)
-    assert download_voc.safe_extract(str(data_dir / "voc.tar"), str(data_dir), progress=False)
-    assert download_voc.is_extracted(data_dir)
+    assert download.VOC_2012.extract(str(data_dir / "voc.tar"), str(data_dir), progress=False)
+    assert download.VOC_2012.is_extracted(data_dir)
     assert [p for p in os.listdir(data_dir) if p.startswith(".")] == []
 
 

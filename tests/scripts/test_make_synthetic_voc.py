@@ -2,7 +2,6 @@
 import filecmp
 import json
 import os
-import runpy
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from research.data import synthetic, voc
 from research.data.validate import validate_voc
+from research.tools import show_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "make_synthetic_voc.py")
@@ -130,9 +130,9 @@ def test_refuses_to_overwrite_what_looks_like_real_voc(tmp_path):
 
 
 def test_script_writes_validates_and_summarises(tmp_path, capsys):
-    main = runpy.run_path(SCRIPT)["main"]     # the script's main, not run as __main__
+    main = synthetic.main                     # scripts/make_synthetic_voc.py's command line
     status = main(["--root", str(tmp_path), "--num-train", "3", "--num-val", "2",
-                          "--seed", "1", "--no-progress"])
+                   "--seed", "1", "--no-progress"])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "split sizes: train 3, val 2, trainval 5" in out
@@ -150,7 +150,7 @@ def test_demo_flow_show_batch_draws_a_batch(dataset, tmp_path, capsys):
     """`make demo`: the synthetic dataset, then scripts/show_batch.py on it."""
     _, voc_root = dataset
     out = tmp_path / "demo" / "batch.png"
-    main = runpy.run_path(os.path.join(REPO, "scripts", "show_batch.py"))["main"]
+    main = show_batch.main                    # scripts/show_batch.py's command line
     assert main(["--voc-root", voc_root, "--out", str(out), "--batch-size", "4",
                  "--input-size", "64", "--warm-batches", "1"]) == 0
     printed = capsys.readouterr().out

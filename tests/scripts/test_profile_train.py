@@ -1,17 +1,17 @@
-"""scripts/profile_train.py: self time on a hand-made trace, and a real traced smoke run."""
+"""scripts/profile_train.py (research.tools.profile_train): self time on a hand-made trace,
+and a real traced smoke run."""
 import csv
 import os
-import runpy
 import subprocess
 import sys
-import types
 
 import pytest
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+from research.tools import profile_train as profile
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "profile_train.py")
-profile = types.SimpleNamespace(**runpy.run_path(SCRIPT))
 
 US = 1_000_000  # picoseconds per microsecond: the hand-made times below are in microseconds
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from research import config as config_lib
+from research import configs
 from research.data import datasets, folder, voc
 from tests.research.data import folder_files, voc_files
 
@@ -177,7 +178,7 @@ def test_voc_and_folder_datasets_answer_the_same_questions(tmp_path, synthetic_v
 
 def test_dataset_of_a_config_and_num_classes_from_classes_json(tmp_path):
     folder_files.make_folder_dataset(str(tmp_path))
-    smoke = config_lib.load_config("smoke")
+    smoke = configs.load_config("smoke")
     assert datasets.dataset_of(smoke).kind == "voc"
     # Switching to a folder dataset with --set takes its class count along ...
     config = config_lib.apply_overrides(smoke, ['dataset="folder"', f"data_root={tmp_path}"])

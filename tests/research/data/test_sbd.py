@@ -1,7 +1,6 @@
-"""research.data.sbd and scripts/prepare_sbd.py on a tiny SBD tree; train_aug everywhere."""
+"""research.data.sbd and its command line (scripts/prepare_sbd.py) on a tiny SBD tree;
+train_aug everywhere."""
 import os
-import runpy
-import types
 
 import numpy as np
 import pytest
@@ -10,9 +9,6 @@ from research.data import pipeline, sbd, validate, voc
 from research.fileio import atomic_path
 from tests.research.data import sbd_files, voc_files
 from tests.research.data.sbd_files import BROKEN_MAT, HEIGHT, WIDTH, TRAIN_AUG
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-prepare_sbd = types.SimpleNamespace(**runpy.run_path(os.path.join(REPO, "scripts", "prepare_sbd.py")))
 
 
 @pytest.fixture
@@ -137,16 +133,16 @@ def test_prepare_names_bad_files_and_writes_no_list(world):
 
 def test_command_line(world, capsys):
     voc_root, sbd_root, _ = world
-    assert prepare_sbd.main(["--sbd-root", sbd_root, "--voc-root", voc_root, "--no-progress"]) == 0
+    assert sbd.main(["--sbd-root", sbd_root, "--voc-root", voc_root, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "train_aug: 5 ids" in out and "warning: train_aug has 5 ids, not the 10,582" in out
     assert f"research.data.validate {voc_root} --subset train_aug" in out
     # the folder above each root: a hint, exit status 1, no traceback
     data = os.path.dirname(sbd_root)
-    assert prepare_sbd.main(["--sbd-root", sbd_root, "--voc-root", data, "--no-progress"]) == 1
+    assert sbd.main(["--sbd-root", sbd_root, "--voc-root", data, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"did you mean {voc_root}?" in err and "Traceback" not in err
-    assert prepare_sbd.main(["--sbd-root", data, "--voc-root", voc_root, "--no-progress"]) == 1
+    assert sbd.main(["--sbd-root", data, "--voc-root", voc_root, "--no-progress"]) == 1
     assert f"did you mean {sbd_root}?" in capsys.readouterr().err
 
 

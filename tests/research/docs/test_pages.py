@@ -11,6 +11,7 @@ import shlex
 import pytest
 
 from research import config as config_lib
+from research import configs
 from research.configs import NAMED_CONFIGS
 from research.docs import cli_reference, generate, markers, tables
 
@@ -198,4 +199,4 @@ def test_documented_commands_parse(parsers):
             pytest.fail(f"{page}: {line}: does not parse (see the error above)")
         named = getattr(args, "config", None) or getattr(args, "base", None)
         if named in NAMED_CONFIGS:                   # its --set values are valid for that config
-            config_lib.apply_overrides(config_lib.load_config(named), getattr(args, "overrides", []))
+            config_lib.apply_overrides(configs.load_config(named), getattr(args, "overrides", []))

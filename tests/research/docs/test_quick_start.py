@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from research import config as config_lib
+from research import configs
 from research import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -57,7 +58,7 @@ def test_make_demo_trains_evaluates_and_reports_what_the_readme_says():
 
 
 def test_the_demo_config_exports_its_model_for_predict():
-    demo = config_lib.load_config("demo")
+    demo = configs.load_config("demo")
     assert demo.export_best and demo.deterministic and demo.monitor == "val_mean_iou"
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks (pytest-benchmark): `make bench`; helpers in benchmarks/support.py."""

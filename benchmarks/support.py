@@ -1,0 +1,69 @@
+"""Helpers the benchmarks import: parametrized cases, items/s, worker processes.
+
+pytest-benchmark's `ops` is calls per second; what we care about is items per second
+(images, pixels), so every benchmark records it in `extra_info` via
+`record_items_per_second`. Every derived number (items/s, tables, ratios, and
+`make bench-check`) uses the MINIMUM time over rounds: noise on a shared machine only
+ever adds time, so the minimum is the best estimate of what the code costs.
+
+Importable as `benchmarks.support` (from the repository root) by the benchmarks and by
+tests; benchmarks/conftest.py keeps only pytest fixtures.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench_case(*values, id, baseline=False):
+    """One parametrized benchmark case; `baseline=True` marks the comparison side.
+
+    Baselines (Keras layers and `fit`, the book's formulations, the plain `reference_*`
+    twins) are measured for the speed-up ratios; `make bench-check` leaves them out
+    (`-m "not baseline"`), because a slower Keras or TF op is not a regression of this
+    project's code, and Keras `fit`'s step time here is too erratic to hold to 25%.
+    """
+    return pytest.param(*values, id=id, marks=[pytest.mark.baseline] if baseline else [])
+
+
+def record_items_per_second(benchmark, items_per_call):
+    """Stores items/s (from the minimum call time) in the benchmark's extra_info; returns it."""
+    fastest = benchmark.stats.stats.min
+    rate = items_per_call / fastest if fastest > 0 else float("nan")
+    benchmark.extra_info["items_per_call"] = items_per_call
+    benchmark.extra_info["items_per_s"] = rate
+    return rate
+
+
+class WorkerProcess:
+    """A benchmark's worker: `python -m MODULE --worker` with its own oneDNN setting.
+
+    TF_ENABLE_ONEDNN_OPTS is read when TensorFlow is imported, so a setting needs its
+    own process. The worker reads one JSON request per line on stdin and answers one
+    JSON line on stdout; the pipe costs well under a millisecond, so pytest-benchmark
+    can time `request` calls that run one step each.
+    """
+
+    def __init__(self, module, onednn):
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=str(int(onednn)), TF_CPP_MIN_LOG_LEVEL="2")
+        self.name = module
+        # From the repository root, where `-m benchmarks.<name>` finds this package.
+        self.process = subprocess.Popen([sys.executable, "-m", module, "--worker"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+    def request(self, message):
+        """Sends one request (a JSON-able dict); returns the worker's reply (a dict)."""
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=120)
