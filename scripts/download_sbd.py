@@ -13,5 +13,10 @@ import sys
 
 from research.data import download
 
+
+def main(argv=None):
+    return download.command_line(download.SBD, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(download.command_line(download.SBD))
+    sys.exit(main())

@@ -12,5 +12,10 @@ import sys
 
 from research.data import download
 
+
+def main(argv=None):
+    return download.command_line(download.VOC_2012, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(download.command_line(download.VOC_2012))
+    sys.exit(main())
