@@ -4,10 +4,13 @@
         --set input_size=[64,64] --set resize_to_before_crop=[74,74] \\
         --set backbone_blocks=[1,1,1,1] --out runs/ablation
 
-Axes are varied one at a time from the base config (not the cartesian product); the
-cells of each axis are listed in `AXES` below. The `seed` axis (not in the default
-set) trains the base again with other seeds: the spread it shows is the noise any
-other difference must beat. A cell whose config equals the base's
+Axes are varied one at a time from the base config (not the cartesian product). The named
+axes' cells are listed in `AXES` below (`--axes loss,model,...`); `--axis FIELD=V1,V2,...`
+(repeatable, values parsed like `--set`) makes any config field an axis too. The `seed`
+axis (not in the default set) trains the base again with other seeds: the spread it
+shows is the noise any other difference must beat. A cell the base config refuses (an
+invalid value, or XLA in a deterministic grid on CPU) stops the grid before anything
+trains, naming every such cell. A cell whose config equals the base's
 (e.g. "CE + dice, class-weighted" when the base trains with that loss) is not trained
 again: it shares the base's run, `OUT/cells/base`. Every other cell trains in
 `OUT/cells/<axis>-<cell>` with `research.train.train_and_evaluate`, so a killed ablation
@@ -28,6 +31,9 @@ Outputs (written atomically, rewritten after every cell):
   OUT/ablation.csv  one row per cell: results at the end of the budget and at the best eval
   OUT/ablation.md   the same as a markdown table, grouped by axis
   OUT/ablation.png  val mean IoU against step, one line per run
+  OUT/tensorboard/  the grid for TensorBoard's HParams tab: `tensorboard --logdir OUT` lists
+                    every run (OUT/cells/<run>/tensorboard holds its settings and final
+                    metrics) to compare, filter and plot
 With --json [PATH], also the table with its provenance (research/results.py), for `make docs`.
 
 `main` is the command line of scripts/ablate.py.
@@ -52,7 +58,8 @@ from research.progress import format_seconds
 
 # ---------------------------------------------------------------------------------
 # The grid: axis -> [(cell name, config overrides)]. Each cell changes the base config
-# in these fields only. Edit here to add a cell.
+# in these fields only (a function of the base config where they depend on it). Edit
+# here to add a cell; `--axis FIELD=V1,V2` adds an axis without editing.
 # ---------------------------------------------------------------------------------
 AXES = {
     "loss": [
@@ -78,6 +85,27 @@ AXES = {
         ("float32", dict(precision="float32")),
         ("mixed_float16", dict(precision="mixed_float16")),
         ("mixed_bfloat16", dict(precision="mixed_bfloat16")),
+    ],
+    # Small batches: the same images per update as the base, in 2 or 4 micro-batches
+    # (research/training/steps.py); what changes is BatchNorm's statistics per micro-batch.
+    "accumulate": [
+        ("1", dict(accumulate_steps=1)),
+        ("2", lambda base: dict(batch_size=base.batch_size // 2, accumulate_steps=2)),
+        ("4", lambda base: dict(batch_size=base.batch_size // 4, accumulate_steps=4)),
+    ],
+    "bn_policy": [
+        ("sync", dict(bn_policy="sync")),
+        ("train", dict(bn_policy="train")),
+        ("frozen", dict(bn_policy="frozen")),
+    ],
+    "ema": [
+        ("off", dict(ema_decay=None)),
+        ("0.99", dict(ema_decay=0.99)),
+        ("0.999", dict(ema_decay=0.999)),
+    ],
+    "decoder": [
+        ("v3", dict(model="deeplab_v3")),
+        ("v3+", dict(model="deeplab_v3_plus")),
     ],
     # Not an ablation but its noise floor: the base cell with other seeds (weights
     # and data order). A difference between cells smaller than this one is noise.
@@ -126,6 +154,7 @@ def resolve_auto(config):
     So that a cell saying `jit_compile=false` is recognised as the base run when the
     base's "auto" means off here, and the table says what actually ran. Only for the
     single-device ("default") strategy; with other strategies "auto" is left as is.
+    Raises ValueError for a combination this machine refuses (XLA with determinism on CPU).
     """
     if config.distribute != "default":
         return config
@@ -133,7 +162,8 @@ def resolve_auto(config):
 
     device = runtime.device_kind()
     precision = runtime.resolve_precision(config.precision, device)
-    use_xla, _ = runtime.resolve_jit_compile(config.jit_compile, device, precision, 1)
+    use_xla, _ = runtime.resolve_jit_compile(config.jit_compile, device, precision, 1,
+                                             deterministic=config.deterministic)
     return config.replace(precision=precision, jit_compile=use_xla)
 
 
@@ -142,7 +172,39 @@ def _same_run(a, b):
     return a.replace(name="") == b.replace(name="")
 
 
-def make_cells(base, axes, steps, evals, overrides=(), deterministic=True):
+def field_axis(text):
+    """(axis name, [(cell name, changes)]) of a `--axis FIELD=V1,V2,...` option: the field
+    and its values, each parsed like `--set` (JSON where it parses, else the text)."""
+    field, sep, values = text.partition("=")
+    field = field.strip()
+    if not sep or not field or not values.strip():
+        raise ValueError(f"--axis {text!r} is not FIELD=V1,V2,...")
+    if field not in {f.name for f in dataclasses.fields(config_lib.Config)}:
+        raise ValueError(f"--axis {text!r}: unknown config field {field!r}")
+    cells = []
+    for raw in _split_values(values):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        cells.append((raw, {field: value}))
+    return field, cells
+
+
+def _split_values(text):
+    """`text` split at the commas outside brackets ("[1,2],[3,4]" -> two values)."""
+    values, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            values.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [v for v in values + [current.strip()] if v]
+
+
+def make_cells(base, axes, steps, evals, overrides=(), deterministic=True, field_axes=()):
     """The base config and the grid's cells for the chosen axes.
 
     Args:
@@ -153,23 +215,36 @@ def make_cells(base, axes, steps, evals, overrides=(), deterministic=True):
       deterministic: every cell runs with `deterministic=true` (bit-reproducible), so
         a cell differs from the base only by its override and not by thread-timing
         noise; the seed axis then shows the true seed-to-seed spread.
+      field_axes: `--axis FIELD=V1,V2` texts (`field_axis`), after the named axes.
     Returns:
       (base_config, [Cell]): the budgeted base config (precision and XLA resolved) and
       the cells in run order.
+    Raises:
+      ValueError: an unknown axis, or cells the base config refuses (every one named,
+        with its reason), before anything trains.
     """
     unknown = [a for a in axes if a not in AXES]
-    if unknown or not axes:
-        raise ValueError(f"unknown axes {', '.join(unknown) or '(none given)'}: choose from {', '.join(AXES)}")
+    if unknown or not (axes or field_axes):
+        raise ValueError(f"unknown axes {', '.join(unknown) or '(none given)'}: choose from {', '.join(AXES)}, "
+                         "or give --axis FIELD=V1,V2")
     base = config_lib.apply_overrides(base.replace(**budget_changes(steps, evals), deterministic=deterministic),
                                       overrides)
     base = resolve_auto(base)
-    cells = []
-    for axis in axes:
-        for value, changes in AXES[axis]:
+    grid = [(axis, AXES[axis]) for axis in axes] + [field_axis(text) for text in field_axes]
+    cells, refused = [], []
+    for axis, values in grid:
+        for value, changes in values:
             name = f"{axis}-{value}"
-            config = resolve_auto(base.replace(**changes))
+            changes = changes(base) if callable(changes) else dict(changes)
+            try:
+                config = resolve_auto(base.replace(**changes))
+            except (ValueError, TypeError) as error:
+                refused.append(f"{name}: {error}")
+                continue
             run = BASE_RUN if _same_run(config, base) else name
-            cells.append(Cell(axis, name, dict(changes), config.replace(name=f"{base.name} ablation {run}"), run))
+            cells.append(Cell(axis, name, changes, config.replace(name=f"{base.name} ablation {run}"), run))
+    if refused:
+        raise ValueError("the base config refuses these cells (nothing was trained):\n  " + "\n  ".join(refused))
     return base, cells
 
 
@@ -229,10 +304,9 @@ def read_wall_seconds(workdir):
 def train_cell(config, workdir):
     """Trains (or resumes) one run; returns its status. Adds its wall time to the workdir.
 
-    A run whose loss becomes NaN/Inf, or whose config cannot run here (ValueError: for
-    example the xla axis's "on" cell in a deterministic grid on CPU, where XLA has no
-    deterministic MaxPool gradient; `--no-deterministic` runs it), is reported as
-    failed with the reason, and the grid goes on.
+    A run whose loss becomes NaN/Inf, or that fails with a ValueError once it runs (its
+    data, say), is reported as failed with the reason, and the grid goes on. (Configs the
+    machine refuses outright never get here: `make_cells` refuses them up front.)
     """
     from research import train  # imports TensorFlow: only when something is trained
 
@@ -295,7 +369,7 @@ def write_csv(path, rows):
 def markdown_table(rows, header_lines=()):
     """The rows as a markdown table, grouped by axis in `AXES` order."""
     order = {axis: i for i, axis in enumerate(AXES)}
-    rows = sorted(rows, key=lambda r: order.get(r["axis"], len(order)))  # stable: grid order within
+    rows = sorted(rows, key=lambda r: order.get(r["axis"], len(order)))  # stable: field axes last, in order
     lines = list(header_lines) + [
         "| axis | cell | overrides | final val mIoU | best val mIoU (step) | final val loss "
         "| final val pixel acc. | images/s | wall s |",
@@ -335,6 +409,14 @@ def seed_spread(rows):
     values = [r["final_val_mean_iou"] for r in rows
               if r["axis"] == "seed" and math.isfinite(r.get("final_val_mean_iou", math.nan))]
     return (min(values), max(values), len(values)) if len(values) > 1 else None
+
+
+def write_experiment(out, configs_of_runs):
+    """OUT/tensorboard: the grid's hparams (every value the runs take) and metric columns
+    for TensorBoard's HParams tab; each run writes its own settings and final metrics."""
+    from research.training import hparams  # imports TensorFlow
+
+    hparams.write_experiment(os.path.join(out, "tensorboard"), list(configs_of_runs))
 
 
 def write_outputs(out, rows, histories, base, command):
@@ -383,6 +465,7 @@ def run_grid(base, cells, out, command="", train=train_cell):
     """
     runs = unique_runs(cells)
     steps = base.epochs * base.steps_per_epoch
+    write_experiment(out, runs.values())
     statuses, histories = {}, {}
     trained_steps, trained_seconds = 0, 0.0
 
@@ -418,9 +501,14 @@ def parse_args(argv=None):
         description="Train a base config and one-change variants of it (loss, model, XLA, "
                     "precision) for a fixed step budget; write a table and a chart.")
     parser.add_argument("--base", default="demo", help="named config or .json file (default demo)")
-    parser.add_argument("--axes", default="loss,model,xla,precision",
+    parser.add_argument("--axes", default="loss,model,precision",
                         help=f"comma-separated subset of {','.join(AXES)} (default: "
-                             "loss,model,xla,precision; add seed for a noise reference)")
+                             "loss,model,precision; add seed for a noise reference; xla needs "
+                             "--no-deterministic on CPU); empty with --axis")
+    parser.add_argument("--axis", dest="field_axes", action="append", default=[], metavar="FIELD=V1,V2",
+                        help="make any config field an axis, values parsed like --set "
+                             "(e.g. --axis learning_rate=1e-3,1e-4 --axis input_size=[64,64],[96,96]); "
+                             "repeatable, after the named axes")
     parser.add_argument("--steps", type=int, default=100, help="training steps per cell (default 100)")
     parser.add_argument("--evals", type=int, default=5,
                         help="val evaluations per cell, evenly spaced; --steps must be a multiple (default 5)")
@@ -442,7 +530,7 @@ def main(argv=None):
 
     def work():
         base, cells = make_cells(configs.load_config(args.base), [a for a in args.axes.split(",") if a],
-                                 args.steps, args.evals, args.overrides, args.deterministic)
+                                 args.steps, args.evals, args.overrides, args.deterministic, args.field_axes)
         rows = run_grid(base, cells, args.out, command)
         print(f"wrote {os.path.join(args.out, 'ablation.csv')}, ablation.md and ablation.png "
               f"({len(rows)} cells, {len(unique_runs(cells))} runs)")

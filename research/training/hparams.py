@@ -46,11 +46,15 @@ def run_hparams(config, named=None):
 
 
 def named_config_of(config):
-    """The named config `config.name` refers to, or None (a custom or file config)."""
+    """The named config `config` was made from, or None (a custom or file config): the one
+    whose name `config.name` is, or starts with followed by a space (an ablation's cells
+    are named "<base> ablation <cell>")."""
     from research.configs import NAMED_CONFIGS
 
-    make = NAMED_CONFIGS.get(config.name)
-    return make() if make else None
+    for name, make in NAMED_CONFIGS.items():
+        if config.name == name or config.name.startswith(name + " "):
+            return make()
+    return None
 
 
 def write_session(logdir, config, trial_id):

@@ -174,7 +174,7 @@ def test_v3_plus_takes_the_deeplab_fields_and_unet_keeps_its_checks():
 def test_bn_policy_defaults_to_sync_and_does_not_change_on_resume():
     config = configs.load_config("smoke")
     assert config.bn_policy == "sync"
-    assert all(configs.load_config(name).bn_policy == "sync" for name in NAMED_CONFIGS)
+    assert all(configs.load_config(name).bn_policy == "sync" for name in configs.NAMED_CONFIGS)
     # "frozen" changes the trainable variables (the optimizer slots a checkpoint holds),
     # every policy what a step computes: not a field a resumed run may change.
     for policy in ("train", "frozen"):

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests.helpers import command_line_errors
 from research import config as config_lib
 from research import configs
 from research import evaluate as evaluate_lib
@@ -100,7 +101,7 @@ def test_evaluate_whole_and_slide_on_a_folder_dataset(run, folder_root, syntheti
 
 def test_the_run_config_chooses_slide_and_data_root_moves_the_data(run, folder_root, tmp_path):
     workdir, model = run
-    config = evaluate_lib.read_run_config(workdir)
+    config = export_lib.read_run_config(workdir)
     moved = str(tmp_path / "moved")
     shutil.copytree(folder_root, moved)
     slide_run = str(tmp_path / "slide_run")
@@ -112,7 +113,7 @@ def test_the_run_config_chooses_slide_and_data_root_moves_the_data(run, folder_r
     assert result["options"]["data_root"] == moved
     np.testing.assert_array_equal(result["confusion_matrix"], full_size_confusion(model, moved, "val"))
     with pytest.raises(ValueError, match="trained on a folder dataset .* --data-root, not --voc-root"):
-        evaluate_lib.read_run_config(workdir, voc_root=moved)
+        export_lib.read_run_config(workdir, voc_root=moved)
 
 
 def test_predict_writes_masks_in_the_dataset_colours_whole_and_slide(run, folder_root, tmp_path):
@@ -197,11 +198,11 @@ def test_train_evaluate_and_predict_on_a_folder_dataset(folder_root, tmp_path, c
 
 
 @pytest.mark.slow
-def test_training_refuses_a_bad_mask_in_one_line(bad_folder, tmp_path, caplog):
+def test_training_refuses_a_bad_mask_in_one_line(bad_folder, tmp_path, caplog, capsys):
     from research import train
     with caplog.at_level(logging.ERROR, logger="research"):
         assert train.main(["--config", "smoke", "--workdir", str(tmp_path / "run"), "--set", "dataset=folder",
                            "--set", f"data_root={bad_folder}", "--set", "input_size=[16,16]",
                            "--set", "resize_to_before_crop=[20,20]"]) == 1
-    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    [error] = command_line_errors(caplog, capsys)
     assert error.startswith(os.path.join(bad_folder, "masks", "b.png") + ": values 7") and "\n" not in error

@@ -5,6 +5,7 @@ One real training run (the smoke config, 2 steps); everything else uses a stand-
 trainer that writes a train_log.csv, so the grid logic is checked in milliseconds.
 """
 import csv
+import glob
 import json
 import os
 import subprocess
@@ -19,25 +20,28 @@ from research import config as config_lib
 from research import plots
 from research.fileio import atomic_write_json
 from research.tools import ablate
+from research.training import hparams
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "ablate.py")
 
-# The smoke config trains CE + dice, class-weighted, DeepLab v3 OS16, float32, no XLA, seed 0:
-# these cells are the base run itself.
-SMOKE_BASE_CELLS = {"loss-ce+dice-weighted", "model-deeplab-os16", "xla-off", "precision-float32", "seed-0"}
+# The smoke config trains CE + dice, class-weighted, DeepLab v3 OS16, float32, no XLA, seed 0,
+# one micro-batch, synchronized BatchNorm, no EMA: these cells are the base run itself.
+SMOKE_BASE_CELLS = {"loss-ce+dice-weighted", "model-deeplab-os16", "precision-float32", "seed-0",
+                    "accumulate-1", "bn_policy-sync", "ema-off", "decoder-v3"}
+DETERMINISTIC_AXES = [axis for axis in ablate.AXES if axis != "xla"]   # XLA: --no-deterministic on CPU
 
 
 def test_cells_change_one_axis_from_the_base_within_the_budget(smoke_config):
-    base, cells = ablate.make_cells(smoke_config, list(ablate.AXES), steps=6, evals=3, overrides=["batch_size=3"])
-    assert len(cells) == sum(len(values) for values in ablate.AXES.values()) == 17
+    base, cells = ablate.make_cells(smoke_config, DETERMINISTIC_AXES, steps=6, evals=3, overrides=["batch_size=4"])
+    assert len(cells) == sum(len(ablate.AXES[axis]) for axis in DETERMINISTIC_AXES) == 26
     assert {c.name for c in cells if c.run == ablate.BASE_RUN} == SMOKE_BASE_CELLS
-    assert len(ablate.unique_runs(cells)) == 17 - len(SMOKE_BASE_CELLS) + 1
+    assert len(ablate.unique_runs(cells)) == 26 - len(SMOKE_BASE_CELLS) + 1
     assert list(ablate.unique_runs(cells))[0] == ablate.BASE_RUN
     for config in [base] + [c.config for c in cells]:
         assert config.epochs * config.steps_per_epoch == 6 and config.epochs == 3
         assert config.early_stop_patience > config.epochs and config.plateau_patience > config.epochs
-        assert config.batch_size == 3 and not config.export_best
+        assert config.batch_size * config.accumulate_steps == 4 and not config.export_best
         assert config.deterministic  # cells are bit-reproducible by default
     fields = base.to_dict()
     for cell in cells:
@@ -45,6 +49,31 @@ def test_cells_change_one_axis_from_the_base_within_the_budget(smoke_config):
         assert changed <= set(cell.overrides), cell.name
         assert all(getattr(cell.config, k) == v for k, v in cell.overrides.items()), cell.name
         assert bool(changed) == (cell.run != ablate.BASE_RUN), cell.name
+    accumulate = {c.name: (c.config.batch_size, c.config.accumulate_steps) for c in cells if c.axis == "accumulate"}
+    assert accumulate == {"accumulate-1": (4, 1), "accumulate-2": (2, 2), "accumulate-4": (1, 4)}
+
+
+def test_any_field_is_an_axis_with_values_parsed_like_set(smoke_config):
+    assert ablate.field_axis("input_size=[64,64],[96,96]") == (
+        "input_size", [("[64,64]", {"input_size": [64, 64]}), ("[96,96]", {"input_size": [96, 96]})])
+    base, cells = ablate.make_cells(smoke_config, [], 4, 2, field_axes=["learning_rate=1e-3,0.01", "model=unet"])
+    assert [(c.name, c.run) for c in cells] == [("learning_rate-1e-3", ablate.BASE_RUN),
+                                                ("learning_rate-0.01", "learning_rate-0.01"),
+                                                ("model-unet", "model-unet")]
+    assert cells[1].config.learning_rate == 0.01 and cells[2].config.model == "unet"
+    for text, phrase in (("learning_rate", "not FIELD=V1,V2"), ("speed=1,2", "unknown config field 'speed'")):
+        with pytest.raises(ValueError, match=phrase):
+            ablate.field_axis(text)
+
+
+def test_cells_the_base_refuses_stop_the_grid_before_anything_trains(smoke_config):
+    # XLA in a deterministic grid on CPU, and a value check_config refuses: both named at once.
+    with pytest.raises(ValueError, match="refuses these cells") as raised:
+        ablate.make_cells(smoke_config, ["xla"], 4, 2, field_axes=["output_stride=16,4"])
+    message = str(raised.value)
+    assert "xla-on: deterministic=true cannot run with jit_compile=true" in message
+    assert "output_stride-4: output_stride must be 8 or 16" in message
+    assert "xla-off" not in message and "output_stride-16" not in message
 
 
 def test_no_deterministic_turns_determinism_off(smoke_config):
@@ -54,7 +83,7 @@ def test_no_deterministic_turns_determinism_off(smoke_config):
 
 def test_cell_overrides_win_over_set_and_auto_is_resolved(smoke_config):
     base, cells = ablate.make_cells(smoke_config.replace(jit_compile="auto", precision="auto"), ["model", "xla"],
-                                    steps=4, evals=2, overrides=["model=unet"])
+                                    steps=4, evals=2, overrides=["model=unet"], deterministic=False)
     assert base.model == "unet" and base.precision == "float32" and base.jit_compile in (True, False)
     runs = {c.name: c for c in cells}
     assert runs["model-unet"].run == ablate.BASE_RUN
@@ -165,6 +194,11 @@ def test_real_run_then_skip_then_resume(smoke_config, tmp_path, monkeypatch, cap
     assert 0.0 <= float(row["final_val_mean_iou"]) <= 1.0 and float(row["wall_seconds"]) > 0
     assert (tmp_path / "ablation.png").stat().st_size > 0
     assert "[1/1] base" in capsys.readouterr().out
+    # TensorBoard's HParams tab: the run's settings (read back with TensorBoard's reader)
+    # and the grid's description at OUT/tensorboard.
+    session = hparams.read_session(str(workdir / "tensorboard"))
+    assert session["steps_per_epoch"] == session["eval_steps"] == "1" and session["model"] == "deeplab_v3"  # optional: text
+    assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
 
     assert ablate.main(argv) == 0
     assert read_csv(tmp_path / "ablation.csv")[0]["status"] == "done before"

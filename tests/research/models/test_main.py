@@ -107,7 +107,7 @@ def test_json_has_every_asked_config_with_provenance(tmp_path, capsys):
 
 
 def test_config_summary_counts_eval_output_stride_and_frozen_batchnorm():
-    from research.config import load_config
+    from research.configs import load_config
 
     smoke = load_config("smoke")
     row = config_summary(smoke.replace(eval_output_stride=8))

@@ -17,6 +17,8 @@ def test_a_run_shows_its_main_fields_and_what_differs_from_its_named_config():
     assert set(hparams.MAIN_FIELDS) <= set(values)
     assert "log_every_steps" not in values                     # same as smoke's: left out
     assert hparams.named_config_of(Config(name="custom")) is None
+    assert hparams.named_config_of(Config(name="smoke ablation loss-ce")).name == "smoke"
+    assert hparams.named_config_of(Config(name="smokey")) is None
 
 
 def test_session_and_final_metrics_are_readable_with_tensorboards_reader(tmp_path):

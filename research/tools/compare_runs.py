@@ -1,0 +1,110 @@
+"""Compares finished training runs: at equal wall time, at their end, and on test.
+
+    python scripts/compare_runs.py runs/demo runs/demo_v3plus --name decoder --json
+
+For each run (a workdir of research.train, evaluated with research.evaluate --subset test
+when its test numbers are wanted): its config, model, epochs, steps and training seconds,
+the final and best val mean IoU, the test mean IoU (eval/metrics.json), and the val mean
+IoU it had reached at the BUDGET: the training seconds of the shortest run, so a slower
+model is judged on what it learned in the same time (the last epoch that ended within the
+budget; the clock is train_log.csv's epoch_seconds, which leaves out evaluation). With
+--json the comparison is saved with its provenance (research/results.py), for `make docs`.
+
+`main` is the command line of scripts/compare_runs.py.
+"""
+import argparse
+import csv
+import json
+import os
+
+from research import cli, provenance, results
+
+
+def read_run(workdir):
+    """(config dict, train_log.csv rows with floats, test metrics dict or None) of a run.
+
+    Raises FileNotFoundError / ValueError naming the file when the run has no finished epoch.
+    """
+    config_path, log_path = os.path.join(workdir, "config.json"), os.path.join(workdir, "train_log.csv")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)["config"]
+        with open(log_path, newline="") as f:
+            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e.filename}: not found (train the run with research.train first)") from None
+    if not history:
+        raise ValueError(f"{log_path}: no finished epoch yet")
+    metrics_path = os.path.join(workdir, "eval", "metrics.json")
+    metrics = None
+    if os.path.isfile(metrics_path):
+        with open(metrics_path, encoding="utf-8") as f:
+            metrics = json.load(f)
+    return config, history, metrics
+
+
+def at_budget(history, budget_seconds):
+    """{"epoch", "seconds", "val_mean_iou"} of the last epoch whose cumulative training
+    seconds are within `budget_seconds` (None when even the first epoch took longer)."""
+    elapsed, reached = 0.0, None
+    for row in history:
+        elapsed += row["epoch_seconds"]
+        if elapsed > budget_seconds * (1 + 1e-9):
+            break
+        reached = {"epoch": int(row["epoch"]), "seconds": elapsed, "val_mean_iou": row["val_mean_iou"]}
+    return reached
+
+
+def compare(workdirs):
+    """The `comparison` results (research/results.py) of the runs in `workdirs`."""
+    runs = [(workdir, *read_run(workdir)) for workdir in workdirs]
+    budget = min(sum(r["epoch_seconds"] for r in history) for _, _, history, _ in runs)
+    rows = []
+    for workdir, config, history, metrics in runs:
+        rows.append({
+            "run": os.path.basename(os.path.normpath(workdir)), "config": config["name"],
+            "model": config["model"], "backbone": config["backbone"],
+            "batch": f"{config['batch_size']} x {config.get('accumulate_steps', 1)}",
+            "bn_policy": config.get("bn_policy", "sync"), "epochs": len(history),
+            "steps": int(history[-1]["step"]), "train_seconds": sum(r["epoch_seconds"] for r in history),
+            "final_val_mean_iou": history[-1]["val_mean_iou"],
+            "best_val_mean_iou": max(r["val_mean_iou"] for r in history),
+            "test_mean_iou": metrics["mean_iou"] if metrics else None,
+            "at_budget": at_budget(history, budget)})
+    return {"budget_seconds": budget, "runs": rows}
+
+
+def format_table(comparison):
+    """The comparison as a Markdown table."""
+    lines = [f"Budget: {comparison['budget_seconds']:.0f} s of training (the shortest run's).", "",
+             "| run | model | batch | epochs | train s | val mIoU at the budget (epoch) | final val mIoU "
+             "| test mIoU |", "|---|---|---|---|---|---|---|---|"]
+    for r in comparison["runs"]:
+        reached = r["at_budget"]
+        budget = f"{reached['val_mean_iou']:.4f} ({reached['epoch']})" if reached else "-"
+        test = f"{r['test_mean_iou']:.4f}" if r["test_mean_iou"] is not None else "-"
+        lines.append(f"| {r['run']} | {r['model']} | {r['batch']} | {r['epochs']} | {r['train_seconds']:.0f} "
+                     f"| {budget} | {r['final_val_mean_iou']:.4f} | {test} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="WORKDIR", help="finished runs of research.train")
+    parser.add_argument("--name", default="runs",
+                        help="what is compared; --json alone saves to benchmarks/results/<machine>/"
+                             "compare_<name>.json (default: runs)")
+    parser.add_argument("--json", nargs="?", const=True, default=None, metavar="PATH",
+                        help="also save the comparison with its provenance (default path: see --name)")
+    args = parser.parse_args(argv)
+
+    def work():
+        comparison = compare(args.runs)
+        print(format_table(comparison))
+        if args.json:
+            path = results.results_path(f"compare_{args.name}") if args.json is True else args.json
+            command = provenance.command_line("python scripts/compare_runs.py", argv)
+            print(f"result: {results.write_results(path, comparison, command)}")
+
+    return cli.run_main(work)
