@@ -7,7 +7,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # runtime defaults (oneDNN), exactly as the command lines do.
 import research  # noqa: F401
 
+import json
+import subprocess
+import sys
+
 import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_addoption(parser):
@@ -40,3 +46,14 @@ def smoke_config(synthetic_voc_root):
     from research import configs
 
     return configs.load_config("smoke").replace(voc_root=synthetic_voc_root)
+
+
+@pytest.fixture(scope="session")
+def two_replica_results():
+    """{check: results} of every two-replica check (tests/two_replicas.py), computed once
+    per session in one child process (two logical CPUs must exist before TF starts)."""
+    done = subprocess.run([sys.executable, "-m", "tests.two_replicas"], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT"):])

@@ -1,9 +1,4 @@
 """Confusion matrix, segmentation metrics and the streaming accumulator."""
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import keras
@@ -159,44 +154,10 @@ def test_streaming_counts_in_int64_beyond_2_to_the_31():
     assert np.float32(big) + np.float32(1) == np.float32(big)
 
 
-MIRRORED = textwrap.dedent("""
-    import json
-    import numpy as np
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from kernels import StreamingConfusionMatrix
-
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        stream = StreamingConfusionMatrix(3)
-    labels = tf.constant([[0, 0, 1, 255], [1, 2, 2, 0], [2, 2, 0, 1], [0, 1, 2, 7]])
-    predictions = tf.constant([[0, 1, 1, 0], [1, 2, 0, 0], [2, 1, 0, 1], [0, 1, 2, 2]])
-    data = tf.data.Dataset.from_tensor_slices((labels, predictions)).batch(4)
-
-    @tf.function
-    def step(l, p):
-        strategy.run(stream.update, args=(l, p))
-
-    for l, p in strategy.experimental_distribute_dataset(data):
-        step(l, p)
-    local = [v.numpy().tolist() for v in strategy.experimental_local_results(stream.total)]
-    total = stream.result().numpy().tolist()
-    stream.reset()
-    after_reset = stream.result().numpy().tolist()
-    print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "local": local,
-                                  "total": total, "after_reset": after_reset}))
-""")
-
-
-def test_streaming_sums_replicas_under_mirrored_strategy():
-    # Logical devices must be configured before TF initialises: run in a fresh process.
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
-                          env=env, timeout=120)
-    lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+@pytest.mark.slow
+def test_streaming_sums_replicas_under_mirrored_strategy(two_replica_results):
+    # Logical devices must exist before TF initialises: tests/two_replicas.py's child process.
+    result = two_replica_results["confusion"]
     labels = np.array([[0, 0, 1, 255], [1, 2, 2, 0], [2, 2, 0, 1], [0, 1, 2, 7]])
     predictions = np.array([[0, 1, 1, 0], [1, 2, 0, 0], [2, 1, 0, 1], [0, 1, 2, 2]])
     expected = _numpy_confusion(labels, predictions, 3)

@@ -1,8 +1,4 @@
 """FusedAdam / FusedSGD against their Keras twins: 10 steps, wrappers, checkpoints, replicas."""
-import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -136,52 +132,10 @@ def test_sparse_gradients_use_keras_update():
     _assert_same_weights(*results)
 
 
-REPLICAS_SCRIPT = textwrap.dedent("""
-    import json, os
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    import research  # the project's runtime defaults
-    import numpy as np
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-    from kernels.optimizers import FusedAdam, FusedSGD
-
-    def run(make):
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        with strategy.scope():
-            w = tf.Variable(np.linspace(-1, 1, 12, dtype="float32").reshape(3, 4))
-            optimizer = make()
-            optimizer.build([w])
-
-        @tf.function
-        def step(x):
-            def replica(x):
-                with tf.GradientTape() as tape:
-                    loss = tf.reduce_sum(tf.sin(w * x))
-                optimizer.apply(tape.gradient(loss, [w]), [w])
-            strategy.run(replica, args=(x,))
-
-        data = strategy.experimental_distribute_dataset(
-            tf.data.Dataset.from_tensor_slices(np.arange(1, 9, dtype="float32")).batch(2))
-        for x in data:
-            step(x)
-        per_replica = [v.numpy().tolist() for v in strategy.experimental_local_results(w)]
-        return per_replica
-
-    print("RESULT" + json.dumps({
-        "fused_adam": run(lambda: FusedAdam(0.01)), "keras_adam": run(lambda: keras.optimizers.Adam(0.01)),
-        "fused_sgd": run(lambda: FusedSGD(0.05, momentum=0.9)),
-        "keras_sgd": run(lambda: keras.optimizers.SGD(0.05, momentum=0.9))}))
-""")
-
-
-def test_two_replicas_match_keras():
-    # Two logical CPUs must be set before TF initializes: a fresh process.
-    done = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT], capture_output=True, text=True, timeout=300)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT")), None)
-    assert line, done.stderr[-3000:]
-    result = json.loads(line[len("RESULT"):])
+@pytest.mark.slow
+def test_two_replicas_match_keras(two_replica_results):
+    # Two logical CPUs must exist before TF initializes: tests/two_replicas.py's child process.
+    result = two_replica_results["optimizers"]
     for kind in ("adam", "sgd"):
         fused, reference = np.array(result["fused_" + kind]), np.array(result["keras_" + kind])
         np.testing.assert_array_equal(fused[0], fused[1])  # mirrored copies stay identical

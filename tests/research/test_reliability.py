@@ -114,6 +114,7 @@ def _ok(stage):
     return stage.facts
 
 
+@pytest.mark.slow
 def test_sigkill_during_the_csv_write_leaves_the_old_csv_and_a_good_checkpoint(kill_chain):
     stage = kill_chain.stages["sigkill"]
     assert stage.launch.returncode == -signal.SIGKILL, stage.launch.tail()
@@ -129,6 +130,7 @@ def test_sigkill_during_the_csv_write_leaves_the_old_csv_and_a_good_checkpoint(k
     assert [r["epoch"] for r in rows] == ["1"]
 
 
+@pytest.mark.slow
 def test_the_next_launch_removes_the_killed_writes_leftover(kill_chain):
     [temp] = kill_chain.stages["sigkill"].temp_csvs
     resumed = kill_chain.stages["sigterm"]
@@ -145,6 +147,7 @@ def _stopped(stage, name):
     return facts["stopped_at_step"]
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_training_process_checkpoints_the_step_and_exits_130(kill_chain):
     step = _stopped(kill_chain.stages["sigterm"], "SIGTERM")
     assert any("resumed from" in line and "ckpt-3: step 3" in line
@@ -152,6 +155,7 @@ def test_sigterm_to_a_training_process_checkpoints_the_step_and_exits_130(kill_c
     assert step > 3                      # it trained before stopping
 
 
+@pytest.mark.slow
 def test_sigint_to_a_training_process_checkpoints_the_step_and_exits_130(kill_chain):
     before = kill_chain.stages["sigterm"].facts["stopped_at_step"]
     step = _stopped(kill_chain.stages["sigint"], "SIGINT")
@@ -160,6 +164,7 @@ def test_sigint_to_a_training_process_checkpoints_the_step_and_exits_130(kill_ch
     assert step > before
 
 
+@pytest.mark.slow
 def test_the_resumed_run_finishes_with_its_state_whole(kill_chain):
     final = kill_chain.stages["final"]
     assert final.launch.returncode == 0, final.launch.tail()
