@@ -18,13 +18,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
-                     help="also run tests marked @pytest.mark.slow")
+                     help="also run tests marked @pytest.mark.slow (make test-all)")
 
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--run-slow"):
         return
-    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow (make test-slow)")
+    skip_slow = pytest.mark.skip(reason="slow: in make test-all (--run-slow)")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)

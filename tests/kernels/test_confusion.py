@@ -154,21 +154,6 @@ def test_streaming_counts_in_int64_beyond_2_to_the_31():
     assert np.float32(big) + np.float32(1) == np.float32(big)
 
 
-@pytest.mark.slow
-def test_streaming_sums_replicas_under_mirrored_strategy(two_replica_results):
-    # Logical devices must exist before TF initialises: tests/two_replicas.py's child process.
-    result = two_replica_results["confusion"]
-    labels = np.array([[0, 0, 1, 255], [1, 2, 2, 0], [2, 2, 0, 1], [0, 1, 2, 7]])
-    predictions = np.array([[0, 1, 1, 0], [1, 2, 0, 0], [2, 1, 0, 1], [0, 1, 2, 2]])
-    expected = _numpy_confusion(labels, predictions, 3)
-    assert result["replicas"] == 2
-    # Each replica saw half of the batch; the read-out sums them.
-    np.testing.assert_array_equal(result["local"][0], _numpy_confusion(labels[:2], predictions[:2], 3))
-    np.testing.assert_array_equal(result["local"][1], _numpy_confusion(labels[2:], predictions[2:], 3))
-    np.testing.assert_array_equal(result["total"], expected)
-    np.testing.assert_array_equal(result["after_reset"], np.zeros([3, 3]))
-
-
 def test_unknown_shape_at_trace_time():
     traced = tf.function(lambda l, p: confusion_matrix(l, p, 3), input_signature=[
         tf.TensorSpec(None, tf.int32), tf.TensorSpec(None, tf.int32)])

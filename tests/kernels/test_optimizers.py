@@ -130,14 +130,3 @@ def test_sparse_gradients_use_keras_update():
         optimizer.apply(grads, variables)
         results.append([v.numpy() for v in variables])
     _assert_same_weights(*results)
-
-
-@pytest.mark.slow
-def test_two_replicas_match_keras(two_replica_results):
-    # Two logical CPUs must exist before TF initializes: tests/two_replicas.py's child process.
-    result = two_replica_results["optimizers"]
-    for kind in ("adam", "sgd"):
-        fused, reference = np.array(result["fused_" + kind]), np.array(result["keras_" + kind])
-        np.testing.assert_array_equal(fused[0], fused[1])  # mirrored copies stay identical
-        assert not np.allclose(reference[0], np.linspace(-1, 1, 12).reshape(3, 4))  # it trained
-        assert_close(fused, reference, 1e-6)

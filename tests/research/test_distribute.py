@@ -1,4 +1,4 @@
-"""tf.distribute: two replicas compute exactly what one device computes on the global batch
+"""tf.distribute (every check with two replicas: kernels and training): two replicas compute exactly what one device computes on the global batch
 (also with gradient accumulation), under mixed_float16 an overflow on any one replica skips
 the step on all, and the BatchNorm policies "sync" and "train" differ as they should.
 
@@ -10,6 +10,9 @@ child process for the whole session (tests/two_replicas.py).
 """
 import numpy as np
 import pytest
+
+from tests.kernels._modes import assert_close
+from tests.kernels.test_confusion import _numpy_confusion
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,30 @@ def test_micro_batches_on_two_replicas_equal_one_batch_on_one_device(two_replica
     assert two["confusion"] == one["confusion"]
     for a, b in zip(one["weights"], two["weights"]):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the kernels under MirroredStrategy
+@pytest.mark.slow
+def test_two_replicas_match_keras(two_replica_results):
+    # Two logical CPUs must exist before TF initializes: tests/two_replicas.py's child process.
+    result = two_replica_results["optimizers"]
+    for kind in ("adam", "sgd"):
+        fused, reference = np.array(result["fused_" + kind]), np.array(result["keras_" + kind])
+        np.testing.assert_array_equal(fused[0], fused[1])  # mirrored copies stay identical
+        assert not np.allclose(reference[0], np.linspace(-1, 1, 12).reshape(3, 4))  # it trained
+        assert_close(fused, reference, 1e-6)
+
+
+@pytest.mark.slow
+def test_streaming_sums_replicas_under_mirrored_strategy(two_replica_results):
+    # Logical devices must exist before TF initialises: tests/two_replicas.py's child process.
+    result = two_replica_results["confusion"]
+    labels = np.array([[0, 0, 1, 255], [1, 2, 2, 0], [2, 2, 0, 1], [0, 1, 2, 7]])
+    predictions = np.array([[0, 1, 1, 0], [1, 2, 0, 0], [2, 1, 0, 1], [0, 1, 2, 2]])
+    expected = _numpy_confusion(labels, predictions, 3)
+    assert result["replicas"] == 2
+    # Each replica saw half of the batch; the read-out sums them.
+    np.testing.assert_array_equal(result["local"][0], _numpy_confusion(labels[:2], predictions[:2], 3))
+    np.testing.assert_array_equal(result["local"][1], _numpy_confusion(labels[2:], predictions[2:], 3))
+    np.testing.assert_array_equal(result["total"], expected)
+    np.testing.assert_array_equal(result["after_reset"], np.zeros([3, 3]))

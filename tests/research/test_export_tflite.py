@@ -78,6 +78,7 @@ def exports(run):
             for mode in et.QUANTIZE_MODES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", et.QUANTIZE_MODES)
 def test_every_mode_keeps_the_contract_and_the_keras_mask(run, exports, photo, mode):
     _, _, model = run
@@ -99,6 +100,7 @@ def test_every_mode_keeps_the_contract_and_the_keras_mask(run, exports, photo, m
     assert agreement >= AGREEMENT_WITH_FLOAT_PATH[mode], f"{mode}: {agreement:.4f} of pixels agree"
 
 
+@pytest.mark.slow
 def test_int8_file_is_integer_inside(exports):
     tflite = et.TFLiteModel(exports["int8"])
     names = {name for name, tensors, _ in et._ops(tflite.interpreter)}
@@ -108,6 +110,7 @@ def test_int8_file_is_integer_inside(exports):
     assert sizes["int8"] < sizes["float16"] < sizes["none"]
 
 
+@pytest.mark.slow
 def test_command_line_writes_a_mask_only_file(run, tmp_path, capsys):
     workdir, _, _ = run
     out = tmp_path / "device.tflite"
@@ -119,6 +122,7 @@ def test_command_line_writes_a_mask_only_file(run, tmp_path, capsys):
     assert not [n for n in os.listdir(tmp_path) if n != "device.tflite"]  # no temporaries left
 
 
+@pytest.mark.slow
 def test_predict_with_a_tflite_file(exports, photo, tmp_path):
     result = predict_lib.predict(exports["int8"], [photo[0]], str(tmp_path / "masks"))
     assert not result["failed"]
@@ -139,6 +143,7 @@ def predict_logits_on_uint8_frames(model, images, input_size):
     return tf.image.resize(logits, tf.shape(images)[1:3], method="bilinear")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full_resolution", [False, True])
 def test_evaluate_scores_the_file_like_the_keras_model(run, exports, tmp_path, monkeypatch,
                                                        full_resolution):
@@ -157,6 +162,7 @@ def test_evaluate_scores_the_file_like_the_keras_model(run, exports, tmp_path, m
     assert json.load(open(tmp_path / "lite" / "metrics.json"))["model"]["path"] == exports["none"]
 
 
+@pytest.mark.slow
 def test_evaluate_default_folder_and_command_line(run, exports):
     workdir, _, _ = run
     assert evaluate_lib.main(["--workdir", workdir, "--tflite", exports["int8"], "--samples", "0",
@@ -164,6 +170,7 @@ def test_evaluate_default_folder_and_command_line(run, exports):
     assert os.path.isfile(os.path.join(workdir, "eval_tflite_model_int8_64x64", "metrics.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_bad_tflite_file_is_named(run, exports, photo, tmp_path, damage):
     workdir, _, _ = run

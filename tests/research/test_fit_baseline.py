@@ -38,6 +38,7 @@ def test_loss_object_is_the_reference_loss():
     assert float(loss) == pytest.approx(float(kernels.reference_ce_dice_loss(labels, logits, 3)), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_runs_a_few_steps(synthetic_voc_root, tmp_path):
     config = configs.load_config("smoke").replace(
         voc_root=synthetic_voc_root, epochs=2, steps_per_epoch=2, eval_steps=1)

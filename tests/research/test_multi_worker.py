@@ -26,7 +26,7 @@ from research import export as export_lib
 from research import train as train_lib
 from research.fileio import atomic_write_json
 from research.reliability.fault_train import sgd_optimizer
-from tests.helpers import read_csv
+from tests.helpers import assert_rows_equal, checkpoint_values, read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAULT_TRAIN = (sys.executable, "-m", "research.reliability.fault_train")
@@ -77,12 +77,6 @@ def _output(workers):
     return "\n".join(f"[worker {w.index}] {line}" for w in workers for line in w.tail)
 
 
-def _checkpoint_values(workdir):
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith("model/")}
-
-
 def _files(workdir):
     """Relative paths of every file, TensorBoard event files counted per folder."""
     found = []
@@ -93,14 +87,6 @@ def _files(workdir):
     return sorted(found)
 
 
-def _assert_rows_equal(rows, expected, rel=1e-4):
-    assert [(r["epoch"], r["step"]) for r in rows] == [(r["epoch"], r["step"]) for r in expected]
-    for got, want in zip(rows, expected):
-        for name in ("loss", "val_loss", "learning_rate") + train_lib.METRIC_NAMES + tuple(
-                "val_" + m for m in train_lib.METRIC_NAMES):
-            assert float(got[name]) == pytest.approx(float(want[name]), rel=rel, abs=1e-7), name
-
-
 @pytest.fixture(scope="module")
 def two_worker_run(synthetic_voc_root, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("mw") / "run")
@@ -109,14 +95,15 @@ def two_worker_run(synthetic_voc_root, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_two_workers_equal_one_process(two_worker_run, smoke_config, tmp_path, monkeypatch):
     monkeypatch.setattr(build, "make_optimizer", sgd_optimizer)
     config = config_lib.apply_overrides(smoke_config, list(SETS))
     single = str(tmp_path / "single")
     train_lib.train_and_evaluate(config, single)
-    _assert_rows_equal(read_csv(os.path.join(two_worker_run, "train_log.csv")),
+    assert_rows_equal(read_csv(os.path.join(two_worker_run, "train_log.csv")),
                        read_csv(os.path.join(single, "train_log.csv")))
-    ours, theirs = _checkpoint_values(two_worker_run), _checkpoint_values(single)
+    ours, theirs = checkpoint_values(two_worker_run), checkpoint_values(single)
     assert sorted(ours) == sorted(theirs)
     for name, value in theirs.items():
         np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
@@ -126,6 +113,7 @@ def test_two_workers_equal_one_process(two_worker_run, smoke_config, tmp_path, m
     assert log_text.count("runtime:") == 1 and '"workers": 2' in log_text
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_other_and_a_relaunch_finishes_equal(two_worker_run, synthetic_voc_root,
                                                                        tmp_path):
     workdir = str(tmp_path / "killed")
@@ -141,9 +129,9 @@ def test_a_killed_worker_stops_the_other_and_a_relaunch_finishes_equal(two_worke
     assert failed is None, _output(workers)
     assert any("resumed from" in line and "ckpt-4: step 4" in line for line in workers[0].tail) or \
         "ckpt-4: step 4" in open(os.path.join(workdir, "train.log")).read()
-    _assert_rows_equal(read_csv(os.path.join(workdir, "train_log.csv")),
+    assert_rows_equal(read_csv(os.path.join(workdir, "train_log.csv")),
                        read_csv(os.path.join(two_worker_run, "train_log.csv")))
-    ours, reference = _checkpoint_values(workdir), _checkpoint_values(two_worker_run)
+    ours, reference = checkpoint_values(workdir), checkpoint_values(two_worker_run)
     for name, value in reference.items():
         np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
     assert not any("_temp" in path for path in _files(workdir))
@@ -152,61 +140,6 @@ def test_a_killed_worker_stops_the_other_and_a_relaunch_finishes_equal(two_worke
 # ---------------------------------------------------------------------------------
 # Exact data position (one process).
 # ---------------------------------------------------------------------------------
-def _with_bad_samples(voc_root, folder):
-    """A VOC root sharing `voc_root`'s files whose train list also names two unreadable samples."""
-    from research.data import voc
-
-    root = str(folder)
-    os.makedirs(os.path.join(root, "ImageSets", "Segmentation"))
-    os.makedirs(os.path.join(root, "JPEGImages"))
-    os.symlink(os.path.join(voc_root, "SegmentationClass"), os.path.join(root, "SegmentationClass"))
-    for name in os.listdir(os.path.join(voc_root, "JPEGImages")):
-        os.symlink(os.path.join(voc_root, "JPEGImages", name), os.path.join(root, "JPEGImages", name))
-    for name in ("broken_a", "broken_b"):
-        with open(os.path.join(root, "JPEGImages", name + ".jpg"), "wb") as f:
-            f.write(b"not a jpeg\n")
-    for subset in ("train", "val"):
-        ids = voc.read_id_list(voc.split_file(voc_root, subset))
-        if subset == "train":
-            ids = ids[:3] + ["broken_a"] + ids[3:6] + ["broken_b"] + ids[6:]
-        with open(os.path.join(root, "ImageSets", "Segmentation", f"{subset}.txt"), "w") as f:
-            f.write("".join(i + "\n" for i in ids))
-    return root
-
-
-def test_skip_bad_resume_equals_the_uninterrupted_run(smoke_config, tmp_path, monkeypatch):
-    # 10 listed, 8 good: a data epoch has 4 batches of 2, not 10 // 2 = 5, so a position
-    # derived from the step would be wrong after step 4.
-    voc_root = _with_bad_samples(smoke_config.voc_root, tmp_path / "voc")
-    config = smoke_config.replace(voc_root=voc_root, skip_bad=True, epochs=3, steps_per_epoch=3,
-                                  checkpoint_every_steps=100, export_best=False, tensorboard_images=0)
-    reference = train_lib.train_and_evaluate(config, str(tmp_path / "straight"))
-
-    workdir = str(tmp_path / "interrupted")
-    original_update = train_lib.ProgressBar.update
-
-    def interrupt_at_step_5(self, steps=1, **values):   # data epoch 1, its first batch
-        original_update(self, steps, **values)
-        if self.count == 2 and self.desc.startswith("epoch 2/"):
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(train_lib.ProgressBar, "update", interrupt_at_step_5)
-    with pytest.raises(train_lib.TrainingInterrupted, match="at step 5"):
-        train_lib.train_and_evaluate(config, workdir)
-    monkeypatch.setattr(train_lib.ProgressBar, "update", original_update)
-    saved = train_lib.LoopState.from_json(tf.train.load_checkpoint(
-        tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))).get_tensor(
-        "loop_state/.ATTRIBUTES/VARIABLE_VALUE").decode())
-    assert (saved.step, saved.data_epoch, saved.data_batches) == (5, 1, 1)
-
-    resumed = train_lib.train_and_evaluate(config, workdir)
-    assert resumed["step"] == reference["step"] == 9
-    _assert_rows_equal(resumed["history"], reference["history"], rel=1e-5)
-    ours, theirs = _checkpoint_values(workdir), _checkpoint_values(str(tmp_path / "straight"))
-    for name, value in theirs.items():
-        np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
-
-
 # ---------------------------------------------------------------------------------
 # No pretrained file needed to restore a checkpoint.
 # ---------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ def test_makefile_installs_the_extras_runtime_chooses():
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_tensorflow_default_onednn_matches_the_cpu_policy():
     # TF's policy (tensorflow/core/util/port.cc): on for Linux x86 CPUs with AVX512_VNNI,
     # AVX512_BF16, AVX_VNNI or AMX.

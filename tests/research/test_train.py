@@ -19,6 +19,7 @@ from tests.helpers import read_csv, sigterm_during
 from research import build
 from research import configs
 from research import train as train_lib
+from research.training import hparams
 from research.training.checkpoints import remove_leftovers
 
 
@@ -75,6 +76,11 @@ def test_smoke_run_end_to_end(straight_run):
     assert any(tag.startswith("predictions") for tag in val_tags)
     log_text = open(os.path.join(workdir, "train.log")).read()
     assert "runtime:" in log_text and "epoch 3:" in log_text
+    # TensorBoard's HParams tab: the run's settings and final metrics (tensorboard/).
+    session = hparams.read_session(os.path.join(workdir, "tensorboard"))
+    assert session["lr_schedule"] == config.lr_schedule and session["epochs"] == 3
+    final = event_tags(os.path.join(workdir, "tensorboard"))
+    assert set(hparams.FINAL_METRICS) <= set(final)
 
 
 def test_profiler_traces_requested_steps(straight_run):
@@ -112,6 +118,7 @@ def test_loss_decreases_on_a_fixed_batch(smoke_config):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_xla_and_the_fused_optimizer_train_like_their_twins(smoke_config):
     # One build per (optimizer, XLA) pair, each used by two comparisons: the XLA compiles
     # are most of this test's time. Same initial weights and batch in every build.
@@ -174,6 +181,7 @@ def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
         np.testing.assert_array_equal(a, w.numpy())
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
     config, _, reference = straight_run
     workdir = str(tmp_path / "interrupted")
@@ -214,6 +222,7 @@ def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeyp
     assert extended["history"][:3] == rows
 
 
+@pytest.mark.slow
 def test_auto_precision_resumes_in_the_precision_the_run_started_in(smoke_config, tmp_path, monkeypatch, caplog):
     # Started where "auto" is mixed_float16 (a GPU, simulated), resumed on this CPU, where
     # it is float32: the LossScaleOptimizer checkpoint restores only into mixed_float16.
@@ -329,17 +338,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(smoke_config, tmp_path, m
     assert len(read_csv(os.path.join(workdir, "train_log.csv"))) == 1
 
 
-def test_nan_policy_restore_lowers_learning_rate(smoke_config, tmp_path, monkeypatch):
-    config = smoke_config.replace(epochs=2, checkpoint_every_steps=2, nan_policy="restore", nan_lr_factor=0.5,
-                           export_best=False)
-    poison_after_step(monkeypatch, 4)
-    result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
-    assert result["step"] == config.epochs * config.steps_per_epoch
-    assert result["history"][-1]["learning_rate"] == pytest.approx(config.learning_rate * 0.5)
-    log_text = open(tmp_path / "run" / "train.log").read()
-    assert "loss nan at step 5" in log_text and "restore 1 of 3" in log_text
-
-
 def poison_weight_after_step(monkeypatch, global_step):
     """Sets a BatchNorm moving mean to NaN once, at the end of `global_step`.
 
@@ -373,6 +371,7 @@ def assert_checkpoint_finite(checkpoint):
             assert np.all(np.isfinite(value)), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("global_step", [4, 3], ids=["mid-epoch", "epoch-end"])
 def test_nonfinite_weights_are_never_saved(smoke_config, tmp_path, monkeypatch, global_step):
     # Steps 2 and 4 save mid-epoch (checkpoint_every_steps 2), step 3 ends epoch 1.
@@ -389,13 +388,22 @@ def test_nonfinite_weights_are_never_saved(smoke_config, tmp_path, monkeypatch, 
     assert (global_step == 4) == os.path.exists(exported)
 
 
-def test_nonfinite_weights_restore_the_last_checkpoint(smoke_config, tmp_path, monkeypatch):
-    config = smoke_config.replace(epochs=2, checkpoint_every_steps=2, nan_policy="restore", export_best=False)
-    poison_weight_after_step(monkeypatch, 4)
+@pytest.mark.slow
+def test_nan_policy_restore_restores_twice_with_a_lower_learning_rate_each_time(smoke_config, tmp_path,
+                                                                                 monkeypatch):
+    """One run, two restores: a NaN loss at step 5 (back to ckpt-4), then a non-finite
+    weight seen before step 8's checkpoint (back to ckpt-6, epoch 2's end); the base
+    learning rate halves each time and the run finishes with only finite checkpoints."""
+    config = smoke_config.replace(epochs=3, checkpoint_every_steps=2, nan_policy="restore", nan_lr_factor=0.5,
+                                  export_best=False)
+    poison_after_step(monkeypatch, 4)           # progress-bar updates: 4 -> step 5's loss
+    poison_weight_after_step(monkeypatch, 7)    # update 7 is step 7 again (after the restore to 4)
     result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
     assert result["step"] == config.epochs * config.steps_per_epoch
+    assert result["history"][-1]["learning_rate"] == pytest.approx(config.learning_rate * 0.25)
     log_text = open(tmp_path / "run" / "train.log").read()
-    assert "non-finite weights at step 4" in log_text and "restore 1 of 3" in log_text
+    assert "loss nan at step 5" in log_text and "restore 1 of 3" in log_text
+    assert "non-finite weights at step 8" in log_text and "restore 2 of 3" in log_text
     assert_checkpoint_finite(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")))
 
 

@@ -177,6 +177,7 @@ def test_finished_runs_are_skipped_and_another_config_is_refused(smoke_config, t
         ablate.run_grid(other_base, other_cells, str(tmp_path), train=train)
 
 
+@pytest.mark.slow
 def test_real_run_then_skip_then_resume(smoke_config, tmp_path, monkeypatch, capsys):
     """One real smoke run through main(); the re-run skips it; a truncated log is resumed."""
     voc_root = smoke_config.voc_root

@@ -74,6 +74,7 @@ def test_op_type_recognises_tf_op_events_only(name, display_name, expected):
     assert profile.op_type(name, display_name) == expected
 
 
+@pytest.mark.slow
 def test_smoke_run_traces_and_reports_conv_ops(synthetic_voc_root, tmp_path, capsys):
     workdir = tmp_path / "profile"
     status = profile.main(["--config", "smoke", "--workdir", str(workdir), "--set", f"voc_root={synthetic_voc_root}",

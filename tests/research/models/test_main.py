@@ -31,6 +31,7 @@ def summary_rows(lines):
     return {line[:40].strip(): line[40:].split() for line in lines[1:]}
 
 
+@pytest.mark.slow
 def test_summary_prints_parameter_counts(summary_lines):
     rows = summary_rows(summary_lines)
     # The FLOPs columns (257 and 513 px) come before the shape.
@@ -61,6 +62,7 @@ def test_summary_prints_parameter_counts(summary_lines):
     assert " ".join(shape) == "(None, 64, 64, 21)"
 
 
+@pytest.mark.slow
 def test_summary_lists_mobilenet_v2_with_flops(summary_lines):
     assert "GFLOPs@257" in summary_lines[0] and "GFLOPs@513" in summary_lines[0]
     rows = summary_rows(summary_lines)

@@ -62,8 +62,6 @@ def test_os16_loads_every_layer_from_keras3_weights_file(imagenet_style_weights)
 
 def test_os8_loads_imagenet_from_the_keras_cache_legacy_h5(imagenet_style_weights,
                                                           tmp_path, monkeypatch):
-    if imagenet_style_weights.legacy_path is None:
-        pytest.skip(imagenet_style_weights.legacy_skip_reason)
     (tmp_path / "models").mkdir()
     shutil.copy(imagenet_style_weights.legacy_path, tmp_path / "models" / NOTOP)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))

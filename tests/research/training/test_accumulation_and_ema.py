@@ -1,6 +1,5 @@
 """Gradient accumulation (k micro-batches of b = one batch of k*b) and the EMA of weights."""
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -40,7 +39,7 @@ def train_two_steps(config, batch_size, accumulate_steps):
     return losses, [w.numpy() for w in model.weights], confusion.result().numpy(), optimizer
 
 
-@pytest.mark.parametrize("loss_impl", ["fused", "reference"])
+@pytest.mark.parametrize("loss_impl", ["fused", pytest.param("reference", marks=pytest.mark.slow)])
 def test_micro_batches_equal_one_batch_when_batchnorm_is_frozen(smoke_config, loss_impl):
     # CE + dice, class weights, ignored pixels: one batch of 4 against 2 x 2 and 4 x 1.
     config = smoke_config.replace(bn_policy="frozen", optimizer="sgd", momentum=0.9, learning_rate=0.5,
@@ -55,6 +54,7 @@ def test_micro_batches_equal_one_batch_when_batchnorm_is_frozen(smoke_config, lo
         np.testing.assert_array_equal(got_confusion, confusion)
 
 
+@pytest.mark.slow
 def test_training_batchnorm_normalizes_each_micro_batch_by_itself(smoke_config):
     config = smoke_config.replace(bn_policy="train", optimizer="sgd", learning_rate=0.5)
     whole, micro = train_two_steps(config, 4, 1), train_two_steps(config, 2, 2)
@@ -88,12 +88,17 @@ def test_ema_keeps_the_average_of_the_weights(smoke_config):
     assert moving_averages(build.make_optimizer(smoke_config, "float32")) is None
 
 
-def _checkpoint_values(workdir):
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith(("model/", "optimizer/"))}
+@pytest.fixture(scope="module")
+def accumulating_run(smoke_config, tmp_path_factory):
+    """(config, workdir, result): 2 epochs of 2 steps, each one update of 2 micro-batches
+    of 2 images (accumulate_steps 2), with an EMA of the weights."""
+    config = smoke_config.replace(accumulate_steps=2, ema_decay=0.5, steps_per_epoch=None,
+                                  checkpoint_every_steps=100)
+    workdir = str(tmp_path_factory.mktemp("accumulate") / "straight")
+    return config, workdir, train_lib.train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow
 def test_a_step_is_one_update_of_the_accumulated_batch(accumulating_run):
     config, workdir, result = accumulating_run
     # 8 train images, batch_size 2, accumulate_steps 2: 4 images per step, 2 steps per epoch.
@@ -103,6 +108,7 @@ def test_a_step_is_one_update_of_the_accumulated_batch(accumulating_run):
     assert [int(reader.get_tensor(n)) for n in iterations] == [4], iterations   # optimizer updates
 
 
+@pytest.mark.slow
 def test_the_export_holds_the_averaged_weights(accumulating_run):
     config, workdir, _ = accumulating_run
     exported, info = export_lib.load_export(os.path.join(workdir, "export"))
@@ -118,38 +124,3 @@ def test_the_export_holds_the_averaged_weights(accumulating_run):
     for average, weight, trained in zip(averages, exported.trainable_variables, model.trainable_variables):
         np.testing.assert_array_equal(weight.numpy(), average.numpy())
     assert any(not np.array_equal(a.numpy(), t.numpy()) for a, t in zip(averages, model.trainable_variables))
-
-
-@pytest.mark.slow
-def test_resume_inside_an_accumulation_equals_the_uninterrupted_run(accumulating_run, tmp_path, monkeypatch):
-    """SIGTERM arrives while step 3's micro-batches run: the step ends whole (a checkpoint
-    never holds part of an accumulation), then the run stops; resumed, it equals the
-    uninterrupted run, EMA averages and optimizer slots included."""
-    config, straight, reference = accumulating_run
-    real_make_train_step = train_lib.make_train_step
-    calls = []
-
-    def make_signalling_step(*args, **kwargs):
-        step = real_make_train_step(*args, **kwargs)
-
-        def signalling_step(*step_args):
-            calls.append(1)
-            if len(calls) == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return step(*step_args)
-        return signalling_step
-
-    monkeypatch.setattr(train_lib, "make_train_step", make_signalling_step)
-    workdir = str(tmp_path / "interrupted")
-    with pytest.raises(train_lib.TrainingInterrupted, match="SIGTERM at step 3"):
-        train_lib.train_and_evaluate(config, workdir)
-    monkeypatch.setattr(train_lib, "make_train_step", real_make_train_step)
-    resumed = train_lib.train_and_evaluate(config, workdir)
-    assert [r["step"] for r in resumed["history"]] == [2, 4]
-    for got, want in zip(resumed["history"], reference["history"]):
-        for name in ("loss", "val_loss", "val_mean_iou", "learning_rate"):
-            assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-7), name
-    ours, theirs = _checkpoint_values(workdir), _checkpoint_values(straight)
-    assert set(ours) == set(theirs)
-    for name, value in theirs.items():
-        np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -1,6 +1,4 @@
 """HParams: each run's settings and final metrics, readable with TensorBoard's reader."""
-import os
-
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -48,8 +46,3 @@ def test_experiment_lists_every_value_the_runs_take(tmp_path):
     batch = next(h for h in experiment.hparam_infos if h.name == "batch_size")
     assert sorted(v.number_value for v in batch.domain_discrete.values) == [2, 4]
     assert [m.name.tag for m in experiment.metric_infos] == list(hparams.FINAL_METRICS)
-
-
-def test_every_training_run_writes_its_session(accumulating_run_dir):
-    session = hparams.read_session(os.path.join(accumulating_run_dir, "tensorboard"))
-    assert session["accumulate_steps"] == 2 and session["ema_decay"] == "0.5"
