@@ -28,7 +28,15 @@ speedups (`python scripts/check_speedups.py`):
                        "onednn_baseline"}}}
 models (`python -m research.models --json`):
     {"rows": [{"config", "model", "backbone", "head", "output_stride", "input_size": [h, w],
-               "parameters", "trainable", "non_trainable", "gflops"}]}
+               "parameters", "trainable", "non_trainable", "gflops", ...}]}
+compare_<name> (`python scripts/compare_runs.py RUN RUN ... --name NAME --json`), built by
+research.tools.compare_runs.compare:
+    {"budget_seconds": the shortest run's training seconds,
+     "runs": [{"run" (the workdir's name), "config" (its config's name), "model", "backbone",
+               "batch" ("<batch_size> x <accumulate_steps>"), "bn_policy", "epochs", "steps",
+               "train_seconds", "final_val_mean_iou", "best_val_mean_iou",
+               "test_mean_iou" (null without eval/metrics.json),
+               "at_budget": {"epoch", "seconds", "val_mean_iou"} or null}]}
 
 Standard library only.
 """

@@ -74,18 +74,32 @@ def per_machine(root, file_name, render):
 # ---------------------------------------------------------------------------------
 # The train step.
 # ---------------------------------------------------------------------------------
+SWITCHED_OFF = ("loss", "atrous", "batchnorm", "atrous_backward")   # one optimization off
+
+
+def case_changes(case):
+    """What a train-step case changes from the project's step: its optimizations switched
+    off and op determinism, as readable words (empty for the project's own step)."""
+    extras = [f"{k} {case[k]}" for k in SWITCHED_OFF if k in case]
+    return extras + (["deterministic"] if case.get("deterministic") else [])
+
+
+def is_default_case(case):
+    """Whether a train-step case is the project's default step on a CPU: the custom loop,
+    oneDNN on, XLA off, nothing switched off (at any batch)."""
+    return (case.get("trainer") == "custom" and bool(case.get("onednn")) and not case.get("xla")
+            and not case_changes(case))
+
+
 def describe_train_case(case):
     """A readable label for a train-step case dict (bench_train_step.CASES)."""
     trainer = "custom loop" if case["trainer"] == "custom" else "Keras `fit`"
     parts = [f"{case['model']} {trainer}", f"oneDNN {'on' if case['onednn'] else 'off'}"]
     if case["trainer"] == "custom":
         parts.append(f"XLA {'on' if case['xla'] else 'off'}")
-    extras = [f"{k} {case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward") if k in case]
-    if case.get("deterministic"):
-        extras.append("deterministic")
+    extras = case_changes(case)
     label = ", ".join(parts) + ("; " + ", ".join(extras) if extras else "")
-    default = case["trainer"] == "custom" and case["onednn"] and not case["xla"] and not extras
-    return f"**{label} (project default on CPU)**" if default else label
+    return f"**{label} (project default on CPU)**" if is_default_case(case) else label
 
 
 def train_step_table(found):

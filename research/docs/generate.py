@@ -8,7 +8,7 @@ its function, name it here, and put the name's markers where the table belongs.
 import glob
 import os
 
-from research.docs import bench_tables, cli_reference, config_reference, markers, result_tables
+from research.docs import bench_tables, cli_reference, config_reference, markers, result_tables, zoo
 
 BLOCKS = {
     # References, from the code.
@@ -32,6 +32,12 @@ BLOCKS = {
     "speedups": result_tables.block("speedups", "speed-up check", result_tables.speedups_table),
     "models": result_tables.block("models", "model summary", result_tables.models_table,
                                   machine_independent=True),
+    "compare-accumulation": result_tables.block("compare_accumulation", "comparison of accumulation runs",
+                                                result_tables.comparison_table),
+    "compare-decoder": result_tables.block("compare_decoder", "comparison of DeepLab v3+ and v3",
+                                           result_tables.comparison_table),
+    # Every named config with the figures measured of its network (docs/model_zoo.md).
+    "model-zoo": zoo.model_zoo,
 }
 
 

@@ -18,6 +18,8 @@ COMMANDS = {
                  "--set backbone_blocks=[1,1,1,1] --json"),
     "speedups": "python scripts/check_speedups.py",
     "models": "python -m research.models --json",
+    "compare_accumulation": "python scripts/compare_runs.py runs/demo runs/demo_b4x2 --name accumulation --json",
+    "compare_decoder": "python scripts/compare_runs.py runs/demo runs/demo_v3plus --name decoder --json",
 }
 
 
@@ -102,13 +104,38 @@ def models_table(results):
                          "of which BatchNorm statistics", "GFLOPs per image"], rows)
 
 
+def comparison_table(results):
+    """scripts/compare_runs.py's comparison: the budget, then one row per run."""
+    rows = []
+    for r in results["runs"]:
+        reached = r.get("at_budget")
+        rows.append([f"`{r['run']}`", f"`{r['config']}`", r["model"], r["backbone"], r["batch"], r["bn_policy"],
+                     r["epochs"], f"{r['steps']:,}", tables.number(r["train_seconds"], 0),
+                     f"{reached['val_mean_iou']:.4f} (epoch {reached['epoch']})" if reached else "-",
+                     tables.number(r["final_val_mean_iou"], 4), tables.number(r["best_val_mean_iou"], 4),
+                     tables.number(r.get("test_mean_iou"), 4)])
+    budget = (f"Equal training time: {results['budget_seconds']:,.0f} s, the shortest run's (evaluation "
+              "not counted); each run's val mean IoU at the last epoch it finished within it.")
+    return budget + "\n\n" + tables.table(
+        ["run", "config", "model", "backbone", "batch x accumulate_steps", "bn_policy", "epochs", "steps",
+         "training s", "val mean IoU at equal time", "final val mean IoU", "best val mean IoU",
+         "test mean IoU"], rows)
+
+
+def newest_results(root, name):
+    """(machine, results) of the newest saved `<name>.json` of any machine by its
+    provenance date, or None when no machine saved one."""
+    found = saved_results(root, name)
+    return max(found, key=lambda item: str(item[1]["provenance"]["date"])) if found else None
+
+
 def newest(root, name, what, render):
     """The newest saved `<name>.json` of any machine (for numbers that do not depend on the
     machine, such as parameter counts), under its provenance line."""
-    found = saved_results(root, name)
+    found = newest_results(root, name)
     if not found:
         return tables.missing(what, COMMANDS[name], f"{results_lib.RESULTS_DIR}/<machine>/{name}.json")
-    _, results = max(found, key=lambda item: str(item[1]["provenance"]["date"]))
+    results = found[1]
     return tables.with_provenance(results["provenance"], render(results))
 
 
