@@ -21,9 +21,11 @@ Sources:
                        and the batch in extra_info; minimum seconds per step, and the worker's
                        peak memory over the steps (`extra_info["peak_rss_bytes"]`) where the
                        run recorded it
-  TFLite latency       each machine's tflite.json latency rows (scripts/tflite_report.py), on
-                       the networks of `TFLITE_NETWORKS`; the measured size nearest the
-                       config's input, 1 and 2 interpreter threads
+  TFLite latency       each machine's tflite.json latency rows (scripts/tflite_report.py: mean
+                       ms per frame) and its latest `make bench` run's bench_tflite.py cases
+                       (minimum ms), both on the networks of `TFLITE_NETWORKS`
+                       (research.export_tflite.full_size_model); the measured size nearest
+                       the config's input, 1 and 2 interpreter threads
   mIoU, embedded data  demo.json (`make demo`) for its config, and the rows of every
                        compare_<name>.json (scripts/compare_runs.py) that are a named config's
                        own run: its config's name, model, backbone, batch x accumulate_steps
@@ -176,21 +178,44 @@ def _group_size(group):
 
 
 def tflite_figures(root, configs):
-    """{name: {"none": [Figure], "int8": [Figure]}} from each machine's tflite.json."""
+    """{name: {"none": [Figure], "int8": [Figure]}} from each machine's tflite.json
+    (mean ms per frame) and latest `make bench` run (bench_tflite.py: minimum ms)."""
     figures = {}
     for machine, saved in result_tables.saved_results(root, "tflite"):
-        artifact = results_artifact(machine, "tflite")
-        for name, config in configs.items():
-            backbone = next((b for b, net in TFLITE_NETWORKS.items() if network(net) == network(config)), None)
-            for mode in ("none", "int8"):
-                rows = [r for r in saved.get("latency", []) if r["backbone"] == backbone and r["mode"] == mode]
-                if not rows:
-                    continue
-                row = min(rows, key=lambda r: abs(r["size"] - config.input_size[0]))
-                text = (f"{tables.number(row['ms_per_frame_1_thread'], 1)} / "
-                        f"{tables.number(row['ms_per_frame_2_threads'], 1)} ms ({row['size']} px)")
-                figures.setdefault(name, {}).setdefault(mode, []).append(Figure(text, artifact, saved["provenance"]))
+        add_latency(figures, configs, saved.get("latency", []), "mean",
+                    results_artifact(machine, "tflite"), saved["provenance"])
+    for machine, _, path, run in bench_tables.saved_runs(root):
+        rows = bench_latency_rows(bench_tables.benchmarks_of(run, "bench_tflite.py"))
+        add_latency(figures, configs, rows, "min", os.path.relpath(path, root).replace(os.sep, "/"),
+                    bench_tables.run_provenance(machine, run))
     return figures
+
+
+def bench_latency_rows(found):
+    """bench_tflite.py's benchmarks as tflite.json's latency rows (ms per frame, minimum)."""
+    rows = {}
+    for bench in found:
+        p = bench["params"]
+        row = rows.setdefault((p["backbone"], p["size"], p["mode"]),
+                              {"backbone": p["backbone"], "size": p["size"], "mode": p["mode"]})
+        row[f"ms_per_frame_{p['threads']}_thread" + ("s" if p["threads"] > 1 else "")] = (
+            1000 * bench_tables.seconds(bench))
+    return list(rows.values())
+
+
+def add_latency(figures, configs, rows, statistic, artifact, provenance):
+    """Adds to `figures` the float32 ("none") and int8 latency of `rows` (tflite.json's
+    latency schema) to every config whose network was timed, at the size nearest its input."""
+    for name, config in configs.items():
+        backbone = next((b for b, net in TFLITE_NETWORKS.items() if network(net) == network(config)), None)
+        for mode in ("none", "int8"):
+            timed = [r for r in rows if r["backbone"] == backbone and r["mode"] == mode]
+            if not timed:
+                continue
+            row = min(timed, key=lambda r: abs(r["size"] - config.input_size[0]))
+            text = (f"{tables.number(row.get('ms_per_frame_1_thread'), 1)} / "
+                    f"{tables.number(row.get('ms_per_frame_2_threads'), 1)} ms ({row['size']} px, {statistic})")
+            figures.setdefault(name, {}).setdefault(mode, []).append(Figure(text, artifact, provenance))
 
 
 def miou_figures(root, configs):

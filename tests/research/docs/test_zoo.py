@@ -118,10 +118,24 @@ def test_tflite_latency_of_the_measured_networks_at_the_nearest_size(tmp_path, c
     save(tmp_path, "vm-A", "tflite", results.tflite_results(latency, []), "python scripts/tflite_report.py --json")
     text = zoo.model_zoo(str(tmp_path), configs)
     mobile = row_of(text, "deeplabv3_mobilenetv2_voc")[0]            # 384 px: 257 is the nearer size
-    assert mobile[8:10] == ["10.0 / 5.0 ms (257 px) [1]", "10.0 / 5.0 ms (257 px) [1]"]
+    assert mobile[8:10] == ["10.0 / 5.0 ms (257 px, mean) [1]", "10.0 / 5.0 ms (257 px, mean) [1]"]
     assert row_of(text, "demo_mobile")[0][8:10] == ["not measured", "not measured"]   # width 16, not 32
-    assert row_of(text, "deeplabv3_voc_aug")[0][8:10] == ["not measured", "200.0 / 120.0 ms (513 px) [1]"]
+    assert row_of(text, "deeplabv3_voc_aug")[0][8:10] == ["not measured", "200.0 / 120.0 ms (513 px, mean) [1]"]
     assert "Artifact: `benchmarks/results/vm-A/tflite.json`." in text
+
+
+def test_tflite_latency_of_a_saved_bench_run(tmp_path, configs):
+    def timed(size, mode, threads, seconds):
+        return {"group": "tflite", "name": "test_tflite", "param": "x", "extra_info": {"items_per_call": 1},
+                "params": {"backbone": "mobilenet_v2", "size": size, "mode": mode, "threads": threads},
+                "fullname": "benchmarks/bench_tflite.py::test_tflite[x]", "stats": {"min": seconds}}
+
+    save_bench(tmp_path, "vm-A", [timed(513, "int8", 1, 0.08), timed(513, "int8", 2, 0.04),
+                                  timed(257, "none", 1, 0.02)])
+    text = zoo.model_zoo(str(tmp_path), configs)
+    mobile = row_of(text, "deeplabv3_mobilenetv2_voc")[0]
+    assert mobile[8:10] == ["20.0 / - ms (257 px, min) [1]", "80.0 / 40.0 ms (513 px, min) [1]"]
+    assert "by `make bench`. Artifact: `benchmarks/baselines/vm-A/" in text
 
 
 def test_miou_only_from_runs_of_the_config_itself(tmp_path, configs):
