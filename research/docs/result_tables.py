@@ -98,10 +98,12 @@ def speedups_table(results):
 def models_table(results):
     rows = [[f"`{r['config']}`", r["model"], r["backbone"], r.get("head") or "-", r.get("output_stride") or "-",
              "x".join(str(s) for s in r["input_size"]), f"{r['parameters']:,}", f"{r['non_trainable']:,}",
-             tables.number(r["gflops"], 2)]
+             tables.number(r["gflops"], 2),
+             f"{tables.number(r['gflops_eval'], 2)} (OS{r['eval_output_stride']})" if r.get("gflops_eval") else "-"]
             for r in results["rows"]]
     return tables.table(["config", "model", "backbone", "head", "output stride", "input", "parameters",
-                         "of which BatchNorm statistics", "GFLOPs per image"], rows)
+                         "of which not trainable", "GFLOPs per image",
+                         "at the evaluation output stride"], rows)
 
 
 def comparison_table(results):

@@ -288,7 +288,7 @@ def model_zoo(root, configs=None):
             notes.cell(timed.get("none", [])), notes.cell(timed.get("int8", [])), NOT_MEASURED])
         accuracy_rows.append([f"`{name}`", notes.cell(miou.get(name, [])), NOT_MEASURED])
     speed = tables.table(["config", "model", "backbone", "input", "parameters", "GFLOPs per image",
-                          "CPU train step (s)", "CPU train step peak memory", "TFLite float32 on CPU, 1 / 2 threads",
+                          "CPU train step", "CPU train step peak memory", "TFLite float32 on CPU, 1 / 2 threads",
                           "TFLite int8 on CPU, 1 / 2 threads", "GPU"], speed_rows)
     accuracy = tables.table(["config", "test mean IoU, embedded data", "mean IoU, real data (val)"],
                             accuracy_rows)

@@ -216,7 +216,16 @@ def test_models_shows_the_newest_file_of_any_machine(tmp_path):
         results.write_results(path, {"rows": [row]}, f"python -m research.models --json  # {machine}")
     text = generate.BLOCKS["models"](str(tmp_path))
     assert text.count("Measured on") == 1
-    assert "| `smoke` | deeplab_v3 | resnet50 | aspp | 16 | 32x32 | 1,234,567 | 567 | 0.02 |" in text
+    assert "| `smoke` | deeplab_v3 | resnet50 | aspp | 16 | 32x32 | 1,234,567 | 567 | 0.02 | - |" in text
+
+
+def test_models_show_the_flops_at_the_evaluation_output_stride(tmp_path):
+    row = {"config": "deeplabv3_voc_aug", "model": "deeplab_v3", "backbone": "resnet50", "head": "aspp",
+           "output_stride": 16, "eval_output_stride": 8, "input_size": [513, 513], "parameters": 39131285,
+           "trainable": 39075093, "non_trainable": 56192, "gflops": 99.2359, "gflops_eval": 331.5082}
+    path = results.results_path("models", "vm-A", root=str(tmp_path))
+    results.write_results(path, {"rows": [row]}, "python -m research.models --json")
+    assert "| 56,192 | 99.24 | 331.51 (OS8) |" in generate.BLOCKS["models"](str(tmp_path))
 
 
 def test_ablation_table_shows_the_noise_floor_and_failed_cells(tmp_path):
