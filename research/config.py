@@ -316,7 +316,9 @@ def load_config_file(path):
         raise ValueError(f"{path}: a config file must hold a JSON object")
     if set(data) == {"config", "runtime"}:
         data = data["config"]  # a run's config.json: the config plus the runtime choices
-    return config_from_dict(data, source=path)
+    config = config_from_dict(data, source=path)
+    # A folder dataset's classes.json says how many classes there are, unless the file does.
+    return config if "num_classes" in data else with_folder_classes(config)
 
 
 def apply_overrides(config, overrides):

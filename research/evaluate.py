@@ -492,6 +492,20 @@ def _output_folder(workdir, subset, out_dir, tflite):
     return out
 
 
+def _inference_mode(config, mode, window, stride, tflite):
+    """(mode, window, stride) of an evaluation: what was asked, else the run config's.
+
+    The config's window and stride are a pair: a --window given alone takes its own
+    default stride, not the config's. A .tflite file runs at one size, so it is scored
+    whole unless --mode slide is asked for (then refused, saying why).
+    """
+    if mode is None and tflite:
+        return "whole", None, None
+    if window is not None:
+        return mode or config.eval_mode, window, stride
+    return mode or config.eval_mode, config.eval_window, stride or config.eval_stride
+
+
 def _load_for_evaluation(workdir, config, source, tflite, inference):
     """(LoadedModel, config), rebuilt at eval_output_stride when the config says so."""
     if tflite:
@@ -572,8 +586,8 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
     config = export_lib.read_run_config(workdir, voc_root, data_root)
     data = datasets.dataset_of(config)
     data.check_root()       # before the model loads: a wrong folder fails fast
-    inference = Inference(mode or config.eval_mode, window or config.eval_window,
-                          stride or config.eval_stride, bool(flip), scales, full_resolution)
+    inference = Inference(*_inference_mode(config, mode, window, stride, tflite), bool(flip), scales,
+                          full_resolution)
     batch_size = int(batch_size or config.eval_batch_size)
     loaded, config = _load_for_evaluation(workdir, config, source, tflite, inference)
     inference = inference.resolved(loaded.input_size)

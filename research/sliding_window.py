@@ -22,6 +22,7 @@ is returned (as `research.evaluate.tta_logits` does for whole images).
 
 The arithmetic is in numpy on the host, the model in one tf.function per window size.
 """
+import argparse
 import math
 
 import numpy as np
@@ -32,6 +33,14 @@ from research.data.pipeline import PAD_RGB_MEAN
 WINDOWS_PER_CALL = 4   # model calls take this many windows (bounds their activation memory)
 
 
+def positive_int(text):
+    """argparse type: an integer of at least 1 (a window or stride side)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
+    return value
+
+
 def add_window_arguments(parser, mode_default):
     """Adds --mode whole|slide, --window H W and --stride H W to an argparse parser
     (research.evaluate, research.predict); `mode_default` says what no --mode means."""
@@ -39,9 +48,9 @@ def add_window_arguments(parser, mode_default):
                         help=f"whole: each image resized to the model's input size; slide: overlapping "
                              f"windows over the image at its own size, logits averaged (default: "
                              f"{mode_default})")
-    parser.add_argument("--window", type=int, nargs=2, default=None, metavar=("H", "W"),
+    parser.add_argument("--window", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
                         help="slide: the window's height and width (default: the model's input size)")
-    parser.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"),
+    parser.add_argument("--stride", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
                         help="slide: pixels between windows, at most the window (default: 2/3 of the window)")
 
 
@@ -142,7 +151,11 @@ def make_slide_predictor(model, window, stride=None, flip=False, scales=(1.0,)):
     """`predict(images [B, H, W, 3] in [0, 255]) -> float32 [B, H, W, C] numpy`: each
     image by `slide_tta_logits` (stride None: `default_stride(window)`)."""
     window = tuple(int(v) for v in window)
+    if len(window) != 2 or min(window) < 1:
+        raise ValueError(f"the window must be two positive integers (height, width); got {list(window)}")
     stride = tuple(int(v) for v in (stride or default_stride(window)))
+    if len(stride) != 2 or min(stride) < 1:
+        raise ValueError(f"the stride must be two positive integers (height, width); got {list(stride)}")
     if any(s > w for s, w in zip(stride, window)):
         raise ValueError(f"stride {list(stride)} is larger than the window {list(window)}: pixels "
                          f"between windows would never be predicted")

@@ -53,9 +53,9 @@ from research.data import datasets, pipeline
 from research.faults import kill_point
 from research.progress import ProgressBar
 from research.training import schedules
-from research.training.checkpoints import CheckpointFiles, Checkpointer, remove_leftovers
+from research.training.checkpoints import CheckpointFiles, Checkpointer, checkpoint_step, remove_leftovers
 from research.training.distributed import batch_epoch, check_role, distribute_batches, make_worker_gather
-from research.training.ema import averaged_weights
+from research.training.ema import averaged_weights, start_averages
 from research.training.loop_state import (
     CSV_COLUMNS, METRIC_NAMES, LoopState, checks_gradients, close_epoch, data_position, epoch_done,
     epoch_row, itstime, mid_epoch_save_due, record_step, run_finished, running_loss)
@@ -279,6 +279,7 @@ def create_train_state(config, rt):
                                   pretrained=not rt.resume_from)
         optimizer = build.make_optimizer(config, rt.precision)
         optimizer.build(model.trainable_variables)
+        start_averages(model, optimizer)   # EMA (ema_decay): replaced by a checkpoint's on resume
         confusions = [kernels.StreamingConfusionMatrix(config.num_classes, config.ignore_label, name=name)
                       for name in ("train_confusion", "val_confusion")]
     train_step = make_train_step(model, optimizer, rt.strategy, config, confusions[0], rt.use_xla,
@@ -370,10 +371,20 @@ def save_checkpoint(run, state):
 
 def recover(run, state, message):
     """After a NaN/Inf: the LoopState of the last good checkpoint, restored with a lower
-    base learning rate (nan_policy "restore"); raises NonFiniteLossError otherwise."""
+    base learning rate (nan_policy "restore"); raises NonFiniteLossError otherwise.
+
+    Every worker calls this together (the loss and the finite flags are reduced over all
+    of them) and decides alike: all restore the same checkpoint, or all stop.
+    """
     config, latest = run.config, run.checkpointer.latest
-    if config.nan_policy != "restore" or not latest or state.nan_restores >= config.max_nan_restores:
+    if config.nan_policy != "restore" or state.nan_restores >= config.max_nan_restores:
         raise NonFiniteLossError(f"{message}; stopped. Last good checkpoint: {latest}")
+    steps = run.runtime.worker_gather(checkpoint_step(latest))   # a collective with several workers
+    if min(steps) < 0 or len(set(steps)) > 1:
+        seen = f" (the workers see checkpoints {steps}, -1: none; each must read the chief's " \
+               "checkpoints/ folder to restore)" if len(steps) > 1 else ""
+        raise NonFiniteLossError(f"{message}; stopped: no checkpoint to restore{seen}. "
+                                 f"Last good checkpoint: {latest}")
     restored = run.checkpointer.restore(latest)
     restored.nan_restores = state.nan_restores + 1
     restored.base_learning_rate *= config.nan_lr_factor
@@ -500,9 +511,9 @@ def finish(run, state, workdir):
     return result
 
 
-def _train(config, workdir, role, resume_from):
+def _train(config, workdir, role, resume_from, hparam_fields):
     rt = setup_runtime(config, role, resume_from, workdir)
-    outputs = RunOutputs(config, workdir, role.is_chief)
+    outputs = RunOutputs(config, workdir, role.is_chief, hparam_fields)
     outputs.write_run_config(rt.info)
     data = make_input(config, rt)
     train = create_train_state(config, rt)
@@ -528,13 +539,15 @@ def _train(config, workdir, role, resume_from):
 # ---------------------------------------------------------------------------------
 # The whole run.
 # ---------------------------------------------------------------------------------
-def train_and_evaluate(config, workdir, resume=True):
+def train_and_evaluate(config, workdir, resume=True, hparam_fields=()):
     """Trains `config` in `workdir`, evaluating on val after every epoch.
 
     Args:
       config: a `research.config.Config`.
       workdir: the run's folder (created if missing). A checkpoint there is resumed.
       resume: False refuses to touch a workdir that already holds a checkpoint.
+      hparam_fields: config fields TensorBoard's HParams tab shows for this run besides
+        the usual ones (research.training.hparams): an ablation's axes.
     Returns:
       dict with "history" (rows of train_log.csv), "best" and "best_epoch" (the
       monitored value), "step", "stopped_early" and "runtime" (device choices).
@@ -554,7 +567,7 @@ def train_and_evaluate(config, workdir, resume=True):
         _check_resumable(workdir, config)
     role = runtime.worker_role(config.distribute)
     with _workdir_of(role, workdir, ckpt_dir, resume_from):
-        return _train(config, workdir, role, resume_from)
+        return _train(config, workdir, role, resume_from, hparam_fields)
 
 
 @contextlib.contextmanager
@@ -577,6 +590,15 @@ def _workdir_of(role, workdir, ckpt_dir, resume_from):
 # ---------------------------------------------------------------------------------
 # Command line.
 # ---------------------------------------------------------------------------------
+def step_range(text):
+    """argparse type of --profile_steps: "FIRST,LAST" or "STEP" -> [first, last]."""
+    first, _, last = text.partition(",")
+    try:
+        return [int(first), int(last or first)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST,LAST (two step numbers); got {text!r}") from None
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m research.train",
@@ -586,7 +608,7 @@ def parse_args(argv=None):
     parser.add_argument("--workdir", required=True, help="the run's folder; a checkpoint there is resumed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (value parsed as JSON), repeatable")
-    parser.add_argument("--profile_steps", default=None, metavar="FIRST,LAST",
+    parser.add_argument("--profile_steps", default=None, metavar="FIRST,LAST", type=step_range,
                         help="trace these global steps with the TensorBoard profiler "
                              "(shorthand for --set profile_steps=[FIRST,LAST])")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
@@ -601,8 +623,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     overrides = list(args.overrides)
     if args.profile_steps:
-        first, _, last = args.profile_steps.partition(",")
-        overrides.append(f"profile_steps=[{int(first)},{int(last or first)}]")
+        overrides.append(f"profile_steps={json.dumps(args.profile_steps)}")
 
     def work():
         config = config_lib.apply_overrides(configs.load_config(args.config), overrides)

@@ -89,6 +89,8 @@ def find_samples(cityscapes_root, splits=SPLITS):
         if not os.path.isdir(images):
             raise FileNotFoundError(f"{images} does not exist")
         for city in sorted(os.listdir(images)):
+            if not os.path.isdir(os.path.join(images, city)):   # .DS_Store and the like
+                continue
             for name in sorted(os.listdir(os.path.join(images, city))):
                 if name.endswith(IMAGE_SUFFIX):
                     stem = name[:-len(IMAGE_SUFFIX)]

@@ -159,7 +159,9 @@ def colours_to_indices(path, rgb, colours):
         raise voc.BadFileError(path, "mask_colours",
                                f"colours {listed}{' ...' if len(unknown) > 5 else ''} on "
                                f"{int(counts.sum())} pixel(s) are not in the palette of classes.json; "
-                               f"hint: add them to the palette, or was the mask resized with smoothing?")
+                               f"hint: was the mask resized with smoothing? A colour mask holds one "
+                               f"colour per class and nothing else: mark pixels to ignore in an index "
+                               f"mask (8-bit PNG, pixel = class, the ignore label for void) instead")
     return order[position].astype(np.uint8)
 
 
@@ -169,6 +171,19 @@ def _mode_problem(mode):
                 f"is the class index")
     return (f"mask has colour mode {mode}; masks are 8-bit single-channel or palettized PNGs whose "
             f"pixel value is the class index")
+
+
+def _missing_mask(path):
+    """Raises BadFileError for a missing masks/<id>.png, naming a file of the same id with
+    another extension (a JPEG mask, or an id listed with its extension) when there is one."""
+    folder, name = os.path.split(path)
+    stem = os.path.splitext(name)[0]
+    others = sorted(n for n in (os.listdir(folder) if os.path.isdir(folder) else ())
+                    if os.path.splitext(n)[0] in (stem, os.path.splitext(stem)[0]) and n != name)
+    hint = (f"; hint: found {', '.join(others[:3])}: masks must be PNG files named <id>.png "
+            f"(lossless: a JPEG's compression changes class indices), and split lists hold ids "
+            f"without extensions" if others else "")
+    raise voc.BadFileError(path, "missing", f"file does not exist{hint}")
 
 
 def read_mask(path, expected_size, classes, max_pixels=voc.DEFAULT_MAX_PIXELS):
@@ -188,6 +203,8 @@ def read_mask(path, expected_size, classes, max_pixels=voc.DEFAULT_MAX_PIXELS):
         are neither a class nor the ignore label ("mask_values", with the likely cause).
     """
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        _missing_mask(path)
     with voc.open_checked(path, max_pixels, ("PNG",)) as image:
         voc.check_mask_size(path, image.size, expected_size)
         if image.mode in ("RGB", "RGBA") and classes.colours is None:

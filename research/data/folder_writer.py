@@ -100,7 +100,9 @@ def _convert_one(out, sample, classes, convert_mask):
     if os.path.isfile(image_target) and os.path.isfile(mask_target):
         return "kept"
     try:
-        size = voc.image_size(sample.image_file)
+        # Decoded whole, not only its header: a truncated photo is refused here, not later
+        # in training (the photo is copied as it is).
+        size = voc.read_image(sample.image_file).shape[1::-1]
         mask = np.asarray(convert_mask(sample.mask_file))
         voc.check_mask_size(sample.mask_file, (mask.shape[1], mask.shape[0]), size)
         voc.check_mask_values(sample.mask_file, np.bincount(mask.ravel(), minlength=256),

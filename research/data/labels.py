@@ -100,7 +100,9 @@ def split_warnings(class_pixels, ignore_pixels, class_names, ignore_label, split
         return []
     ignored = ignore_pixels / total
     absent = np.flatnonzero(class_pixels == 0)
-    binary = bool(absent.size) and ignore_label == 255 and ignored >= 0.1
+    # 0/255 masks: only class 0 is labelled at all (the foreground went to the ignore value).
+    binary = (ignore_label == 255 and ignored >= 0.1 and class_pixels[0] > 0
+              and not class_pixels[1:].any())
     hint = f"; hint: {BINARY_MASK_HINT}" if binary else ""
     warnings = []
     if absent.size:

@@ -293,8 +293,18 @@ def validate_folder(root, subsets=None, split_seed=0, progress=True, max_pixels=
 
 
 def validate(root, subsets=None, split_seed=0, progress=True, max_pixels=voc.DEFAULT_MAX_PIXELS):
-    """`validate_folder` when `root` holds classes.json, else `validate_voc`."""
-    check = validate_folder if os.path.isfile(folder.classes_file(root)) else validate_voc
+    """`validate_folder` when `root` is a folder dataset, else `validate_voc`.
+
+    A folder dataset is a root with classes.json, or one laid out like it (images/,
+    masks/ or splits/ and no VOC ImageSets/): the folder checks then say that
+    classes.json is missing, instead of VOC's checks reporting VOC's lists as missing.
+    """
+    def exists(name):
+        return os.path.exists(os.path.join(root, name))
+
+    folder_like = (any(exists(name) for name in ("images", "masks", "splits"))
+                   and not exists("ImageSets"))
+    check = validate_folder if exists(folder.CLASSES_FILE) or folder_like else validate_voc
     return check(root, subsets, split_seed, progress, max_pixels)
 
 

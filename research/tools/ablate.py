@@ -89,9 +89,9 @@ AXES = {
     # Small batches: the same images per update as the base, in 2 or 4 micro-batches
     # (research/training/steps.py); what changes is BatchNorm's statistics per micro-batch.
     "accumulate": [
-        ("1", dict(accumulate_steps=1)),
-        ("2", lambda base: dict(batch_size=base.batch_size // 2, accumulate_steps=2)),
-        ("4", lambda base: dict(batch_size=base.batch_size // 4, accumulate_steps=4)),
+        ("1", lambda base: same_update_batch(base, 1)),
+        ("2", lambda base: same_update_batch(base, 2)),
+        ("4", lambda base: same_update_batch(base, 4)),
     ],
     "bn_policy": [
         ("sync", dict(bn_policy="sync")),
@@ -116,6 +116,16 @@ AXES = {
     ],
 }
 BASE_RUN = "base"
+
+
+def same_update_batch(base, micro_batches):
+    """Changes that train the base's images per update in `micro_batches` micro-batches.
+
+    Raises ValueError (the cell is refused) when they do not divide evenly."""
+    images = base.batch_size * base.accumulate_steps
+    if images % micro_batches:
+        raise ValueError(f"{images} images per update cannot be cut into {micro_batches} equal micro-batches")
+    return dict(batch_size=images // micro_batches, accumulate_steps=micro_batches)
 CSV_FIELDS = ("cell", "axis", "run", "overrides", "steps", "final_val_mean_iou", "best_val_mean_iou",
               "best_step", "final_val_loss", "final_val_pixel_accuracy", "images_per_second",
               "wall_seconds", "status")
@@ -165,6 +175,17 @@ def resolve_auto(config):
     use_xla, _ = runtime.resolve_jit_compile(config.jit_compile, device, precision, 1,
                                              deterministic=config.deterministic)
     return config.replace(precision=precision, jit_compile=use_xla)
+
+
+def check_trainable(config):
+    """Raises ValueError, as training would at its start, when one step's images
+    (batch_size x accumulate_steps) outnumber the train split's listed samples."""
+    from research.data import datasets
+
+    listed = len(datasets.dataset_of(config).split(config.train_subset, split_seed=config.split_seed))
+    if config.batch_size * config.accumulate_steps > listed:
+        raise ValueError(f"one step's {config.batch_size * config.accumulate_steps} images (batch_size x "
+                         f"accumulate_steps) outnumber the {listed} listed in the {config.train_subset} split")
 
 
 def _same_run(a, b):
@@ -235,9 +256,10 @@ def make_cells(base, axes, steps, evals, overrides=(), deterministic=True, field
     for axis, values in grid:
         for value, changes in values:
             name = f"{axis}-{value}"
-            changes = changes(base) if callable(changes) else dict(changes)
             try:
+                changes = changes(base) if callable(changes) else dict(changes)
                 config = resolve_auto(base.replace(**changes))
+                check_trainable(config)
             except (ValueError, TypeError) as error:
                 refused.append(f"{name}: {error}")
                 continue
@@ -301,8 +323,9 @@ def read_wall_seconds(workdir):
         return None
 
 
-def train_cell(config, workdir):
+def train_cell(config, workdir, hparam_fields=()):
     """Trains (or resumes) one run; returns its status. Adds its wall time to the workdir.
+    `hparam_fields`: the grid's axes, shown for every run in TensorBoard's HParams tab.
 
     A run whose loss becomes NaN/Inf, or that fails with a ValueError once it runs (its
     data, say), is reported as failed with the reason, and the grid goes on. (Configs the
@@ -313,7 +336,7 @@ def train_cell(config, workdir):
     status = "resumed" if os.path.exists(os.path.join(workdir, "train_log.csv")) else "trained"
     start = time.perf_counter()
     try:
-        train.train_and_evaluate(config, workdir)
+        train.train_and_evaluate(config, workdir, hparam_fields=hparam_fields)
     except (train.NonFiniteLossError, ValueError) as error:
         status = f"failed: {error}"
         print(f"  {status}", flush=True)
@@ -341,7 +364,7 @@ def summarize(cell, history, wall_seconds, status):
     first = history[0] if len(history) > 1 else {"step": 0.0}
     timed = history[1:] or history
     seconds = sum(r["epoch_seconds"] for r in timed)
-    images = (last["step"] - first["step"]) * cell.config.batch_size
+    images = (last["step"] - first["step"]) * cell.config.batch_size * cell.config.accumulate_steps
     row.update(final_val_mean_iou=last["val_mean_iou"], best_val_mean_iou=best["val_mean_iou"],
                best_step=int(best["step"]), final_val_loss=last["val_loss"],
                final_val_pixel_accuracy=last["val_pixel_accuracy"], steps=int(last["step"]),
@@ -411,12 +434,13 @@ def seed_spread(rows):
     return (min(values), max(values), len(values)) if len(values) > 1 else None
 
 
-def write_experiment(out, configs_of_runs):
-    """OUT/tensorboard: the grid's hparams (every value the runs take) and metric columns
-    for TensorBoard's HParams tab; each run writes its own settings and final metrics."""
+def write_experiment(out, configs_of_runs, axes):
+    """OUT/tensorboard: the grid's hparams (every value the runs take, the `axes` fields
+    included) and metric columns for TensorBoard's HParams tab; each run writes its own
+    settings (the axes too) and final metrics."""
     from research.training import hparams  # imports TensorFlow
 
-    hparams.write_experiment(os.path.join(out, "tensorboard"), list(configs_of_runs))
+    hparams.write_experiment(os.path.join(out, "tensorboard"), list(configs_of_runs), axes)
 
 
 def write_outputs(out, rows, histories, base, command):
@@ -458,14 +482,16 @@ def run_grid(base, cells, out, command="", train=train_cell):
       base, cells: from `make_cells`.
       out: the output folder; run folders go to OUT/cells/<run>.
       command: the command line, quoted in ablation.md.
-      train: `(config, workdir) -> status` (`train_cell`; tests pass a stand-in).
+      train: `(config, workdir, hparam_fields=...) -> status` (`train_cell`; tests pass a
+        stand-in).
     Returns:
       the ablation.csv rows. Prints which run is training and an ETA for the grid
       (from the seconds per step of the runs trained so far in this session).
     """
     runs = unique_runs(cells)
     steps = base.epochs * base.steps_per_epoch
-    write_experiment(out, runs.values())
+    axes = sorted({field for cell in cells for field in cell.overrides})
+    write_experiment(out, runs.values(), axes)
     statuses, histories = {}, {}
     trained_steps, trained_seconds = 0, 0.0
 
@@ -488,7 +514,7 @@ def run_grid(base, cells, out, command="", train=train_cell):
             print(f"[{index}/{len(runs)}] {run}{names}: {steps} steps; grid ETA {eta}", flush=True)
             done_before = len(read_history(workdir)) * config.steps_per_epoch
             start = time.perf_counter()
-            statuses[run] = train(config, workdir)
+            statuses[run] = train(config, workdir, hparam_fields=axes)
             trained_steps += steps - done_before
             trained_seconds += time.perf_counter() - start
         histories[run] = read_history(workdir)

@@ -18,6 +18,7 @@ import json
 import os
 
 from research import cli, provenance, results
+from research import config as config_lib
 
 
 def read_run(workdir):
@@ -27,12 +28,13 @@ def read_run(workdir):
     """
     config_path, log_path = os.path.join(workdir, "config.json"), os.path.join(workdir, "train_log.csv")
     try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)["config"]
+        # Through the config loader: a run of an older version gets today's defaults.
+        config = config_lib.load_config_file(config_path).to_dict()
         with open(log_path, newline="") as f:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e.filename}: not found (train the run with research.train first)") from None
+        missing = e.filename or config_path    # the config loader's error names no filename
+        raise FileNotFoundError(f"{missing}: not found (train the run with research.train first)") from None
     if not history:
         raise ValueError(f"{log_path}: no finished epoch yet")
     metrics_path = os.path.join(workdir, "eval", "metrics.json")
@@ -64,8 +66,8 @@ def compare(workdirs):
         rows.append({
             "run": os.path.basename(os.path.normpath(workdir)), "config": config["name"],
             "model": config["model"], "backbone": config["backbone"],
-            "batch": f"{config['batch_size']} x {config.get('accumulate_steps', 1)}",
-            "bn_policy": config.get("bn_policy", "sync"), "epochs": len(history),
+            "batch": f"{config['batch_size']} x {config['accumulate_steps']}",
+            "bn_policy": config["bn_policy"], "epochs": len(history),
             "steps": int(history[-1]["step"]), "train_seconds": sum(r["epoch_seconds"] for r in history),
             "final_val_mean_iou": history[-1]["val_mean_iou"],
             "best_val_mean_iou": max(r["val_mean_iou"] for r in history),

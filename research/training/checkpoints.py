@@ -29,8 +29,10 @@ class CheckpointFiles:
     Every worker calls `save` (saving reads variables, such as the confusion matrices,
     that are summed across workers: a collective). The chief writes `directory`; every
     other worker writes into its own `worker<i>_temp/` inside it, removed at once, so
-    one shared workdir (NFS, GCS) or a folder per worker both work. `latest_checkpoint`
-    is always the chief's, which every worker restores from.
+    saving works with one shared workdir (NFS, GCS) or a folder per worker. Restoring (a
+    resume, a NaN restore) reads `latest_checkpoint` on every worker, so it needs the
+    chief's checkpoints on each: one shared workdir, or a copy of the chief's folder; the
+    workers check that they agree before they restore.
     """
 
     def __init__(self, checkpoint, directory, max_to_keep, role):
@@ -100,6 +102,14 @@ class CheckpointFiles:
         path = self._manager.save(checkpoint_number=number)
         shutil.rmtree(kept_dir, ignore_errors=True)
         return path
+
+
+def checkpoint_step(path):
+    """The step number of checkpoint `path` (".../ckpt-N"), or -1 for None."""
+    if not path:
+        return -1
+    number = os.path.basename(path).rsplit("-", 1)[-1]
+    return int(number) if number.isdigit() else -1
 
 
 class Checkpointer:

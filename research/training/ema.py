@@ -24,6 +24,18 @@ def moving_averages(optimizer):
     return inner._model_variables_moving_average
 
 
+def start_averages(model, optimizer):
+    """Sets every average to the weight it follows (once, after `optimizer.build`).
+
+    Keras creates the averages as zeros and overwrites them at the first APPLIED update;
+    under mixed_float16 the first updates can be skipped (overflow), and an evaluation or
+    export before one is applied would otherwise use all-zero weights.
+    """
+    averages = moving_averages(optimizer)
+    for variable, average in zip(model.trainable_variables, averages or ()):
+        average.assign(variable)
+
+
 @contextlib.contextmanager
 def averaged_weights(model, optimizer):
     """Within the block, `model`'s trainable variables hold their moving averages; after

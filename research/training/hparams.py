@@ -34,15 +34,15 @@ def hparam_value(config_class, name, value):
     return str(list(value) if isinstance(value, tuple) else value)
 
 
-def run_hparams(config, named=None):
-    """{field: value} of `config` for the dashboard: MAIN_FIELDS and every field that
-    differs from `named` (the config it was made from, or None)."""
+def run_hparams(config, named=None, extra_fields=()):
+    """{field: value} of `config` for the dashboard: MAIN_FIELDS, `extra_fields` (an
+    ablation's axes, so every run of a grid shows them) and every field that differs from
+    `named` (the config it was made from, or None)."""
     fields = [f.name for f in dataclasses.fields(config)]
-    differing = set()
+    shown = set(MAIN_FIELDS) | set(extra_fields)
     if named is not None:
-        differing = {name for name in fields if getattr(config, name) != getattr(named, name)}
-    return {name: hparam_value(type(config), name, getattr(config, name))
-            for name in fields if name in MAIN_FIELDS or name in differing}
+        shown |= {name for name in fields if getattr(config, name) != getattr(named, name)}
+    return {name: hparam_value(type(config), name, getattr(config, name)) for name in fields if name in shown}
 
 
 def named_config_of(config):
@@ -57,10 +57,10 @@ def named_config_of(config):
     return None
 
 
-def write_session(logdir, config, trial_id):
-    """Writes the run's HParams session (its settings) into `logdir`."""
+def write_session(logdir, config, trial_id, extra_fields=()):
+    """Writes the run's HParams session (its settings, `run_hparams`) into `logdir`."""
     with tf.summary.create_file_writer(logdir).as_default():
-        hp.hparams(run_hparams(config, named_config_of(config)), trial_id=trial_id)
+        hp.hparams(run_hparams(config, named_config_of(config), extra_fields), trial_id=trial_id)
 
 
 def write_final_metrics(logdir, last_row, best, step):
@@ -75,16 +75,17 @@ def write_final_metrics(logdir, last_row, best, step):
                 tf.summary.scalar(tag, float(value))
 
 
-def write_experiment(logdir, configs, metrics=FINAL_METRICS):
+def write_experiment(logdir, configs, extra_fields=(), metrics=FINAL_METRICS):
     """Describes an experiment (a parent folder of runs) for the HParams tab: every
     hparam the runs write, with every value they take, and the metric columns.
 
     Args:
-      logdir: the parent folder; configs: the runs' Configs; metrics: scalar tags.
+      logdir: the parent folder; configs: the runs' Configs; extra_fields: as in
+        `run_hparams`; metrics: scalar tags.
     """
     values = {}
     for config in configs:
-        for name, value in run_hparams(config, named_config_of(config)).items():
+        for name, value in run_hparams(config, named_config_of(config), extra_fields).items():
             values.setdefault(name, set()).add(value)
     hparams = [hp.HParam(name, hp.Discrete(sorted(found, key=str))) for name, found in sorted(values.items())]
     with tf.summary.create_file_writer(logdir).as_default():

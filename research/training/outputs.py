@@ -53,10 +53,12 @@ class RunOutputs:
 
     Args:
       config: the run's Config; workdir: the run's folder; is_chief: whether to write.
+      hparam_fields: config fields the HParams session shows besides its usual ones.
     """
 
-    def __init__(self, config, workdir, is_chief):
+    def __init__(self, config, workdir, is_chief, hparam_fields=()):
         self.config, self.workdir, self.is_chief = config, workdir, is_chief
+        self.hparam_fields = tuple(hparam_fields)
         self._writers = {split: (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", split))
                                  if is_chief else tf.summary.create_noop_writer())
                          for split in ("train", "val")}
@@ -71,7 +73,8 @@ class RunOutputs:
         """The run's HParams session (its settings) in WORKDIR/tensorboard/."""
         if self.is_chief:
             hparams.write_session(os.path.join(self.workdir, "tensorboard"), self.config,
-                                  trial_id=os.path.basename(os.path.abspath(self.workdir)))
+                                  trial_id=os.path.basename(os.path.abspath(self.workdir)),
+                                  extra_fields=self.hparam_fields)
 
     def write_final_metrics(self, state):
         """The run's final metrics for the HParams tab (last epoch's val, best monitored)."""

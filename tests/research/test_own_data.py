@@ -111,6 +111,10 @@ def test_the_run_config_chooses_slide_and_data_root_moves_the_data(run, folder_r
     result = evaluate_lib.evaluate(slide_run, subset="val", data_root=moved, samples=0, hardest=0)
     assert result["options"]["mode"] == "slide" and result["options"]["stride"] == [43, 43]
     assert result["options"]["data_root"] == moved
+    # The config's window and stride are a pair; a .tflite file is scored whole.
+    assert evaluate_lib._inference_mode(slide_config.replace(eval_stride=(50, 50)), None, (16, 16), None,
+                                        None) == ("slide", (16, 16), None)
+    assert evaluate_lib._inference_mode(slide_config, None, None, None, "f.tflite") == ("whole", None, None)
     np.testing.assert_array_equal(result["confusion_matrix"], full_size_confusion(model, moved, "val"))
     with pytest.raises(ValueError, match="trained on a folder dataset .* --data-root, not --voc-root"):
         export_lib.read_run_config(workdir, voc_root=moved)

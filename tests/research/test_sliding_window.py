@@ -96,3 +96,22 @@ def test_slide_composes_with_flip_and_scales(model):
 def test_a_stride_larger_than_the_window_is_refused(model):
     with pytest.raises(ValueError, match="larger than the window"):
         sliding_window.make_slide_predictor(model, (8, 8), (9, 4))
+
+
+@pytest.mark.parametrize("window, stride, what", [((8, 8), (0, 4), "stride"), ((8, 8), (-4, 4), "stride"),
+                                                  ((0, 8), None, "window")])
+def test_a_window_or_stride_that_is_not_positive_is_refused(model, window, stride, what):
+    # Uncovered pixels would get NaN logits (a negative stride), or a division by zero.
+    with pytest.raises(ValueError, match=f"the {what} must be two positive integers"):
+        sliding_window.make_slide_predictor(model, window, stride)
+
+
+def test_the_command_lines_refuse_a_stride_below_one(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sliding_window.add_window_arguments(parser, "whole")
+    assert parser.parse_args(["--stride", "3", "5"]).stride == [3, 5]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--stride", "-4", "16"])
+    assert "must be a positive integer; got -4" in capsys.readouterr().err

@@ -407,6 +407,33 @@ def test_nan_policy_restore_restores_twice_with_a_lower_learning_rate_each_time(
     assert_checkpoint_finite(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")))
 
 
+def test_a_nan_restore_needs_the_same_checkpoint_on_every_worker():
+    """recover decides alike on every worker: with a worker that sees no checkpoint, or
+    another one, all stop (NonFiniteLossError) instead of some restoring."""
+    import types
+
+    config = configs.load_config("smoke").replace(nan_policy="restore")
+
+    def run_seeing(steps):
+        return types.SimpleNamespace(
+            config=config, checkpointer=types.SimpleNamespace(latest="/w/checkpoints/ckpt-4"),
+            runtime=types.SimpleNamespace(worker_gather=lambda value: steps))
+
+    for steps in ([4, -1], [4, 2]):
+        with pytest.raises(train_lib.NonFiniteLossError) as error:
+            train_lib.recover(run_seeing(steps), train_lib.LoopState(), "loss nan at step 5")
+        assert f"the workers see checkpoints {steps}" in str(error.value)
+    with pytest.raises(train_lib.NonFiniteLossError, match="no checkpoint to restore. Last good"):
+        train_lib.recover(run_seeing([-1]), train_lib.LoopState(), "loss nan at step 1")
+
+
+def test_profile_steps_must_be_step_numbers(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        train_lib.parse_args(["--config", "smoke", "--workdir", "w", "--profile_steps", "5-10"])
+    assert exit_code.value.code == 2 and "expected FIRST,LAST (two step numbers); got '5-10'" in capsys.readouterr().err
+    assert train_lib.parse_args(["--config", "smoke", "--workdir", "w", "--profile_steps", "3"]).profile_steps == [3, 3]
+
+
 def test_train_step_checks_gradients_when_asked(smoke_config, monkeypatch):
     real_loss_function = build.loss_function
 

@@ -66,6 +66,15 @@ def test_any_field_is_an_axis_with_values_parsed_like_set(smoke_config):
             ablate.field_axis(text)
 
 
+def test_the_accumulate_axis_keeps_the_images_per_update_or_is_refused(smoke_config):
+    _, cells = ablate.make_cells(smoke_config, ["accumulate"], 4, 2, overrides=["batch_size=2", "accumulate_steps=2"])
+    assert {c.name: (c.config.batch_size, c.config.accumulate_steps, c.run) for c in cells} == {
+        "accumulate-1": (4, 1, "accumulate-1"), "accumulate-2": (2, 2, ablate.BASE_RUN),
+        "accumulate-4": (1, 4, "accumulate-4")}
+    with pytest.raises(ValueError, match="accumulate-4: 6 images per update cannot be cut into 4 equal"):
+        ablate.make_cells(smoke_config, ["accumulate"], 4, 2, overrides=["batch_size=6"])
+
+
 def test_cells_the_base_refuses_stop_the_grid_before_anything_trains(smoke_config):
     # XLA in a deterministic grid on CPU, and a value check_config refuses: both named at once.
     with pytest.raises(ValueError, match="refuses these cells") as raised:
@@ -74,6 +83,9 @@ def test_cells_the_base_refuses_stop_the_grid_before_anything_trains(smoke_confi
     assert "xla-on: deterministic=true cannot run with jit_compile=true" in message
     assert "output_stride-4: output_stride must be 8 or 16" in message
     assert "xla-off" not in message and "output_stride-16" not in message
+    # A step larger than the train split (8 images here) fails training at once: refused up front.
+    with pytest.raises(ValueError, match=r"accumulate_steps-8: one step's 16 images .* outnumber the 8 listed"):
+        ablate.make_cells(smoke_config, [], 4, 2, field_axes=["accumulate_steps=1,8"])
 
 
 def test_no_deterministic_turns_determinism_off(smoke_config):
@@ -104,7 +116,7 @@ def test_bad_budget_or_axis_is_a_clear_error(smoke_config, steps, evals, axes, p
 
 def fake_trainer(calls, ious):
     """Writes config.json and a train_log.csv as research.train would (val mIoU from `ious`)."""
-    def train(config, workdir):
+    def train(config, workdir, hparam_fields=()):
         calls.append(os.path.basename(workdir))
         os.makedirs(workdir, exist_ok=True)
         atomic_write_json(os.path.join(workdir, "config.json"), {"config": config.to_dict(), "runtime": {}})
@@ -139,6 +151,9 @@ def test_grid_outputs_shared_base_rows_and_chart(smoke_config, tmp_path):
     assert int(unet["best_step"]) == int(unet["steps"]) == 9
     # images/s from epochs 2 and 3 only: 6 steps x 2 images in 4 s
     assert float(unet["images_per_second"]) == pytest.approx(3.0)
+    accumulated = ablate.Cell("accumulate", "accumulate-2", {}, base.replace(batch_size=1, accumulate_steps=2), "x")
+    history = ablate.read_history(str(tmp_path / "cells" / "model-unet"))
+    assert ablate.summarize(accumulated, history, 1.0, "trained")["images_per_second"] == pytest.approx(3.0)
     assert unet["overrides"] == 'model="unet"'
 
     markdown = (tmp_path / "ablation.md").read_text()
@@ -227,7 +242,7 @@ def test_help():
 def test_a_cell_that_cannot_run_here_is_reported_failed_and_the_grid_goes_on(tmp_path, monkeypatch):
     from research import train
 
-    def refuse(config, workdir):
+    def refuse(config, workdir, hparam_fields=()):
         raise ValueError("deterministic=true cannot run with jit_compile=true on CPU")
 
     monkeypatch.setattr(train, "train_and_evaluate", refuse)

@@ -80,6 +80,20 @@ def test_cityscapes_bad_files_and_roots(tmp_path):
         cityscapes.find_samples(str(tmp_path / "cs" / "leftImg8bit"))
 
 
+def test_a_truncated_photo_is_refused_and_stray_files_are_passed_over(tmp_path):
+    root = str(tmp_path / "cs")
+    files = write_cityscapes(root)
+    with open(os.path.join(root, "leftImg8bit", "train", ".DS_Store"), "wb") as f:   # not a city folder
+        f.write(b"\0")
+    split, path = files["bochum_000001_000002"]
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) * 6 // 10])                     # the header reads, the pixels do not
+    with pytest.raises(folder_writer.ConversionError, match="bochum_000001_000002_leftImg8bit.png"):
+        cityscapes.prepare_cityscapes(root, str(tmp_path / "out"), progress=False)
+
+
 # ---------------------------------------------------------------- ADE20K
 
 def test_ade20k_labels_shift_and_other_becomes_ignore(tmp_path):

@@ -1,5 +1,6 @@
 """research.data.folder and research.data.datasets: classes.json, masks, splits, the one
 interface VOC and folder datasets share, and `dataset_of(config)`."""
+import json
 import os
 
 import numpy as np
@@ -103,7 +104,8 @@ def test_colour_masks_need_a_palette_and_are_read_through_it(tmp_path):
     np.testing.assert_array_equal(data.read_sample(data.image_path("a"), data.mask_path("a"))[1], mask)
     rgb[0, 0] = (1, 2, 3)
     Image.fromarray(rgb).save(data.mask_path("a"))
-    with pytest.raises(voc.BadFileError, match=r"colours \(1, 2, 3\) on 1 pixel\(s\) are not in the palette"):
+    with pytest.raises(voc.BadFileError, match=r"colours \(1, 2, 3\) on 1 pixel\(s\) are not in the palette"
+                                               r".*hint: was the mask resized with smoothing\? .* index mask"):
         data.read_sample(data.image_path("a"), data.mask_path("a"))
     plain, _ = dataset(tmp_path / "plain")
     Image.fromarray(rgb).save(plain.mask_path("a"))
@@ -134,6 +136,12 @@ def test_image_files_are_found_by_extension_and_a_missing_one_is_named(tmp_path)
     with pytest.raises(voc.BadFileError) as error:
         data.read_sample(data.image_path("x"), data.mask_path("x"))
     assert error.value.kind == "missing" and "listed in a split but has no image" in str(error.value)
+    # A JPEG mask (or an id listed with its extension) is named with what to do instead.
+    os.remove(data.mask_path("j"))
+    Image.fromarray(samples["a"][1]).save(os.path.join(str(tmp_path), "masks", "j.jpg"))
+    with pytest.raises(voc.BadFileError, match=r"masks/j.png: file does not exist; hint: found j.jpg: masks "
+                                               r"must be PNG files named <id>.png"):
+        data.read_sample(data.image_path("j"), data.mask_path("j"))
 
 
 def test_splits_val_and_test_lists_or_halves_of_val(tmp_path):
@@ -189,3 +197,7 @@ def test_dataset_of_a_config_and_num_classes_from_classes_json(tmp_path):
         datasets.dataset_of(wrong)
     assert str(error.value).startswith(f"{tmp_path / 'classes.json'}: lists 3 classes but the config's "
                                        f"num_classes is 5")
+    # A JSON config file for a folder dataset need not repeat the class count either.
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"dataset": "folder", "data_root": str(tmp_path)}))
+    assert config_lib.load_config_file(str(path)).num_classes == 3

@@ -47,3 +47,6 @@ def test_no_warnings_for_a_healthy_split():
     # an absent class with few ignored pixels: no 0/255 hint
     [warning] = labels.split_warnings([500, 0, 200], 10, ("a", "b", "c"), 255)
     assert "never appear" in warning and "hint" not in warning
+    # many void pixels and an absent class, but other classes labelled: not 0/255 masks
+    [warning] = labels.split_warnings([500, 300, 0], 150, ("a", "b", "c"), 255)
+    assert "never appear" in warning and "hint" not in warning

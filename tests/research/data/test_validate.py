@@ -97,6 +97,14 @@ def test_a_clean_folder_dataset_passes(tmp_path, capsys):
     assert "folder dataset" in capsys.readouterr().out
 
 
+def test_a_folder_dataset_without_classes_json_is_told_so(tmp_path):
+    folder_files.make_folder_dataset(str(tmp_path))
+    os.remove(tmp_path / "classes.json")
+    report = validate.validate(str(tmp_path), progress=False)
+    assert not report.ok and report.layout == "folder"
+    assert "classes.json does not exist" in report.format() and "ImageSets" not in report.format()
+
+
 def test_a_value_outside_the_classes_fails_with_one_line_naming_file_and_value(tmp_path, capsys):
     samples = folder_files.make_folder_dataset(str(tmp_path))
     image, mask = samples["b"]

@@ -10,7 +10,7 @@ import kernels
 from research import build
 from research import export as export_lib
 from research import train as train_lib
-from research.training.ema import averaged_weights, moving_averages
+from research.training.ema import averaged_weights, moving_averages, start_averages
 from research.training.steps import make_train_step
 
 
@@ -62,6 +62,19 @@ def test_training_batchnorm_normalizes_each_micro_batch_by_itself(smoke_config):
     assert micro[0][0] == pytest.approx(whole[0][0], rel=0.05)
     # ...but different updates: each micro-batch has batch statistics of its own.
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(micro[1], whole[1])) > 1e-4
+
+
+def test_before_any_applied_update_the_averages_are_the_weights(smoke_config):
+    # Keras creates the averages as zeros; under mixed_float16 the first updates can be
+    # skipped, and an evaluation or export then would use an all-zero network.
+    config = smoke_config.replace(ema_decay=0.9)
+    model = build.build_model(config, "float32")
+    optimizer = build.make_optimizer(config, "float32")
+    optimizer.build(model.trainable_variables)
+    assert not any(np.any(a.numpy()) for a in moving_averages(optimizer))
+    start_averages(model, optimizer)
+    for variable, average in zip(model.trainable_variables, moving_averages(optimizer)):
+        np.testing.assert_array_equal(average.numpy(), variable.numpy())
 
 
 def test_ema_keeps_the_average_of_the_weights(smoke_config):

@@ -14,6 +14,8 @@ def test_a_run_shows_its_main_fields_and_what_differs_from_its_named_config():
     assert values["ema_decay"] == "0.9" and values["input_size"] == "[32, 32]"   # optional, tuple: text
     assert set(hparams.MAIN_FIELDS) <= set(values)
     assert "log_every_steps" not in values                     # same as smoke's: left out
+    # An ablation's axes show for every run, also where a run keeps the named config's value.
+    assert hparams.run_hparams(config, hparams.named_config_of(config), ["ce_weight"])["ce_weight"] == 1.0
     assert hparams.named_config_of(Config(name="custom")) is None
     assert hparams.named_config_of(Config(name="smoke ablation loss-ce")).name == "smoke"
     assert hparams.named_config_of(Config(name="smokey")) is None
