@@ -143,7 +143,7 @@ def _build(case, batch_file):
         # forward ops (what kernels/atrous.py did before it had one).
         atrous = kernels.atrous
         atrous._taps_conv = lambda x, kernel, rate, cut_rows, cut_cols: atrous._tap_sum(
-            x, kernel, *atrous._tap_groups(x, kernel.shape, rate, cut_rows, cut_cols))[0]
+            x, kernel, *atrous._tap_groups(x, kernel.shape, rate, cut_rows, cut_cols))
     keras.utils.set_random_seed(0)
     if case.get("deterministic"):
         runtime.enable_determinism(0)  # what `--set deterministic=true` does, before the build
