@@ -40,26 +40,39 @@ def record_items_per_second(benchmark, items_per_call):
 
 @pytest.fixture(scope="module")
 def comparison_table(request):
-    """A list to append (group, case, seconds_per_call, items_per_s, is_baseline) rows to.
+    """A list to append (group, case, seconds_per_call, items_per_s, is_baseline) rows to,
+    or (..., is_baseline, peak_bytes): a case's peak memory (bytes, or None).
 
     At the end of the module the rows are printed as one table, with each case's
-    speed-up over its group's baseline (pytest-benchmark's own table has no items/s).
+    speed-up over its group's baseline (pytest-benchmark's own table has no items/s),
+    and a "peak GiB" column when any row has a peak.
     """
     rows = []
     yield rows
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None or not rows:
         return
-    baselines = {group: seconds for group, _, seconds, _, is_base in rows if is_base}
-    lines = ["", f"{'group':38s} {'case':30s} {'s/call':>9s} {'items/s':>12s} {'speed-up':>9s}"]
-    for group, case, seconds, items_per_s, _ in rows:
-        base = baselines.get(group)
-        speedup = f"{base / seconds:8.2f}x" if base and seconds else "        -"
-        lines.append(f"{group:38s} {case:30s} {seconds:9.4f} {items_per_s:12.4g} {speedup}")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
-        for line in lines:
+        for line in comparison_lines(rows):
             reporter.write_line(line)
+
+
+def comparison_lines(rows):
+    """The comparison table's lines for `comparison_table` rows (see there)."""
+    baselines = {row[0]: row[2] for row in rows if row[4]}
+    memory = any(len(row) > 5 and row[5] is not None for row in rows)
+    lines = ["", f"{'group':38s} {'case':30s} {'s/call':>9s} {'items/s':>12s} {'speed-up':>9s}"
+             + (f" {'peak GiB':>9s}" if memory else "")]
+    for group, case, seconds, items_per_s, *rest in rows:
+        base = baselines.get(group)
+        speedup = f"{base / seconds:8.2f}x" if base and seconds else "        -"
+        line = f"{group:38s} {case:30s} {seconds:9.4f} {items_per_s:12.4g} {speedup}"
+        if memory:
+            peak = rest[1] if len(rest) > 1 else None
+            line += f" {peak / 2 ** 30:9.2f}" if peak is not None else f" {'-':>9s}"
+        lines.append(line)
+    return lines
 
 
 class WorkerProcess:

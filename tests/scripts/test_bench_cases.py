@@ -3,12 +3,16 @@
 `make bench` once died in the case "deterministic, oneDNN off, XLA on": training turns
 XLA off under op determinism on CPU (`runtime.resolve_jit_compile`), the benchmark did
 not, and the first step failed with UnimplementedError. This checks each case against
-the rule without running a step.
+the rule without running a step, and the plumbing of each case's peak memory (the fields,
+the table column, and at tiny size a worker's readings).
 """
 import json
 import os
 import subprocess
 import sys
+
+import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,3 +64,65 @@ def test_training_flops_counts_each_conv_and_the_probe_measures():
     forward = 2 * 16 * 16 * 9 * 3 * 8 + 2 * 8 * 8 * 1 * 8 * 4 + 2 * 8 * 8 * 9 * 4 * 4  # per image
     assert result["flops"] == 3 * forward * 2   # forward + two backward passes, batch 2
     assert 1e8 < result["probe"] < 1e14         # FLOP/s: a real machine's, not 0 or inf
+
+
+def test_train_step_cases_keep_their_ids_and_measure_the_recipe_batch():
+    cases = _run_with_bench_train_step(
+        "print(json.dumps([[c, bench_train_step._case_id(c)] for c in bench_train_step.CASES]))")
+    ids = [case_id for _, case_id in cases]
+    assert len(set(ids)) == len(ids)
+    # Batch-2 ids are what saved baselines compare against: no batch part in them.
+    assert not [case_id for case, case_id in cases if "batch" not in case and "-batch_" in case_id]
+    larger = [[case, case_id] for case, case_id in cases if case.get("batch", 2) != 2]
+    assert larger == [[dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8),
+                       "deeplab_v3-custom-onednn_on-xla_off-batch_8"]]
+
+
+_MEMORY_ROWS = """
+import conftest
+built = {"peak_rss_bytes": 9, "allocator_peak_bytes": 5, "allocator_current_bytes": 1}
+runs = [{"peak_rss_bytes": 6, "allocator_peak_bytes": 3, "allocator_current_bytes": 2},
+        {"peak_rss_bytes": 7, "allocator_peak_bytes": 4, "allocator_current_bytes": 2}]
+with_peak = [("g", "a", 2.0, 1.0, True, 3 * 2 ** 30), ("g", "b", 1.0, 2.0, False)]
+print(json.dumps({"info": bench_train_step._memory_info(built, runs),
+                  "with_peak": conftest.comparison_lines(with_peak),
+                  "without": conftest.comparison_lines([row[:5] for row in with_peak])}))
+"""
+
+
+def test_memory_fields_and_the_table_column():
+    result = _run_with_bench_train_step(_MEMORY_ROWS)
+    # The steps' peak is the largest over the run replies; the build's is kept apart.
+    assert result["info"] == {"peak_rss_bytes": 7, "build_peak_rss_bytes": 9,
+                              "allocator_peak_bytes": 4, "allocator_current_bytes": 2}
+    header, first, second = result["with_peak"][1:]
+    assert header.split()[-2:] == ["peak", "GiB"]
+    assert first.split()[-1] == "3.00" and second.split()[-2:] == ["2.00x", "-"]
+    assert "peak" not in result["without"][1] and result["without"][3].split()[-1] == "2.00x"
+
+
+@pytest.mark.slow
+def test_worker_reports_its_peak_memory(tmp_path):
+    # The worker's plumbing at tiny size: the `smoke` network at 32 px, one step.
+    rng = np.random.default_rng(0)
+    batch_file = str(tmp_path / "batch.npz")
+    np.savez(batch_file, images=rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32"),
+             labels=rng.integers(0, 21, (2, 32, 32)).astype("int32"))
+    case = dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, config="smoke", size=32)
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    worker = subprocess.Popen([sys.executable, os.path.join("benchmarks", "bench_train_step.py"),
+                               "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT, env=env)
+    replies = []
+    try:
+        for request in ({"op": "build", "case": case, "batch_file": batch_file}, {"op": "run", "steps": 1}):
+            worker.stdin.write(json.dumps(request) + "\n")
+            worker.stdin.flush()
+            replies.append(json.loads(worker.stdout.readline()))
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=120)
+    built, run = replies
+    assert built["peak_rss_bytes"] > 200 * 2 ** 20  # bytes: TensorFlow alone is more
+    # oneDNN on: TF's allocator counts the weights and slots; its pool is resident.
+    assert 0 < run["allocator_current_bytes"] <= run["allocator_peak_bytes"] < run["peak_rss_bytes"]
