@@ -1,7 +1,7 @@
 """Where a DeepLab v3 training step's memory goes, measured.
 
     python scripts/memory_breakdown.py [--batches 2 8] [--steps 4] [--out FILE]
-        [--experiments step forward gradients loss_reference atrous_keras onednn_off]
+        [--experiments step forward gradients loss_reference atrous_keras onednn_off xla]
         [--source DIR --label before]
 
 DeepLab v3, ResNet-50, output stride 16, float32, 384 x 384, the `deeplabv3_voc` recipe
@@ -17,6 +17,7 @@ optimizer, runs the step once (tracing it), restarts the memory marks
   atrous_keras    the step with atrous="keras" (Keras' dilated Conv2D)
   onednn_off      the step with TF_ENABLE_ONEDNN_OPTS=0 (TF's plain CPU allocator: no
                   allocator statistics, peak RSS only)
+  xla             the step compiled by XLA (jit_compile=true; its own buffer plan)
 
 Each reports the process's peak RSS over the steps alone (VmHWM), TF's allocator peak per
 step and what stays allocated after a step (weights, optimizer slots), the resident
@@ -25,8 +26,9 @@ mappings, other), the bytes of weights and optimizer slots, and, for `step`, the
 activations the backward keeps, from the traced graph: each forward tensor a gradient op
 reads, by what reads it (BatchNorm gradient: the BatchNorm inputs; ReLU gradient: the ReLU
 outputs; ...). Results go to FILE (default benchmarks/results/<machine id>/memory.json)
-under "runs" -> --label (default "current"), with a provenance block; other labels
-already in the file are kept. `--source DIR` measures another checkout's `research` and
+under "runs" -> --label (default "current") -> "runs" -> run name, each run with its
+provenance; runs and labels already in the file are kept unless measured again (so
+`--experiments xla` adds one run). `--source DIR` measures another checkout's `research` and
 `kernels` (e.g. an older commit's, for a before/after), reading memory with this
 checkout's research/memory.py.
 """
@@ -43,7 +45,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 384
 GiB = 2 ** 30
-EXPERIMENTS = ("step", "forward", "gradients", "loss_reference", "atrous_keras", "onednn_off")
+EXPERIMENTS = ("step", "forward", "gradients", "loss_reference", "atrous_keras", "onednn_off", "xla")
 
 # Which backward op reads a kept forward tensor names its category; the first that
 # applies wins (a ReLU output is also the next convolution's input). Then by the op that
@@ -188,7 +190,7 @@ def _step(settings, model, optimizer, config, images, labels):
     if settings["mode"] != "step":
         run = _loss_and_gradients(model, config, images, labels, settings["mode"] == "gradients")
         return lambda: float(run())
-    use_xla, _ = runtime.resolve_jit_compile("auto", "cpu", "float32", 1)
+    use_xla, _ = runtime.resolve_jit_compile(settings.get("xla", "auto"), "cpu", "float32", 1)
     confusion = kernels.StreamingConfusionMatrix(config.num_classes)
     step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config, confusion,
                                  use_xla=use_xla, loss_scaling=False)
@@ -276,6 +278,8 @@ def experiment_settings(names, batches, steps):
             runs[name] = dict(base, atrous="keras", variant=name)
         elif name == "onednn_off":
             runs[name] = dict(base, onednn=False, variant=name)
+        elif name == "xla":
+            runs[name] = dict(base, xla=True, variant=name)
         else:
             raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     return runs
@@ -336,16 +340,15 @@ def main(argv=None):
     source = os.path.abspath(args.source)
     info = provenance(source, " ".join(["python", "scripts/memory_breakdown.py"] + sys.argv[1:]))
     out = args.out or os.path.join(ROOT, "benchmarks", "results", info["machine"], "memory.json")
-    runs = {}
-    for name, settings in experiment_settings(args.experiments, args.batches, args.steps).items():
-        print(f"{name}: {json.dumps(settings)}", flush=True)
-        runs[name] = run_worker(settings, source)
-    existing = {}
+    measured = {}
     if os.path.exists(out):
         with open(out) as f:
-            existing = json.load(f)
-    measured = dict(existing.get("runs", {}))
-    measured[args.label] = {"provenance": info, "runs": runs, "summary": summarize(runs)}
+            measured = json.load(f).get("runs", {})
+    runs = measured.get(args.label, {}).get("runs", {})
+    for name, settings in experiment_settings(args.experiments, args.batches, args.steps).items():
+        print(f"{name}: {json.dumps(settings)}", flush=True)
+        runs[name] = dict(run_worker(settings, source), provenance=info)
+    measured[args.label] = {"runs": runs, "summary": summarize(runs)}
     atomic_write_json(out, {"provenance": info, "what": __doc__.split("\n")[0], "runs": measured})
     print("\n".join(table(runs)))
     print(f"wrote {out}")

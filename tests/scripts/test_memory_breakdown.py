@@ -76,9 +76,10 @@ def test_summary_of_the_largest_batch_step():
 
 
 def test_experiment_settings():
-    runs = breakdown.experiment_settings(["step", "onednn_off", "forward"], [2, 8], 3)
-    assert list(runs) == ["step_batch2", "step_batch8", "onednn_off", "forward"]
+    runs = breakdown.experiment_settings(["step", "onednn_off", "forward", "xla"], [2, 8], 3)
+    assert list(runs) == ["step_batch2", "step_batch8", "onednn_off", "forward", "xla"]
     assert runs["step_batch2"] == dict(batch=2, mode="step", steps=3, onednn=True, kept=True)
     assert runs["onednn_off"]["onednn"] is False and runs["onednn_off"]["batch"] == 8
+    assert runs["xla"]["xla"] is True and runs["xla"]["variant"] == "xla"
     with pytest.raises(ValueError, match="unknown experiment 'xla'"):
         breakdown.experiment_settings(["xla"], [2], 1)
