@@ -81,5 +81,5 @@ def test_experiment_settings():
     assert runs["step_batch2"] == dict(batch=2, mode="step", steps=3, onednn=True, kept=True)
     assert runs["onednn_off"]["onednn"] is False and runs["onednn_off"]["batch"] == 8
     assert runs["xla"]["xla"] is True and runs["xla"]["variant"] == "xla"
-    with pytest.raises(ValueError, match="unknown experiment 'xla'"):
-        breakdown.experiment_settings(["xla"], [2], 1)
+    with pytest.raises(ValueError, match="unknown experiment 'fp16'"):
+        breakdown.experiment_settings(["fp16"], [2], 1)
