@@ -1,8 +1,9 @@
 """Train-step throughput: the custom tf.function loop against plain Keras `fit`.
 
-DeepLab v3 (OS16) at the book's 384 x 384 input, batch 2, float32, one fixed batch
-from the embedded dataset's training pipeline, the same initial weights (seeded; each
-worker reports a checksum and the test checks they agree). Cases:
+DeepLab v3 (OS16) at the book's 384 x 384 input, batch 2 (the default step also at
+batch 8, the recipe's), float32, one fixed batch from the embedded dataset's training
+pipeline, the same initial weights (seeded; each worker reports a checksum and the test
+checks they agree). Cases:
 
   custom  research.train.make_train_step: AtrousConv2D, fused loss, XLA on/off, and
           with op determinism (`deterministic=true`) to show its cost
@@ -24,6 +25,12 @@ set-up with every step); for the custom loop as research.train runs them (a host
 per step for the NaN guard). pytest-benchmark times the requests (the pipe costs well
 under 1 ms); tables and ratios use the minimum over rounds divided by STEPS_PER_CALL
 (`extra_info["steps_per_call"]`). Items are images.
+
+Memory: every case also reports its worker's peak RSS over the timed steps alone
+(the step on a fixed batch, no input pipeline; the mark restarts after the build and the
+first, tracing step), the "peak GiB" column, and TF's allocator peak where TF keeps one
+(oneDNN on); see `_memory_info` and research/memory.py. Where it goes:
+scripts/memory_breakdown.py.
 
 Achieved compute: every worker also reports the training FLOPs of one step, counted
 analytically from the model's layers (see `training_flops`), and the FLOP/s of a large
@@ -134,16 +141,17 @@ def _build(case, batch_file):
 
     data = np.load(batch_file)
     images, labels = tf.constant(data["images"]), tf.constant(data["labels"])
-    config = configs.load_config("deeplabv3_voc").replace(
-        model=case["model"], weights=None, batch_size=BATCH, precision="float32",
-        input_size=(SIZE, SIZE), loss_impl=case.get("loss", "fused"),
+    batch, size = case.get("batch", BATCH), case.get("size", SIZE)
+    config = configs.load_config(case.get("config", "deeplabv3_voc")).replace(
+        model=case["model"], weights=None, batch_size=batch, precision="float32",
+        input_size=(size, size), loss_impl=case.get("loss", "fused"),
         atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"))
     if case.get("atrous_backward") == "autodiff":
         # The atrous taps without their hand-written gradient: autodiff through the same
         # forward ops (what kernels/atrous.py did before it had one).
         atrous = kernels.atrous
         atrous._taps_conv = lambda x, kernel, rate, cut_rows, cut_cols: atrous._tap_sum(
-            x, kernel, *atrous._tap_groups(x, kernel.shape, rate, cut_rows, cut_cols))[0]
+            x, kernel, *atrous._tap_groups(x, kernel.shape, rate, cut_rows, cut_cols))
     keras.utils.set_random_seed(0)
     if case.get("deterministic"):
         runtime.enable_determinism(0)  # what `--set deterministic=true` does, before the build
@@ -178,15 +186,33 @@ def _build(case, batch_file):
     checksum = float(sum(np.sum(np.abs(w)) for w in model.get_weights()))
     probe = make_dense_conv_probe()
     facts = {"onednn": runtime.onednn_state()["enabled"], "weights_checksum": checksum,
-             "flops_per_step": training_flops(model, SIZE, BATCH),
+             "flops_per_step": training_flops(model, size, batch),
              "dense_conv_flops_per_s": probe()}
     return run, probe, facts
+
+
+def _memory_reply(restart):
+    """The worker's memory (bytes): its peak RSS and TF's allocator peak and current
+    bytes (None without oneDNN, see research/memory.py). With `restart` both peaks
+    restart afterwards: after the build request (imports, model, tracing and the first
+    step), the replies then hold the peak of the timed steps alone."""
+    from research import memory
+
+    stats = memory.allocator_stats()
+    reply = {"peak_rss_bytes": memory.peak_rss_bytes(),
+             "allocator_peak_bytes": stats and stats["peak"],
+             "allocator_current_bytes": stats and stats["current"]}
+    if restart:
+        memory.reset_peak_rss()
+        memory.reset_allocator_peak()
+    return reply
 
 
 def _worker():
     """Answers JSON requests on stdin: {"op": "build", "case", "batch_file"} (builds, runs
     one step) | {"op": "run", "steps": N} (N steps) | {"op": "probe"} (the dense-conv
-    probe alone: {"dense_conv_flops_per_s"})."""
+    probe alone: {"dense_conv_flops_per_s"}). Build and run replies also hold
+    `_memory_reply`'s fields."""
     import research  # noqa: F401  (the project's runtime defaults, as the command lines)
 
     run = probe = None
@@ -201,6 +227,7 @@ def _worker():
         start = time.perf_counter()
         run(request.get("steps", 1))
         reply["seconds"] = time.perf_counter() - start
+        reply.update(_memory_reply(restart=request["op"] == "build"))
         print(json.dumps(reply), flush=True)
 
 
@@ -212,6 +239,8 @@ def _case_id(case):
     if case["trainer"] == "custom":
         parts.append("xla_" + ("on" if case["xla"] else "off"))
     parts += [f"{k}_{case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward") if k in case]
+    if case.get("batch", BATCH) != BATCH:
+        parts.append(f"batch_{case['batch']}")
     if case.get("deterministic"):
         parts.append("deterministic")
     return "-".join(parts)
@@ -239,6 +268,9 @@ def _cases():
         # MaxPool gradient (`runtime.resolve_jit_compile`; XLA on fails at the first step).
         cases.append(dict(model="deeplab_v3", trainer="custom", onednn=onednn, xla=False,
                           deterministic=True))
+    # Memory at the batch the recipe trains at (deeplabv3_voc: 8), on the default step
+    # (oneDNN on, XLA off on CPU); every case reports its peak memory.
+    cases.append(dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8))
     for onednn in (False, True):
         cases.append(dict(model="unet", trainer="fit", onednn=onednn))
         cases.append(dict(model="unet", trainer="custom", onednn=onednn, xla=not onednn))
@@ -250,15 +282,22 @@ CASES = _cases()
 
 @pytest.fixture(scope="module")
 def batch_file(bench_voc_root, tmp_path_factory):
-    """One training batch (384 px crops of the embedded dataset) saved for the workers."""
+    """`batch_file(batch)`: the path of one training batch of that size (384 px crops of
+    the embedded dataset) saved for the workers; made once per size."""
     from research.data.pipeline import make_dataset
 
-    dataset = make_dataset(bench_voc_root, "train", BATCH, SIZE, resize_to_before_crop=444,
-                           augmentation=True, shuffle=True, seed=0, drop_remainder=True)
-    images, labels = next(iter(dataset))
-    path = str(tmp_path_factory.mktemp("train_step") / "batch.npz")
-    np.savez(path, images=images.numpy(), labels=labels.numpy())
-    return path
+    folder, paths = tmp_path_factory.mktemp("train_step"), {}
+
+    def path_for(batch):
+        if batch not in paths:
+            dataset = make_dataset(bench_voc_root, "train", batch, SIZE, resize_to_before_crop=444,
+                                   augmentation=True, shuffle=True, seed=0, drop_remainder=True)
+            images, labels = next(iter(dataset))
+            paths[batch] = str(folder / f"batch{batch}.npz")
+            np.savez(paths[batch], images=images.numpy(), labels=labels.numpy())
+        return paths[batch]
+
+    return path_for
 
 
 @pytest.fixture(scope="module")
@@ -273,18 +312,19 @@ def checksums():
 def test_train_step(benchmark, case, batch_file, checksums, comparison_table, tf_default_onednn):
     worker = WorkerProcess("benchmarks.bench_train_step", onednn=case["onednn"])
     try:
-        built = worker.request({"op": "build", "case": case, "batch_file": batch_file})
+        batch = case.get("batch", BATCH)
+        built = worker.request({"op": "build", "case": case, "batch_file": batch_file(batch)})
         assert built["onednn"] == case["onednn"], "TF_ENABLE_ONEDNN_OPTS did not take effect"
         # Same model, same initial weights in every process (Conv2D and AtrousConv2D too).
         first = checksums.setdefault(case["model"], built["weights_checksum"])
         assert built["weights_checksum"] == pytest.approx(first, rel=1e-6)
-        benchmark.group = f"train step {case['model']} {SIZE}px batch {BATCH}"
-        inner, probes = [], [built["dense_conv_flops_per_s"]]
+        benchmark.group = f"train step {case['model']} {SIZE}px batch {batch}"
+        replies, probes = [], [built["dense_conv_flops_per_s"]]
         # The build request already ran (and traced) one step: no warm-up round. Before
         # each round, untimed (pytest-benchmark's setup), the machine's peak right then.
         rounds = 2 if built["seconds"] > 60 else 3
         request = {"op": "run", "steps": STEPS_PER_CALL}
-        benchmark.pedantic(lambda: inner.append(worker.request(request)["seconds"]),
+        benchmark.pedantic(lambda: replies.append(worker.request(request)),
                            setup=lambda: probes.append(
                                worker.request({"op": "probe"})["dense_conv_flops_per_s"]),
                            rounds=rounds, warmup_rounds=0, iterations=1)
@@ -292,22 +332,43 @@ def test_train_step(benchmark, case, batch_file, checksums, comparison_table, tf
         worker.close()
     if benchmark.disabled:
         return
-    images_per_s = record_items_per_second(benchmark, BATCH * STEPS_PER_CALL)
+    images_per_s = record_items_per_second(benchmark, batch * STEPS_PER_CALL)
+    memory = _memory_info(built, replies)
     step_seconds = benchmark.stats.stats.min / STEPS_PER_CALL
     achieved = built["flops_per_step"] / step_seconds
     peak = max(probes)  # best step against best probe: both the machine's fastest phase
     benchmark.extra_info.update(
-        case=case, worker_seconds=inner, steps_per_call=STEPS_PER_CALL, seconds_per_step=step_seconds,
+        case=case, worker_seconds=[reply["seconds"] for reply in replies], batch=batch,
+        steps_per_call=STEPS_PER_CALL, seconds_per_step=step_seconds, **memory,
         first_call_seconds=built["seconds"], flops_per_step=built["flops_per_step"],
         achieved_flops_per_s=achieved, dense_conv_flops_per_s=peak, dense_conv_probes=probes,
         fraction_of_dense_conv=achieved / peak)
     baseline = case["trainer"] == "fit" and case["onednn"] == tf_default_onednn  # vs fit, TF's default
     comparison_table.append((benchmark.group, _case_id(case)[len(case["model"]) + 1:],
-                             step_seconds, images_per_s, baseline))
+                             step_seconds, images_per_s, baseline, memory["peak_rss_bytes"]))
     print(f"\n{_case_id(case)}: {step_seconds:.2f} s/step, {images_per_s:.3f} images/s, "
           f"{achieved / 1e9:.1f} GFLOP/s = {100 * achieved / peak:.0f}% of a dense 3x3 conv "
           f"({peak / 1e9:.1f} GFLOP/s, probes {min(probes) / 1e9:.0f}-{peak / 1e9:.0f}); "
-          f"{built['flops_per_step'] / 1e9:.0f} GFLOP per step")
+          f"{built['flops_per_step'] / 1e9:.0f} GFLOP per step; peak memory of the steps "
+          f"{memory['peak_rss_bytes'] / 2 ** 30:.2f} GiB (process with build and tracing "
+          f"{memory['build_peak_rss_bytes'] / 2 ** 30:.2f} GiB)")
+
+
+def _memory_info(built, replies):
+    """The memory fields of a case's extra_info (bytes) from its worker's replies.
+
+    peak_rss_bytes: the worker's peak RSS over the timed steps alone (the mark restarts
+    after the build request: imports, model, tracing and the first step), what the
+    table shows; build_peak_rss_bytes: the process's peak through the build request;
+    allocator_peak_bytes / allocator_current_bytes: TF's allocator, the most live tensor
+    bytes during the steps and those left after them (weights, optimizer slots), None
+    where TF keeps no statistics (oneDNN off).
+    """
+    last = replies[-1]  # the peaks accumulate over the run requests
+    return {"peak_rss_bytes": max(reply["peak_rss_bytes"] for reply in replies),
+            "build_peak_rss_bytes": built["peak_rss_bytes"],
+            "allocator_peak_bytes": last["allocator_peak_bytes"],
+            "allocator_current_bytes": last["allocator_current_bytes"]}
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:

@@ -9,6 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
+from benchmarks.support import comparison_lines
+
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Adds what a saved run's provenance line needs (`make docs`, research/docs): the
@@ -22,25 +24,21 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 @pytest.fixture(scope="module")
 def comparison_table(request):
-    """A list to append (group, case, seconds_per_call, items_per_s, is_baseline) rows to.
+    """A list to append (group, case, seconds_per_call, items_per_s, is_baseline) rows to,
+    or (..., is_baseline, peak_bytes): a case's peak memory (bytes, or None).
 
     At the end of the module the rows are printed as one table, with each case's
-    speed-up over its group's baseline (pytest-benchmark's own table has no items/s).
+    speed-up over its group's baseline (pytest-benchmark's own table has no items/s),
+    and a "peak GiB" column when any row has a peak.
     """
     rows = []
     yield rows
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None or not rows:
         return
-    baselines = {group: seconds for group, _, seconds, _, is_base in rows if is_base}
-    lines = ["", f"{'group':38s} {'case':30s} {'s/call':>9s} {'items/s':>12s} {'speed-up':>9s}"]
-    for group, case, seconds, items_per_s, _ in rows:
-        base = baselines.get(group)
-        speedup = f"{base / seconds:8.2f}x" if base and seconds else "        -"
-        lines.append(f"{group:38s} {case:30s} {seconds:9.4f} {items_per_s:12.4g} {speedup}")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
-        for line in lines:
+        for line in comparison_lines(rows):
             reporter.write_line(line)
 
 

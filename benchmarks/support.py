@@ -39,6 +39,23 @@ def record_items_per_second(benchmark, items_per_call):
     return rate
 
 
+def comparison_lines(rows):
+    """The comparison table's lines for `comparison_table` rows (see there)."""
+    baselines = {row[0]: row[2] for row in rows if row[4]}
+    memory = any(len(row) > 5 and row[5] is not None for row in rows)
+    lines = ["", f"{'group':38s} {'case':30s} {'s/call':>9s} {'items/s':>12s} {'speed-up':>9s}"
+             + (f" {'peak GiB':>9s}" if memory else "")]
+    for group, case, seconds, items_per_s, *rest in rows:
+        base = baselines.get(group)
+        speedup = f"{base / seconds:8.2f}x" if base and seconds else "        -"
+        line = f"{group:38s} {case:30s} {seconds:9.4f} {items_per_s:12.4g} {speedup}"
+        if memory:
+            peak = rest[1] if len(rest) > 1 else None
+            line += f" {peak / 2 ** 30:9.2f}" if peak is not None else f" {'-':>9s}"
+        lines.append(line)
+    return lines
+
+
 class WorkerProcess:
     """A benchmark's worker: `python -m MODULE --worker` with its own oneDNN setting.
 

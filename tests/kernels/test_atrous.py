@@ -57,6 +57,59 @@ def test_backward_builds_no_slice_gradients(implementation):
     assert not ops & {"StridedSliceGrad", "SliceGrad"}
 
 
+def _waits_for(op, other):
+    """Whether `op` runs only after `other` (a data or control path from other to op)."""
+    seen, stack = set(), [op]
+    while stack:
+        current = stack.pop()
+        for parent in [t.op for t in current.inputs] + list(current.control_inputs):
+            if parent is other:
+                return True
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return False
+
+
+def _backward_graph(implementation):
+    """(graph, upstream-gradient op, dx matmuls, dK matmuls) of atrous_conv2d's backward
+    at rate 2 on a 7 x 6 image ("rows": 3 groups, "taps": 9)."""
+    x, kernel = _inputs()
+
+    def grads(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            y = atrous_conv2d(x, k, 2, implementation)
+        return tape.gradient(y, [x, k], output_gradients=tf.ones_like(y, name="upstream"))
+
+    graph = tf.function(grads, autograph=False).get_concrete_function(x, kernel).graph
+    matmuls = [op for op in graph.get_operations() if op.type == "MatMul"]
+    upstream = graph.get_operation_by_name("upstream")
+    return (graph, upstream, [op for op in matmuls if op.get_attr("transpose_b")],
+            [op for op in matmuls if op.get_attr("transpose_a")])
+
+
+@pytest.mark.parametrize("implementation", ["rows", "taps"])
+def test_backward_sums_the_groups_input_gradients_one_at_a_time(implementation):
+    # Each group's dx term is a full-size [B, H, W, Cin] buffer once padded: the groups'
+    # matmuls form a chain, so one term is alive at a time (not all, summed at the end).
+    _, _, dx_matmuls, _ = _backward_graph(implementation)
+    assert len(dx_matmuls) == {"rows": 3, "taps": 9}[implementation]
+    for before, after in zip(dx_matmuls, dx_matmuls[1:]):
+        assert _waits_for(after, before), (before.name, after.name)
+
+
+@pytest.mark.parametrize("implementation", ["rows", "taps"])
+def test_backward_crops_its_own_inputs(implementation):
+    # The kernel gradient's input windows are cropped again in the backward, after the
+    # upstream gradient exists: the forward's crops are not kept until the backward.
+    _, upstream, _, dk_matmuls = _backward_graph(implementation)
+    assert dk_matmuls
+    for matmul in dk_matmuls:
+        window = matmul.inputs[0].op  # reshape of the group's input window
+        assert _waits_for(window, upstream), matmul.name
+
+
 def test_even_kernel_with_every_tap_in_the_padding():
     # 2x2 at rate 14 on a 7 x 6 image: offsets -7 and +7 on both axes, every tap reads
     # only padding: the output and both gradients are zero.

@@ -3,9 +3,13 @@
 `make bench` once died in the case "deterministic, oneDNN off, XLA on": training turns
 XLA off under op determinism on CPU (`runtime.resolve_jit_compile`), the benchmark did
 not, and the first step failed with UnimplementedError. This checks each case against
-the rule without running a step.
+the rule without running a step, and the plumbing of each case's peak memory (the fields,
+the table column, and at tiny size a worker's readings).
 """
-from benchmarks import bench_train_step
+import numpy as np
+import pytest
+
+from benchmarks import bench_train_step, support
 from research import runtime
 
 
@@ -37,3 +41,48 @@ def test_training_flops_counts_each_conv_and_the_probe_measures():
     assert bench_train_step.training_flops(model, 16, 2) == 3 * forward * 2   # forward + two backward passes
     probe = bench_train_step.make_dense_conv_probe(repeats=1)()
     assert 1e8 < probe < 1e14         # FLOP/s: a real machine's, not 0 or inf
+
+
+def test_train_step_cases_keep_their_ids_and_measure_the_recipe_batch():
+    cases = [[c, bench_train_step._case_id(c)] for c in bench_train_step.CASES]
+    ids = [case_id for _, case_id in cases]
+    assert len(set(ids)) == len(ids)
+    # Batch-2 ids are what saved baselines compare against: no batch part in them.
+    assert not [case_id for case, case_id in cases if "batch" not in case and "-batch_" in case_id]
+    larger = [[case, case_id] for case, case_id in cases if case.get("batch", 2) != 2]
+    assert larger == [[dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8),
+                       "deeplab_v3-custom-onednn_on-xla_off-batch_8"]]
+
+
+def test_memory_fields_and_the_table_column():
+    built = {"peak_rss_bytes": 9, "allocator_peak_bytes": 5, "allocator_current_bytes": 1}
+    runs = [{"peak_rss_bytes": 6, "allocator_peak_bytes": 3, "allocator_current_bytes": 2},
+            {"peak_rss_bytes": 7, "allocator_peak_bytes": 4, "allocator_current_bytes": 2}]
+    with_peak = [("g", "a", 2.0, 1.0, True, 3 * 2 ** 30), ("g", "b", 1.0, 2.0, False)]
+    # The steps' peak is the largest over the run replies; the build's is kept apart.
+    assert bench_train_step._memory_info(built, runs) == {
+        "peak_rss_bytes": 7, "build_peak_rss_bytes": 9, "allocator_peak_bytes": 4, "allocator_current_bytes": 2}
+    header, first, second = support.comparison_lines(with_peak)[1:]
+    assert header.split()[-2:] == ["peak", "GiB"]
+    assert first.split()[-1] == "3.00" and second.split()[-2:] == ["2.00x", "-"]
+    without = support.comparison_lines([row[:5] for row in with_peak])
+    assert "peak" not in without[1] and without[3].split()[-1] == "2.00x"
+
+
+@pytest.mark.slow
+def test_worker_reports_its_peak_memory(tmp_path):
+    # The worker's plumbing at tiny size: the `smoke` network at 32 px, one step.
+    rng = np.random.default_rng(0)
+    batch_file = str(tmp_path / "batch.npz")
+    np.savez(batch_file, images=rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32"),
+             labels=rng.integers(0, 21, (2, 32, 32)).astype("int32"))
+    case = dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, config="smoke", size=32)
+    worker = support.WorkerProcess("benchmarks.bench_train_step", onednn=True)
+    try:
+        built = worker.request({"op": "build", "case": case, "batch_file": batch_file})
+        run = worker.request({"op": "run", "steps": 1})
+    finally:
+        worker.close()
+    assert built["peak_rss_bytes"] > 200 * 2 ** 20  # bytes: TensorFlow alone is more
+    # oneDNN on: TF's allocator counts the weights and slots; its pool is resident.
+    assert 0 < run["allocator_current_bytes"] <= run["allocator_peak_bytes"] < run["peak_rss_bytes"]

@@ -1,0 +1,355 @@
+"""Where a DeepLab v3 training step's memory goes, measured.
+
+    python scripts/memory_breakdown.py [--batches 2 8] [--steps 4] [--out FILE]
+        [--experiments step forward gradients loss_reference atrous_keras onednn_off xla]
+        [--source DIR --label before]
+
+DeepLab v3, ResNet-50, output stride 16, float32, 384 x 384, the `deeplabv3_voc` recipe
+(Adam) with random weights, one fixed random batch (no input pipeline). Every experiment
+runs in a fresh process (this script with --worker), which builds the model and the
+optimizer, runs the step once (tracing it), restarts the memory marks
+(research/memory.py) and runs --steps more steps. Experiments:
+
+  step            research.train.make_train_step, the project's defaults, at each --batches
+  forward         the forward pass and the loss only (training mode), largest batch
+  gradients       forward, loss and gradients, no optimizer update
+  loss_reference  the step with loss_impl="reference" (the plain twin of the fused loss)
+  atrous_keras    the step with atrous="keras" (Keras' dilated Conv2D)
+  onednn_off      the step with TF_ENABLE_ONEDNN_OPTS=0 (TF's plain CPU allocator: no
+                  allocator statistics, peak RSS only)
+  xla             the step compiled by XLA (jit_compile=true; its own buffer plan)
+
+Each reports the process's peak RSS over the steps alone (VmHWM), TF's allocator peak per
+step and what stays allocated after a step (weights, optimizer slots), the resident
+memory by kind at the end (/proc/self/smaps: code pages, heap, the allocator's large
+mappings, other), the bytes of weights and optimizer slots, and, for `step`, the
+activations the backward keeps, from the traced graph: each forward tensor a gradient op
+reads, by what reads it (BatchNorm gradient: the BatchNorm inputs; ReLU gradient: the ReLU
+outputs; ...). Results go to FILE (default benchmarks/results/<machine id>/memory.json)
+under "runs" -> --label (default "current") -> "runs" -> run name, each run with its
+provenance; runs and labels already in the file are kept unless measured again (so
+`--experiments xla` adds one run). `--source DIR` measures another checkout's `research` and
+`kernels` (e.g. an older commit's, for a before/after), reading memory with this
+checkout's research/memory.py.
+
+`main` is the command line of scripts/memory_breakdown.py.
+"""
+import argparse
+import collections
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIZE = 384
+GiB = 2 ** 30
+EXPERIMENTS = ("step", "forward", "gradients", "loss_reference", "atrous_keras", "onednn_off", "xla")
+
+# Which backward op reads a kept forward tensor names its category; the first that
+# applies wins (a ReLU output is also the next convolution's input). Then by the op that
+# made it (KEPT_BY_MAKER), then "other".
+KEPT_BY_READER = (
+    (("FusedBatchNormGradV3", "FusedBatchNormGrad", "FusedBatchNormGradV2"), "BatchNorm inputs"),
+    (("ReluGrad",), "ReLU outputs"),
+    (("MaxPoolGrad",), "max-pool input and output"),
+    (("Conv2DBackpropFilter", "Conv2DBackpropInput", "MatMul"), "other convolution inputs"),
+)
+KEPT_BY_MAKER = {"SparseSoftmaxCrossEntropyWithLogits": "loss: softmax minus one-hot"}
+
+
+# ----------------------------------------------------------------------------------------
+# Pure helpers (tested)
+
+def rss_by_kind(smaps_text, large=128 * 2 ** 20):
+    """Resident bytes by kind from /proc/<pid>/smaps text: {"code_and_files", "heap",
+    "large_anonymous", "other_anonymous"}.
+
+    "large_anonymous": anonymous mappings of at least `large` bytes: with oneDNN on, TF's
+    allocator pool (its regions are large mmaps that the kernel merges into one mapping);
+    malloc's per-thread arenas are 64 MiB reservations and stay below it.
+    """
+    kinds = dict.fromkeys(("code_and_files", "heap", "large_anonymous", "other_anonymous"), 0)
+    size = name = None
+    for line in smaps_text.splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header
+            low, high = (int(v, 16) for v in fields[0].split("-"))
+            size, name = high - low, (fields[5] if len(fields) > 5 else "")
+        elif fields[:1] == ["Rss:"] and size is not None:
+            if name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/"):
+                kind = "code_and_files"
+            else:
+                kind = "large_anonymous" if size >= large else "other_anonymous"
+            kinds[kind] += int(fields[1]) * 1024
+    return kinds
+
+
+def kept_categories(kept):
+    """{category: bytes} of kept tensors [(bytes, {reader op types}, maker op type)]
+    (see KEPT_BY_READER), largest first."""
+    totals = collections.Counter()
+    for size, readers, maker in kept:
+        category = next((name for types, name in KEPT_BY_READER if readers & set(types)),
+                        KEPT_BY_MAKER.get(maker, "other"))
+        totals[category] += size
+    return dict(totals.most_common())
+
+
+def summarize(runs):
+    """The breakdown of the largest-batch `step` run and the other runs' differences to it
+    (bytes), from the worker results {name: result}."""
+    steps = sorted((r["settings"]["batch"], name) for name, r in runs.items()
+                   if r["settings"]["mode"] == "step" and r["settings"].get("variant") is None)
+    if not steps:
+        return {}
+    batch, name = steps[-1]
+    main = runs[name]
+    peak = max(main["allocator_step_peaks"]) if main["allocator_step_peaks"][0] is not None else None
+    kept = main.get("kept_for_backward", {})
+    summary = {"of": name, "peak_rss_bytes": main["peak_rss_bytes"], "rss_by_kind": main["rss_by_kind"],
+               "imported_rss_bytes": main["imported_rss_bytes"],
+               "weights_bytes": main["weights_bytes"], "optimizer_slot_bytes": main["optimizer_slot_bytes"],
+               "allocator_peak_bytes": peak, "allocator_after_step_bytes": main["allocator_current_bytes"]}
+    if peak is not None and kept:
+        summary["kept_for_backward_bytes"] = kept["total_bytes"]
+        summary["transient_at_peak_bytes"] = peak - main["allocator_current_bytes"] - kept["total_bytes"]
+    if len(steps) > 1:
+        small = runs[steps[0][1]]
+        summary["per_image_peak_rss_bytes"] = (main["peak_rss_bytes"] - small["peak_rss_bytes"]) / (batch - steps[0][0])
+    summary["differences"] = {other: r["peak_rss_bytes"] - main["peak_rss_bytes"] for other, r in runs.items()
+                              if other != name and r["settings"]["batch"] == batch}
+    return summary
+
+
+# ----------------------------------------------------------------------------------------
+# Worker side (its own process)
+
+def _memory_module():
+    """This checkout's research/memory.py, also when `research` comes from --source."""
+    spec = importlib.util.spec_from_file_location("_memory", os.path.join(ROOT, "research", "memory.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(settings):
+    """(model, optimizer, config, images, labels) for the settings, seeded."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from research import build
+    from research import configs
+
+    batch = settings["batch"]
+    config = configs.load_config("deeplabv3_voc").replace(
+        weights=None, batch_size=batch, precision="float32", input_size=(SIZE, SIZE),
+        loss_impl=settings.get("loss", "fused"), atrous=settings.get("atrous", "kernels"))
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (batch, SIZE, SIZE, 3)).astype("float32"))
+    labels = rng.integers(0, config.num_classes, (batch, SIZE, SIZE)).astype("int32")
+    labels[:, :16] = config.ignore_label  # some ignored pixels, as VOC's borders
+    model = build.build_model(config)
+    optimizer = build.make_optimizer(config, "float32")
+    optimizer.build(model.trainable_variables)
+    return model, optimizer, config, images, tf.constant(labels)
+
+
+def _loss_and_gradients(model, config, images, labels, gradients):
+    """A tf.function: the training-mode forward and loss (and its gradients, summed to a
+    scalar so that none is returned)."""
+    import kernels
+    import tensorflow as tf
+    from research import build
+
+    loss_fn, loss_kwargs = build.loss_function(config)
+    normalizers = kernels.loss_normalizers(labels, config.num_classes, config.ignore_label)
+
+    @tf.function
+    def run():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True), normalizers=normalizers, **loss_kwargs)
+        if not gradients:
+            return loss
+        grads = tape.gradient(loss, model.trainable_variables)
+        return loss + tf.add_n([tf.reduce_sum(g[..., :1]) for g in grads]) * 0.0
+
+    return run
+
+
+def _step(settings, model, optimizer, config, images, labels):
+    """A no-argument function running one step of the settings' mode and waiting for it."""
+    import kernels
+    import tensorflow as tf
+    from research import runtime, train
+
+    if settings["mode"] != "step":
+        run = _loss_and_gradients(model, config, images, labels, settings["mode"] == "gradients")
+        return lambda: float(run())
+    use_xla, _ = runtime.resolve_jit_compile(settings.get("xla", "auto"), "cpu", "float32", 1)
+    confusion = kernels.StreamingConfusionMatrix(config.num_classes)
+    step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config, confusion,
+                                 use_xla=use_xla, loss_scaling=False)
+    return lambda: float(step(images, labels)[0])
+
+
+def kept_for_backward(model, config, images, labels):
+    """{"total_bytes", "by_reader": {category: bytes}, "unknown_shape": count}: the
+    forward tensors that the backward's ops read, from the traced graph of the forward,
+    the loss and its gradients (each tensor once; see KEPT_BY_READER). Tensors of unknown
+    static shape are counted apart: BatchNorm's reserve spaces, a few KB each."""
+    import tensorflow as tf
+    from research import build
+
+    loss_fn, loss_kwargs = build.loss_function(config)
+    marker = {}
+
+    @tf.function
+    def traced(images, labels):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True), **loss_kwargs)
+        marker["forward_ops"] = len(tf.compat.v1.get_default_graph().get_operations())
+        return tape.gradient(loss, model.trainable_variables)
+
+    operations = traced.get_concrete_function(images, labels).graph.get_operations()
+    forward = set(operations[:marker["forward_ops"]])
+    readers = collections.defaultdict(set)
+    for op in operations[marker["forward_ops"]:]:
+        for tensor in op.inputs:
+            if tensor.op in forward and tensor.op.type not in ("Const", "ReadVariableOp", "Placeholder", "Shape"):
+                readers[tensor.ref()].add(op.type)
+    known = [(ref.deref(), r) for ref, r in readers.items() if ref.deref().shape.is_fully_defined()]
+    kept = [(t.shape.num_elements() * t.dtype.size, r, t.op.type) for t, r in known]
+    return {"total_bytes": sum(size for size, _, _ in kept), "by_reader": kept_categories(kept),
+            "unknown_shape": len(readers) - len(known)}
+
+
+def _worker(settings):
+    """Measures one experiment (see the module docstring); prints its result as JSON."""
+    memory = _memory_module()
+    import research  # noqa: F401  (the project's runtime defaults)
+    import tensorflow as tf  # noqa: F401
+
+    result = {"settings": settings, "imported_rss_bytes": memory.rss_bytes()}
+    model, optimizer, config, images, labels = _build(settings)
+    result["built_rss_bytes"] = memory.rss_bytes()
+    result["weights_bytes"] = sum(int(w.numpy().nbytes) for w in model.weights)
+    slots = [v for v in optimizer.variables if len(v.shape) > 0]  # not iterations or the rate
+    result["optimizer_slot_bytes"] = sum(int(v.numpy().nbytes) for v in slots)
+    run = _step(settings, model, optimizer, config, images, labels)
+    run()  # traces the step and runs it once
+    result["build_peak_rss_bytes"] = memory.peak_rss_bytes()
+    memory.reset_peak_rss()
+    peaks = []
+    for _ in range(settings["steps"]):
+        memory.reset_allocator_peak()
+        run()
+        stats = memory.allocator_stats()
+        peaks.append(stats and stats["peak"])
+    stats = memory.allocator_stats()
+    with open("/proc/self/smaps") as f:
+        result.update(peak_rss_bytes=memory.peak_rss_bytes(), allocator_step_peaks=peaks,
+                      allocator_current_bytes=stats and stats["current"], rss_by_kind=rss_by_kind(f.read()))
+    if settings.get("kept"):
+        result["kept_for_backward"] = kept_for_backward(model, config, images, labels)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Driver
+
+def experiment_settings(names, batches, steps):
+    """{run name: worker settings} for the named experiments."""
+    largest = max(batches)
+    runs = {}
+    for name in names:
+        base = dict(batch=largest, mode="step", steps=steps, onednn=True)
+        if name == "step":
+            runs.update({f"step_batch{b}": dict(base, batch=b, kept=True) for b in batches})
+        elif name in ("forward", "gradients"):
+            runs[name] = dict(base, mode=name)
+        elif name == "loss_reference":
+            runs[name] = dict(base, loss="reference", variant=name)
+        elif name == "atrous_keras":
+            runs[name] = dict(base, atrous="keras", variant=name)
+        elif name == "onednn_off":
+            runs[name] = dict(base, onednn=False, variant=name)
+        elif name == "xla":
+            runs[name] = dict(base, xla=True, variant=name)
+        else:
+            raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    return runs
+
+
+def run_worker(settings, source):
+    """Runs one experiment's worker process; returns its result (a dict)."""
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=str(int(settings["onednn"])), TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(settings)],
+                          capture_output=True, text=True, env=env, cwd=source)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"worker {settings} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def provenance(source, command):
+    """{"machine", "tensorflow", "commit", "date", "command"} of a measurement of the
+    checkout at `source` (research/provenance.py)."""
+    from research import provenance as provenance_lib
+
+    return provenance_lib.provenance(command, root=source)
+
+
+def table(runs):
+    """Markdown lines: each run's peak RSS of the steps and TF's allocator peak (GiB)."""
+    lines = ["| run | batch | peak RSS, steps (GiB) | allocator peak (GiB) | after a step (GiB) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, r in runs.items():
+        peaks = [p for p in r["allocator_step_peaks"] if p is not None]
+        after = r["allocator_current_bytes"]
+        lines.append(f"| {name} | {r['settings']['batch']} | {r['peak_rss_bytes'] / GiB:.2f} | "
+                     f"{max(peaks) / GiB if peaks else float('nan'):.2f} | "
+                     f"{after / GiB if after is not None else float('nan'):.2f} |")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/<machine id>/memory.json)")
+    parser.add_argument("--source", default=ROOT, help="the checkout whose research/kernels to measure")
+    parser.add_argument("--label", default="current", help="the key of this measurement in the file")
+    args = parser.parse_args(argv)
+    from research.fileio import atomic_write_json
+
+    source = os.path.abspath(args.source)
+    from research import provenance as provenance_lib
+
+    info = provenance(source, provenance_lib.command_line("python scripts/memory_breakdown.py", argv))
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", info["machine"], "memory.json")
+    measured = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            measured = json.load(f).get("runs", {})
+    runs = measured.get(args.label, {}).get("runs", {})
+    for name, settings in experiment_settings(args.experiments, args.batches, args.steps).items():
+        print(f"{name}: {json.dumps(settings)}", flush=True)
+        runs[name] = dict(run_worker(settings, source), provenance=info)
+    measured[args.label] = {"runs": runs, "summary": summarize(runs)}
+    atomic_write_json(out, {"provenance": info, "what": __doc__.split("\n")[0], "runs": measured})
+    print("\n".join(table(runs)))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    # The experiments' worker processes run this file (run_worker), with `research` and
+    # `kernels` from --source on PYTHONPATH; users run scripts/memory_breakdown.py.
+    if sys.argv[1:2] == ["--worker"]:
+        _worker(json.loads(sys.argv[2]))

@@ -1,0 +1,82 @@
+"""scripts/memory_breakdown.py (research.tools.memory_breakdown): its smaps reading,
+kept-tensor categories, summary and runs."""
+import pytest
+
+from research.tools import memory_breakdown as breakdown
+
+MiB = 2 ** 20
+
+SMAPS = """\
+55d0c0000000-55d0c0400000 r-xp 00000000 08:01 123   /usr/lib/libtensorflow_cc.so.2
+Size:               4096 kB
+Rss:                3000 kB
+55d0c1000000-55d0c3000000 rw-p 00000000 00:00 0     [heap]
+Size:              32768 kB
+Rss:               20000 kB
+7f0000000000-7f0100000000 rw-p 00000000 00:00 0
+Size:            4194304 kB
+Rss:             3000000 kB
+7f0200000000-7f0204000000 rw-p 00000000 00:00 0
+Size:              65536 kB
+Rss:                1000 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0     [stack]
+Size:                132 kB
+Rss:                  40 kB
+"""
+
+
+def test_rss_by_kind_reads_smaps():
+    assert breakdown.rss_by_kind(SMAPS) == {
+        "code_and_files": 3000 * 1024, "heap": 20000 * 1024,
+        "large_anonymous": 3000000 * 1024,  # the 4 GiB mapping: an allocator pool
+        "other_anonymous": (1000 + 40) * 1024}  # a 64 MiB arena is not "large"; the stack
+
+
+def test_rss_by_kind_of_this_process():
+    with open("/proc/self/smaps") as f:
+        kinds = breakdown.rss_by_kind(f.read())
+    assert kinds["code_and_files"] > MiB and sum(kinds.values()) > 10 * MiB
+
+
+def test_kept_tensors_are_named_by_their_first_reader_then_maker():
+    kept = [(100, {"FusedBatchNormGradV3"}, "BiasAdd"),
+            (10, {"ReluGrad", "Conv2DBackpropFilter"}, "Relu"),        # ReLU first, once
+            (5, {"Conv2DBackpropFilter"}, "Pad"),
+            (7, {"Mul"}, "SparseSoftmaxCrossEntropyWithLogits"),
+            (1, {"Mul"}, "Cast")]
+    assert breakdown.kept_categories(kept) == {
+        "BatchNorm inputs": 100, "ReLU outputs": 10, "loss: softmax minus one-hot": 7,
+        "other convolution inputs": 5, "other": 1}
+
+
+def _result(batch, rss, mode="step", variant=None, kept=None):
+    settings = dict(batch=batch, mode=mode, steps=2, onednn=True)
+    if variant:
+        settings["variant"] = variant
+    result = {"settings": settings, "peak_rss_bytes": rss, "rss_by_kind": {}, "imported_rss_bytes": 1,
+              "weights_bytes": 2, "optimizer_slot_bytes": 4, "allocator_step_peaks": [90, 100],
+              "allocator_current_bytes": 10}
+    if kept:
+        result["kept_for_backward"] = {"total_bytes": kept}
+    return result
+
+
+def test_summary_of_the_largest_batch_step():
+    runs = {"step_batch2": _result(2, 300, kept=20), "step_batch8": _result(8, 900, kept=60),
+            "forward": _result(8, 500, mode="forward"), "loss_reference": _result(8, 950, variant="loss_reference")}
+    summary = breakdown.summarize(runs)
+    assert summary["of"] == "step_batch8" and summary["peak_rss_bytes"] == 900
+    assert summary["allocator_peak_bytes"] == 100 and summary["kept_for_backward_bytes"] == 60
+    assert summary["transient_at_peak_bytes"] == 100 - 10 - 60
+    assert summary["per_image_peak_rss_bytes"] == 100
+    assert summary["differences"] == {"forward": -400, "loss_reference": 50}
+
+
+def test_experiment_settings():
+    runs = breakdown.experiment_settings(["step", "onednn_off", "forward", "xla"], [2, 8], 3)
+    assert list(runs) == ["step_batch2", "step_batch8", "onednn_off", "forward", "xla"]
+    assert runs["step_batch2"] == dict(batch=2, mode="step", steps=3, onednn=True, kept=True)
+    assert runs["onednn_off"]["onednn"] is False and runs["onednn_off"]["batch"] == 8
+    assert runs["xla"]["xla"] is True and runs["xla"]["variant"] == "xla"
+    with pytest.raises(ValueError, match="unknown experiment 'fp16'"):
+        breakdown.experiment_settings(["fp16"], [2], 1)
