@@ -30,6 +30,8 @@ BLOCKS = {
     "tflite-accuracy": result_tables.block("tflite", "TFLite report", result_tables.tflite_accuracy_table),
     "ablation": result_tables.block("ablation", "ablation", result_tables.ablation_table),
     "speedups": result_tables.block("speedups", "speed-up check", result_tables.speedups_table),
+    "memory-runs": result_tables.block("memory", "memory breakdown", result_tables.memory_runs_table),
+    "memory-breakdown": result_tables.block("memory", "memory breakdown", result_tables.memory_breakdown_table),
     "models": result_tables.block("models", "model summary", result_tables.models_table,
                                   machine_independent=True),
     "compare-accumulation": result_tables.block("compare_accumulation", "comparison of accumulation runs",

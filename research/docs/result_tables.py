@@ -18,6 +18,7 @@ COMMANDS = {
                  "--set backbone_blocks=[1,1,1,1] --json"),
     "speedups": "python scripts/check_speedups.py",
     "models": "python -m research.models --json",
+    "memory": "python scripts/memory_breakdown.py",
     "compare_accumulation": "python scripts/compare_runs.py runs/demo runs/demo_b4x2 --name accumulation --json",
     "compare_decoder": "python scripts/compare_runs.py runs/demo runs/demo_v3plus --name decoder --json",
 }
@@ -93,6 +94,50 @@ def speedups_table(results):
              "ok" if c["passed"] else "**below floor**"]
             for name, c in sorted(results["checks"].items())]
     return tables.table(["check", "baseline runs with", "baseline s", "fast s", "speed-up", "floor", ""], rows)
+
+
+GIB = 2 ** 30
+MEMORY_RUNS = {      # memory_breakdown's experiments, in the order and words of the table
+    "step_batch2": "the step, batch 2", "step_batch4": "the step, batch 4", "step_batch8": "the step, batch 8",
+    "forward": "forward pass and loss only, batch 8", "gradients": "forward, loss and gradients, no update, batch 8",
+    "loss_reference": "`loss_impl=\"reference\"`, batch 8", "atrous_keras": "`atrous=\"keras\"`, batch 8",
+    "onednn_off": "oneDNN off (no allocator statistics), batch 8", "xla": "`jit_compile=true`, batch 8",
+}
+
+
+def _gib(value):
+    return tables.number(value / GIB if value is not None else None, 2)
+
+
+def memory_runs_table(results):
+    """Peak memory of each measured run (memory_breakdown's "current" measurement)."""
+    runs = results["runs"]["current"]["runs"]
+    rows = []
+    for name, words in MEMORY_RUNS.items():
+        if name in runs:
+            run = runs[name]
+            peaks = [p for p in run["allocator_step_peaks"] if p is not None]
+            rows.append([words, _gib(run["peak_rss_bytes"]), _gib(max(peaks) if peaks else None)])
+    return tables.table(["DeepLab v3 R50, 384 px, the step alone", "peak RSS of the steps (GiB)",
+                         "TF allocator peak (GiB)"], rows)
+
+
+def memory_breakdown_table(results):
+    """Where the step's memory goes at its largest measured batch."""
+    summary = results["runs"]["current"]["summary"]
+    run = results["runs"]["current"]["runs"][summary["of"]]
+    kept = run["kept_for_backward"]["by_reader"]
+    kinds = summary["rss_by_kind"]
+    rows = [["resident: TensorFlow's and Python's code (file-backed pages)", _gib(kinds["code_and_files"])],
+            ["resident: heap (graphs, kernels, Python objects, small tensors)", _gib(kinds["heap"])],
+            ["resident: other anonymous memory (stacks, malloc arenas)", _gib(kinds["other_anonymous"])],
+            ["resident: TF's allocator pool (tensors of 256 KB or more)", _gib(kinds["large_anonymous"])],
+            ["in the pool: weights (BatchNorm statistics included)", _gib(summary["weights_bytes"])],
+            ["in the pool: optimizer slots (Adam's m and v)", _gib(summary["optimizer_slot_bytes"])],
+            ["in the pool: activations kept for the backward", _gib(summary["kept_for_backward_bytes"])]]
+    rows += [[f"- {reader}", _gib(size)] for reader, size in sorted(kept.items(), key=lambda kv: -kv[1])]
+    rows.append(["in the pool: transient at the peak (gradients being formed)", _gib(summary["transient_at_peak_bytes"])])
+    return tables.table([f"part ({MEMORY_RUNS[summary['of']]})", "GiB"], rows)
 
 
 def models_table(results):
