@@ -320,16 +320,19 @@ def table(runs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[2, 8])
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
+    parser.add_argument("--batches", type=int, nargs="+", default=[2, 8],
+                        help="batch sizes of the `step` experiment (the others run at the largest)")
+    parser.add_argument("--steps", type=int, default=4, help="steps measured after the traced first one")
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS,
+                        help="what to measure (the module doc says what each is)")
     parser.add_argument("--out", help="JSON file (default benchmarks/results/<machine id>/memory.json)")
-    parser.add_argument("--source", default=ROOT, help="the checkout whose research/kernels to measure")
+    parser.add_argument("--source", default=None,
+                        help="the checkout whose research/kernels to measure (default: this one)")
     parser.add_argument("--label", default="current", help="the key of this measurement in the file")
     args = parser.parse_args(argv)
     from research.fileio import atomic_write_json
 
-    source = os.path.abspath(args.source)
+    source = os.path.abspath(args.source or ROOT)
     from research import provenance as provenance_lib
 
     info = provenance(source, provenance_lib.command_line("python scripts/memory_breakdown.py", argv))
