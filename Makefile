@@ -42,7 +42,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST) --run-slow --durations=25
 
+# A fresh run each time: runs/demo is the demo's own folder (a finished run there would
+# otherwise be resumed, that is, not trained again).
 demo: $(STAMP)
+	rm -rf $(DEMO_RUN)
 	@start=$$(date +%s) && set -e && \
 	$(PY) scripts/make_synthetic_voc.py --root $(DEMO_DATA) --num-train 960 --num-val 240 --seed 0 --overwrite && \
 	$(PY) scripts/show_batch.py --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png && \

@@ -532,6 +532,8 @@ def _metrics_report(confusion, per_image, subset, loaded, config, data, inferenc
     losses = np.array([r.loss for r in per_image], dtype=np.float64)
     return {
         **{name: float(metrics[name]) for name in METRIC_NAMES},
+        # metrics.json is written with sorted keys: the class order is this list's.
+        "class_names": list(data.class_names),
         "per_class_iou": dict(zip(data.class_names, map(float, metrics["per_class_iou"]))),
         "per_class_accuracy": dict(zip(data.class_names, map(float, metrics["per_class_accuracy"]))),
         "mean_image_loss": float(np.nanmean(losses)) if np.isfinite(losses).any() else None,

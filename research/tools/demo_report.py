@@ -86,10 +86,11 @@ def recipe_text(config):
 
 
 def metrics_class_names(metrics):
-    """The class names of an evaluation's metrics.json: the keys of its per-class IoU
-    (in class order: the dataset's names), else VOC's for 21 classes, else indices."""
+    """The class names of an evaluation's metrics.json in class order: its "class_names"
+    (the dataset's), else VOC's for 21 classes, else the indices. (Not the keys of its
+    per-class tables: the file is written with sorted keys.)"""
     num_classes = len(metrics["confusion_matrix"])
-    names = list(metrics.get("per_class_iou") or ())
+    names = list(metrics.get("class_names") or ())
     if len(names) == num_classes:
         return names
     return class_names(num_classes)

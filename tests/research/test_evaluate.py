@@ -141,7 +141,7 @@ def test_metrics_match_an_independent_confusion_matrix(pointwise_run, smoke_conf
 
     rows = read_csv(os.path.join(out, "per_class.csv"))
     assert list(rows[0]) == ["index", "class", "iou", "accuracy", "pixels"]
-    assert [r["class"] for r in rows] == list(voc.CLASS_NAMES)
+    assert [r["class"] for r in rows] == list(voc.CLASS_NAMES) == metrics["class_names"]   # class order
     assert [int(r["pixels"]) for r in rows] == expected.sum(1).tolist()
     for r in rows:
         iou = metrics["per_class_iou"][r["class"]]
