@@ -42,7 +42,8 @@ def _build(size_id):
     import keras
     import tensorflow as tf
     import kernels
-    from research import build, configs, train
+    from research import build, configs, runtime
+    from research.training.steps import all_finite, make_train_step
 
     name, size, batch = SIZES[size_id]
     config = configs.load_config(name).replace(weights=None, batch_size=batch, input_size=(size, size),
@@ -52,12 +53,12 @@ def _build(size_id):
     optimizer = build.make_optimizer(config, "float32")
     optimizer.build(model.trainable_variables)
     confusion = kernels.StreamingConfusionMatrix(config.num_classes)
-    use_xla, _ = train.runtime.resolve_jit_compile(config.jit_compile, "cpu", "float32", 1)
-    step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config, confusion,
-                                 use_xla, loss_scaling=False)
+    use_xla, _ = runtime.resolve_jit_compile(config.jit_compile, "cpu", "float32", 1)
+    step = make_train_step(model, optimizer, tf.distribute.get_strategy(), config, confusion,
+                           use_xla, loss_scaling=False)
     saved = [v for v in model.weights + optimizer.variables if "float" in str(v.dtype)]
-    checks = {"weights": tf.function(lambda: train.all_finite(saved)),
-              "grads_alone": tf.function(lambda: train.all_finite(model.trainable_variables))}
+    checks = {"weights": tf.function(lambda: all_finite(saved)),
+              "grads_alone": tf.function(lambda: all_finite(model.trainable_variables))}
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     labels = tf.constant(rng.integers(0, config.num_classes, (batch, size, size)).astype("int32"))

@@ -5,7 +5,7 @@ batch 8, the recipe's), float32, one fixed batch from the embedded dataset's tra
 pipeline, the same initial weights (seeded; each worker reports a checksum and the test
 checks they agree). Cases:
 
-  custom  research.train.make_train_step: AtrousConv2D, fused loss, XLA on/off, and
+  custom  research.training.steps.make_train_step: AtrousConv2D, fused loss, XLA on/off, and
           with op determinism (`deterministic=true`) to show its cost
   fit     research.fit_baseline: dilated Conv2D, reference loss as a Keras loss,
           Keras metrics, `model.fit` with Keras' jit_compile="auto" (off on CPU), fed
@@ -136,7 +136,8 @@ def _build(case, batch_file):
     import tensorflow as tf
     import kernels
     from research import configs
-    from research import build, fit_baseline, runtime, train
+    from research import build, fit_baseline, runtime
+    from research.training.steps import make_train_step
     from research.data import pipeline
 
     data = np.load(batch_file)
@@ -177,8 +178,8 @@ def _build(case, batch_file):
         # As training checks it: a combination training refuses is a ValueError saying why.
         use_xla, _ = runtime.resolve_jit_compile(case["xla"], "cpu", "float32", 1,
                                                  bool(case.get("deterministic")))
-        step = train.make_train_step(model, optimizer, tf.distribute.get_strategy(), config,
-                                     confusion, use_xla=use_xla, loss_scaling=False)
+        step = make_train_step(model, optimizer, tf.distribute.get_strategy(), config,
+                               confusion, use_xla=use_xla, loss_scaling=False)
 
         def run(steps):
             for _ in range(steps):

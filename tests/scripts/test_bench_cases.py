@@ -86,3 +86,14 @@ def test_worker_reports_its_peak_memory(tmp_path):
     assert built["peak_rss_bytes"] > 200 * 2 ** 20  # bytes: TensorFlow alone is more
     # oneDNN on: TF's allocator counts the weights and slots; its pool is resident.
     assert 0 < run["allocator_current_bytes"] <= run["allocator_peak_bytes"] < run["peak_rss_bytes"]
+
+
+def test_every_nan_guard_case_runs_at_a_tiny_size(monkeypatch):
+    """bench_nan_guard builds its step from the training modules; a helper that moves
+    (all_finite once did) must break this test, not a 30-minute `make bench`."""
+    from benchmarks import bench_nan_guard
+
+    monkeypatch.setitem(bench_nan_guard.SIZES, "tiny", ("smoke", 32, 2))
+    built = bench_nan_guard._build("tiny")
+    for case in bench_nan_guard.CASES:
+        bench_nan_guard._runner(case, *built)()    # raises on a broken case
