@@ -53,19 +53,19 @@ NAMES = ("atrous_r18", "atrous_r18_forced", "confusion", "loss", "train_defaults
 # measurement to its list and the floor follows.
 #   AMD: 2-core AMD EPYC Zen 3 (AVX2; TF leaves oneDNN off), machine id vm-AMD-EPYC-2cpu
 #   Intel: 2-core Intel Xeon (AVX-512 VNNI; TF turns oneDNN on)
-# Sources: this script's runs (the README's "Ratio check"), `make bench` (the saved run of
-# vm-AMD-EPYC-2cpu), `pytest benchmarks/... -s` re-measurements in the README's speed
-# sections, and the Intel runs noted in the project's notes. Train vs fit lists only runs
+# Sources: this script's runs (three in a row on each kind; the latest is saved in
+# benchmarks/results/<machine>/speedups.json), `make bench` (the saved run of
+# vm-AMD-EPYC-2cpu) and `pytest benchmarks/... -s` re-measurements. Train vs fit lists only runs
 # that time `fit` as STEPS_PER_CALL steps in one call (the earlier one-call-per-step
 # timing gave AMD 7.27x off / 1.71-1.77x on, Intel 8.94x / 2.23x).
 FLOOR_FRACTION = 0.7
 MEASURED = {
-    ("atrous_r18", "off"): {"AMD": [59.5, 71.41], "Intel": [85.0]},
-    ("atrous_r18", "on"): {"AMD": [12.6, 14.42]},                  # Intel: not measured
-    ("confusion", None): {"AMD": [13.9, 13.29, 10.85], "Intel": [10.98]},
-    ("loss", None): {"AMD": [3.28, 1.75, 2.63], "Intel": [1.73]},
-    ("train", "off"): {"AMD": [5.67, 5.47, 5.30, 4.77, 4.64]},
-    ("train", "on"): {"AMD": [2.24, 2.17, 2.12, 2.09, 1.89]},
+    ("atrous_r18", "off"): {"AMD": [59.5, 71.41], "Intel": [85.0, 177.73, 189.40, 187.27]},
+    ("atrous_r18", "on"): {"AMD": [12.6, 14.42], "Intel": [21.67, 22.17, 21.22]},
+    ("confusion", None): {"AMD": [13.9, 13.29, 10.85], "Intel": [10.98, 10.81, 11.50, 10.58]},
+    ("loss", None): {"AMD": [3.28, 1.75, 2.63], "Intel": [1.73, 2.37, 2.06, 2.11]},
+    ("train", "off"): {"AMD": [5.67, 5.47, 5.30, 4.77, 4.64], "Intel": [13.83, 14.05, 14.76]},
+    ("train", "on"): {"AMD": [2.24, 2.17, 2.12, 2.09, 1.89], "Intel": [2.25, 2.35, 2.12]},
 }
 
 # --degrade NAME: {check kind: what replaces the fast side}. The train step's degraded
