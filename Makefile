@@ -32,7 +32,7 @@ install: $(STAMP)
 # TEST_WORKERS pytest-xdist processes, whole files per process (`--dist loadfile`: a
 # module's fixtures are built once). Measured on the 2-core Intel Xeon (fast tier):
 # 2 processes 107 s, 1 process 174 s; TensorFlow's own threads leave the second core
-# idle during Python-bound tracing and small ops. docs/benchmarks.md has the timings.
+# idle during Python-bound tracing and small ops. The README's Tests section has the timings.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
