@@ -26,6 +26,7 @@ jitter instead of their photometric distortion. One GPU with 16 crops of 512 px 
 about 30-40 GB at float32.
 """
 from research.config import Config
+from research.configs.schedule_80k import schedule_80k_fields
 
 
 def get_config():
@@ -39,26 +40,9 @@ def get_config():
         eval_output_stride=8,
         weights="imagenet",
         input_size=(512, 512),
-        resize_to_before_crop=None,            # scale from each image's own size
-        scale_range=(0.5, 2.0),
         batch_size=16,
         eval_batch_size=8,
-        ce_weight=1.0,                         # plain cross-entropy
-        dice_weight=0.0,
-        class_weighted=False,
-        optimizer="sgd",
-        momentum=0.9,
-        weight_decay=5e-4,
-        learning_rate=0.01,
-        lr_schedule="poly",
-        poly_power=0.9,
-        epochs=80,                             # 80 x 1000 = 80k iterations, val every 1000
-        steps_per_epoch=1000,
-        monitor="val_mean_iou",
-        early_stop_patience=1000,              # a fixed budget: never stop early
-        checkpoint_every_steps=1000,
-        final_eval_full_resolution=True,
-        eval_mode="slide",
         eval_window=(512, 512),
         eval_stride=(342, 342),
+        **schedule_80k_fields(),
     )

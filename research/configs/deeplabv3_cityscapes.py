@@ -28,6 +28,7 @@ jitter instead of their photometric distortion, BatchNorm synchronized only acro
 run's replicas. One GPU with 8 crops of 769 px needs about 30-40 GB at float32.
 """
 from research.config import Config
+from research.configs.schedule_80k import schedule_80k_fields
 
 
 def get_config():
@@ -41,26 +42,9 @@ def get_config():
         eval_output_stride=8,
         weights="imagenet",
         input_size=(769, 769),
-        resize_to_before_crop=None,            # scale from each photo's own 2048 x 1024
-        scale_range=(0.5, 2.0),
         batch_size=8,
         eval_batch_size=4,
-        ce_weight=1.0,                         # plain cross-entropy
-        dice_weight=0.0,
-        class_weighted=False,
-        optimizer="sgd",
-        momentum=0.9,
-        weight_decay=5e-4,
-        learning_rate=0.01,
-        lr_schedule="poly",
-        poly_power=0.9,
-        epochs=80,                             # 80 x 1000 = 80k iterations, val every 1000
-        steps_per_epoch=1000,
-        monitor="val_mean_iou",
-        early_stop_patience=1000,              # a fixed budget: never stop early
-        checkpoint_every_steps=1000,
-        final_eval_full_resolution=True,
-        eval_mode="slide",
         eval_window=(769, 769),
         eval_stride=(513, 513),
+        **schedule_80k_fields(),
     )
