@@ -217,6 +217,15 @@ def check_config(config):
     for name, choices in _CHOICES.items():
         if values[name] not in choices:
             raise ValueError(f"{name} must be one of {', '.join(choices)}; got {values[name]!r}")
+    _check_model_fields(values)
+    _check_schedule_fields(values)
+    _check_size_fields(values)
+    _check_data_fields(values)
+    return Config(**values)
+
+
+def _check_model_fields(values):
+    """Raises ValueError for a network the model builders cannot make (backbone, strides, ASPP)."""
     stages = 7 if values["backbone"] == "mobilenet_v2" else 4
     if len(values["backbone_blocks"]) != stages:
         raise ValueError(f"backbone_blocks needs {stages} values for backbone {values['backbone']} "
@@ -233,10 +242,10 @@ def check_config(config):
     rates = values["aspp_rates"]
     if not rates or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rates):
         raise ValueError(f"aspp_rates must be a list of positive integers; got {rates!r}")
-    scale_range = values["scale_range"]
-    if scale_range is not None and (len(scale_range) != 2 or not all(isinstance(s, (int, float)) for s in scale_range)
-                                    or not 0 < scale_range[0] <= scale_range[1]):
-        raise ValueError(f"scale_range must be [low, high] with 0 < low <= high; got {scale_range!r}")
+
+
+def _check_schedule_fields(values):
+    """Raises ValueError for a bad optimizer, schedule, step count or EMA field."""
     # `not x >= 0` rather than `x < 0`: NaN (JSON and --set accept it) fails every comparison.
     for name in ("weight_decay", "warmup_steps", "momentum", "poly_power", "min_learning_rate",
                  "tensorboard_images", "max_nan_restores", "plateau_patience", "early_stop_patience"):
@@ -253,16 +262,6 @@ def check_config(config):
             raise ValueError(f"{name} must be a positive integer or null; got {value!r}")
     if values["total_steps"] is not None and values["total_steps"] <= 0:
         raise ValueError(f"total_steps must be positive or null; got {values['total_steps']}")
-    for name in ("input_size", "resize_to_before_crop", "eval_window", "eval_stride"):
-        size = values[name]
-        if size is not None and (len(size) != 2 or any(not isinstance(s, int) or isinstance(s, bool)
-                                                       or s <= 0 for s in size)):
-            raise ValueError(f"{name} must be two positive integers (height, width); got {size!r}")
-    _check_data_fields(values)
-    steps = values["profile_steps"]
-    if steps is not None and (len(steps) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
-                              or not 0 <= steps[0] <= steps[1]):
-        raise ValueError(f"profile_steps must be [first, last], integers with 0 <= first <= last; got {steps!r}")
     ema = values["ema_decay"]
     if ema is not None and not 0 < ema < 1:
         raise ValueError(f"ema_decay must be null (off) or in (0, 1); got {ema!r}")
@@ -270,7 +269,23 @@ def check_config(config):
                  "keep_checkpoints", "log_every_steps", "num_classes"):
         if values[name] <= 0:
             raise ValueError(f"{name} must be positive; got {values[name]}")
-    return Config(**values)
+
+
+def _check_size_fields(values):
+    """Raises ValueError for a bad image size, window, scale range or profiled step range."""
+    scale_range = values["scale_range"]
+    if scale_range is not None and (len(scale_range) != 2 or not all(isinstance(s, (int, float)) for s in scale_range)
+                                    or not 0 < scale_range[0] <= scale_range[1]):
+        raise ValueError(f"scale_range must be [low, high] with 0 < low <= high; got {scale_range!r}")
+    for name in ("input_size", "resize_to_before_crop", "eval_window", "eval_stride"):
+        size = values[name]
+        if size is not None and (len(size) != 2 or any(not isinstance(s, int) or isinstance(s, bool)
+                                                       or s <= 0 for s in size)):
+            raise ValueError(f"{name} must be two positive integers (height, width); got {size!r}")
+    steps = values["profile_steps"]
+    if steps is not None and (len(steps) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
+                              or not 0 <= steps[0] <= steps[1]):
+        raise ValueError(f"profile_steps must be [first, last], integers with 0 <= first <= last; got {steps!r}")
 
 
 def _check_data_fields(values):
