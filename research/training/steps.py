@@ -60,6 +60,42 @@ def micro_batches_of(tensor, count):
     return tf.reshape(tensor, [count, -1] + rest)
 
 
+def accumulate_gradients(forward_backward, images, labels, normalizers, micro_batches):
+    """(loss, grads): `forward_backward(images, labels, normalizers) -> (loss, grads)` summed
+    over `micro_batches` consecutive micro-batches of `images` [B, H, W, 3] and `labels`
+    [B, H, W], run one after another. `normalizers` [3] (M, S, R) are the whole batch's."""
+    images, labels = micro_batches_of(images, micro_batches), micro_batches_of(labels, micro_batches)
+    # [M, S, R] -> [M, S, R * k]: each micro-batch's share of the constant dice term.
+    normalizers = normalizers * tf.constant([1.0, 1.0, float(micro_batches)])
+    loss, grads = tf.constant(0.0), None
+    for i in range(micro_batches):
+        # The next micro-batch starts when the last one's gradients exist, so its
+        # activations are freed first (this is what bounds the memory).
+        with tf.control_dependencies(grads or []):
+            micro_images = tf.identity(images[i])
+        micro_loss, micro_grads = forward_backward(micro_images, labels[i], normalizers)
+        loss += micro_loss
+        grads = micro_grads if grads is None else [g + m for g, m in zip(grads, micro_grads)]
+    return loss, grads
+
+
+def check_finite_gradients(grads, check_gradients, loss_scaling, num_replicas):
+    """(finite: scalar bool tensor, grads) of one replica's step.
+
+    Skipping is the LossScaleOptimizer's job under mixed_float16: the gradients are always
+    checked, and with several replicas all agree on an overflow. In float32 a non-finite
+    gradient stops the run on the host (see `checks_gradients`), checked only when
+    `check_gradients` (a scalar bool tensor) is true; all weights are checked before any
+    checkpoint is saved.
+    """
+    if loss_scaling:
+        finite = all_finite(grads)
+        if num_replicas > 1:
+            finite, grads = agree_on_overflow(finite, grads)
+        return finite, grads
+    return tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True)), grads
+
+
 def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss_scaling):
     """A tf.function `(images, labels, check_gradients=True) -> (loss, grads_finite)`:
     one optimizer update.
@@ -97,38 +133,14 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
         confusion.update(labels, tf.argmax(logits, axis=-1, output_type=tf.int32))
         return loss, tape.gradient(scaled, variables)
 
-    def accumulated(images, labels, normalizers):
-        """forward_backward summed over `micro_batches` micro-batches, in turn."""
-        images, labels = micro_batches_of(images, micro_batches), micro_batches_of(labels, micro_batches)
-        # [M, S, R] -> [M, S, R * k]: each micro-batch's share of the constant dice term.
-        normalizers = normalizers * tf.constant([1.0, 1.0, float(micro_batches)])
-        loss, grads = tf.constant(0.0), None
-        for i in range(micro_batches):
-            # The next micro-batch starts when the last one's gradients exist, so its
-            # activations are freed first (this is what bounds the memory).
-            with tf.control_dependencies(grads or []):
-                micro_images = tf.identity(images[i])
-            micro_loss, micro_grads = forward_backward(micro_images, labels[i], normalizers)
-            loss += micro_loss
-            grads = micro_grads if grads is None else [g + m for g, m in zip(grads, micro_grads)]
-        return loss, grads
-
     def replica_step(images, labels, check_gradients):
         normalizers = global_normalizers(labels, config, num_replicas)
         if micro_batches == 1:
             loss, grads = forward_backward(images, labels, normalizers)
         else:
-            loss, grads = accumulated(images, labels, normalizers)
+            loss, grads = accumulate_gradients(forward_backward, images, labels, normalizers, micro_batches)
         grads = add_weight_decay(grads, optimizer.dynamic_scale if loss_scaling else 1.0)
-        # Skipping is the LossScaleOptimizer's job under mixed_float16. In float32 a
-        # non-finite gradient stops the run on the host (see `checks_gradients`), and
-        # all weights are checked before any checkpoint is saved.
-        if loss_scaling:
-            finite = all_finite(grads)
-            if num_replicas > 1:
-                finite, grads = agree_on_overflow(finite, grads)
-        else:
-            finite = tf.cond(check_gradients, lambda: all_finite(grads), lambda: tf.constant(True))
+        finite, grads = check_finite_gradients(grads, check_gradients, loss_scaling, num_replicas)
         optimizer.apply(grads, variables)
         if moving_statistics:  # bn_policy "train", several replicas: one all-reduce
             average_over_replicas(moving_statistics)
