@@ -11,6 +11,7 @@ tests; benchmarks/conftest.py keeps only pytest fixtures.
 """
 import json
 import os
+import select
 import subprocess
 import sys
 
@@ -72,15 +73,34 @@ class WorkerProcess:
         self.process = subprocess.Popen([sys.executable, "-m", module, "--worker"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
-    def request(self, message):
-        """Sends one request (a JSON-able dict); returns the worker's reply (a dict)."""
+    def request(self, message, timeout=None):
+        """Sends one request (a JSON-able dict); returns the worker's reply (a dict).
+
+        `timeout` seconds (None: no bound, for benchmarks of slow settings) bound the wait
+        for the reply; past it the worker is killed and TimeoutError raised.
+        """
         self.process.stdin.write(json.dumps(message) + "\n")
         self.process.stdin.flush()
+        # One reply line per request, read whole: nothing is left in the pipe's buffer
+        # between requests, so select on the descriptor sees every reply.
+        if timeout is not None and not select.select([self.process.stdout], [], [], timeout)[0]:
+            self.kill()
+            raise TimeoutError(f"{self.name} worker: no reply to {message.get('op')!r} in {timeout} s")
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"{self.name} worker died (exit {self.process.wait()})")
         return json.loads(line)
 
+    def kill(self):
+        """Kills the worker and reaps it."""
+        self.process.kill()
+        self.process.wait()
+
     def close(self):
+        """Ends the worker: closing its stdin makes it exit; killed if it has not in 120 s."""
         self.process.stdin.close()
-        self.process.wait(timeout=120)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise

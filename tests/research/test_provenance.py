@@ -17,10 +17,11 @@ def test_machine_id_is_file_name_safe_and_stable():
 
 @pytest.mark.slow   # starts processes
 def test_machine_id_script_prints_the_same_id_with_any_python():
-    out = subprocess.run([sys.executable, "scripts/machine_id.py"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "scripts/machine_id.py"], capture_output=True, text=True, check=True,
+                         timeout=120)
     assert out.stdout.strip() == provenance.machine_id()
     folder = subprocess.run([sys.executable, "scripts/machine_id.py", "--benchmark-folder"], capture_output=True,
-                            text=True, check=True)
+                            text=True, check=True, timeout=120)
     assert folder.stdout.strip() == provenance.benchmark_folder()
 
 

@@ -93,7 +93,7 @@ def test_the_quick_start_runs_in_order_and_predicts_a_photo(tmp_path):
 
     def run(command):
         result = subprocess.run([sys.executable, *command[1:]] if command[0] == "python" else command,
-                                cwd=REPO, env=env, capture_output=True, text=True)
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         return result.stdout
 
