@@ -22,10 +22,10 @@ import concurrent.futures
 import dataclasses
 import os
 import shutil
-import sys
 
 import numpy as np
 
+from research import cli
 from research.data import folder, voc
 from research.fileio import atomic_path, atomic_write_json, atomic_write_text
 from research.progress import ProgressBar
@@ -210,10 +210,8 @@ def converter_main(argv, doc, root_flag, root_help, prepare):
                              "instead of stopping")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
-        result = prepare(args.source_root, args.out, skip_bad=args.skip_bad, progress=not args.no_progress)
-    except (ConversionError, FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(summary(result))
-    return 0
+
+    def work():
+        print(summary(prepare(args.source_root, args.out, skip_bad=args.skip_bad, progress=not args.no_progress)))
+
+    return cli.run_main(work, errors=(ConversionError,))
