@@ -47,9 +47,6 @@ What it does:
 
 --workers N (N > 1): every launch is N local workers of MultiWorkerMirroredStrategy
 (research.launch's functions: free ports, TF_CONFIG per worker), the reference too.
-
---workers N (N > 1): every launch is N local workers of MultiWorkerMirroredStrategy
-(research.launch's functions: free ports, TF_CONFIG per worker), the reference too.
 Each planned kill SIGKILLs one seeded random worker: at a kill point (step and
 checkpoint on any worker; atomic_replace and export happen on the chief only) or by a
 timer. The other workers must then exit non-zero on their own within

@@ -164,7 +164,7 @@ def check_interrupted(workdir, launch_result=None):
                 f"stopped by {name}, but {launch_result.kill.kind} was sent")
         require(path is not None and path.endswith(f"ckpt-{step}") and checkpoint == path,
                 f"stopped at step {step} but the latest checkpoint is {path}")
-        require(read_checkpoint(path)["loop_state"]["step"] == int(step),
+        require(state["step"] == int(step),   # `state`: read above (path is not None here)
                 f"{path}: loop state step is not {step}")
         facts["stopped_at_step"] = int(step)
     return facts
