@@ -79,8 +79,7 @@ def main():
 
 def measure(args):
     """Runs one worker per oneDNN setting and prints the table."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from machine_id import machine_id
+    from research.provenance import machine_id
 
     rows = []
     for onednn in ("0", "1") if args.onednn == "both" else (args.onednn,):

@@ -67,8 +67,9 @@ def compare(args):
             print(f"{name}: failed (exit {run.returncode}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
             return 1
         results[name] = images_per_second(workdir)
-    machine = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "machine_id.py")],
-                             capture_output=True, text=True).stdout.strip()
+    from research.provenance import machine_id
+
+    machine = machine_id()
     one, many = results.values()
     print(f"machine: {machine}; config {args.config}, global batch as configured, "
           f"epoch 2 of {args.steps} steps")
