@@ -69,7 +69,7 @@ from research import cli
 from research import config as config_lib
 from research import export as export_lib
 from research import sliding_window
-from research import visualize
+from research import visualize, window_options
 from research.data import datasets, pipeline, voc
 from research.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from research.progress import ProgressBar
@@ -475,7 +475,7 @@ class Inference:
             return self
         window = self.window or tuple(input_size)
         return dataclasses.replace(self, window=window,
-                                   stride=self.stride or sliding_window.default_stride(window))
+                                   stride=self.stride or window_options.default_stride(window))
 
 
 def _output_folder(workdir, subset, out_dir, tflite):
@@ -644,7 +644,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's eval_batch_size")
     parser.add_argument("--full-resolution", action="store_true",
                         help="score each image at its original size against its original mask")
-    sliding_window.add_window_arguments(parser, "the run config's eval_mode (whole unless set)")
+    window_options.add_window_arguments(parser, "the run config's eval_mode (whole unless set)")
     parser.add_argument("--flip", action="store_true", help="test-time augmentation: average with the mirror image")
     parser.add_argument("--scales", default="1", type=parse_scales,
                         help="test-time augmentation: comma-separated multiples of the input size "

@@ -50,7 +50,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from research import cli
+from research import cli, window_options
 from research.data import voc
 from research.fileio import atomic_path
 from research.progress import ProgressBar
@@ -344,9 +344,7 @@ def parse_args(argv=None):
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable or refused images and predict the rest "
                              "(default: stop at them); the exit status is 1 either way")
-    from research.sliding_window import add_window_arguments  # imports TensorFlow
-
-    add_window_arguments(parser, "whole")
+    window_options.add_window_arguments(parser, "whole")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.max_pixels < 1:
         parser.error("--batch-size and --max-pixels must be positive")

@@ -222,3 +222,18 @@ def test_missing_model_or_input(tmp_path, pointwise_export, capsys):
     assert predict_lib.main(["--model", pointwise_export[0], "--out", str(tmp_path / "o"),
                              str(tmp_path / "empty")]) == 1
     assert "no .jpg/.jpeg/.png images" in capsys.readouterr().err
+
+
+def test_parsing_the_command_line_imports_no_tensorflow():
+    # --help and argument errors answer before TensorFlow's seconds of import: a fresh
+    # interpreter parses a full command line, window options included.
+    import subprocess
+    import sys
+
+    code = ("import sys; from research import predict; "
+            "predict.parse_args(['a.jpg', '--model', 'm', '--out', 'o', '--mode', 'slide', '--window', '8', '8']); "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"

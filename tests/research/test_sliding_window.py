@@ -6,7 +6,7 @@ import tensorflow as tf
 import keras
 
 from research import evaluate as evaluate_lib
-from research import sliding_window
+from research import sliding_window, window_options
 from research.data.pipeline import PAD_RGB_MEAN
 
 C = 4
@@ -42,7 +42,7 @@ def test_window_starts():
     assert sliding_window.window_starts(4, 4, 2) == [0]
     with pytest.raises(ValueError, match="smaller than the window"):
         sliding_window.window_starts(3, 4, 2)
-    assert sliding_window.default_stride((769, 512)) == (513, 342)
+    assert window_options.default_stride((769, 512)) == (513, 342)
 
 
 def test_a_window_covering_the_image_is_the_whole_image_result(model):
@@ -110,7 +110,7 @@ def test_the_command_lines_refuse_a_stride_below_one(capsys):
     import argparse
 
     parser = argparse.ArgumentParser()
-    sliding_window.add_window_arguments(parser, "whole")
+    window_options.add_window_arguments(parser, "whole")
     assert parser.parse_args(["--stride", "3", "5"]).stride == [3, 5]
     with pytest.raises(SystemExit):
         parser.parse_args(["--stride", "-4", "16"])
