@@ -196,14 +196,13 @@ def supervise(workers, fail_grace=5.0, stop_grace=10.0, timeout=None, poll=0.1, 
                 failed_at = time.monotonic()
         if all(code is not None for code in codes):
             break
+        running = [w.index for w, code in zip(workers, codes) if code is None]
         if failed is not None and time.monotonic() - failed_at > fail_grace:
-            running = [w.index for w in workers if w.poll() is None]
             report(f"workers {running} still running {fail_grace:g} s after worker {failed} failed: "
                    "stopping them")
             stop_workers(workers, stop_grace)
             break
         if timeout is not None and time.monotonic() - start > timeout:
-            running = [w.index for w in workers if w.process.poll() is None]
             report(f"workers {running} still running after {timeout:.0f} s: stopping them")
             stop_workers(workers, stop_grace)
             failed = running[0] if failed is None else failed
