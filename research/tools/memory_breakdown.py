@@ -297,14 +297,6 @@ def run_worker(settings, source):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def provenance(source, command):
-    """{"machine", "tensorflow", "commit", "date", "command"} of a measurement of the
-    checkout at `source` (research/provenance.py)."""
-    from research import provenance as provenance_lib
-
-    return provenance_lib.provenance(command, root=source)
-
-
 def table(runs):
     """Markdown lines: each run's peak RSS of the steps and TF's allocator peak (GiB)."""
     lines = ["| run | batch | peak RSS, steps (GiB) | allocator peak (GiB) | after a step (GiB) |",
@@ -335,8 +327,12 @@ def main(argv=None):
     source = os.path.abspath(args.source or ROOT)
     from research import provenance as provenance_lib
 
-    info = provenance(source, provenance_lib.command_line("python scripts/memory_breakdown.py", argv))
-    out = args.out or os.path.join(ROOT, "benchmarks", "results", info["machine"], "memory.json")
+    from research import results
+
+    # The provenance of the checkout measured (its commit); the file is this checkout's.
+    info = provenance_lib.provenance(provenance_lib.command_line("python scripts/memory_breakdown.py", argv),
+                                     root=source)
+    out = args.out or results.results_path("memory", info["machine"], root=ROOT)
     measured = {}
     if os.path.exists(out):
         with open(out) as f:
