@@ -128,8 +128,9 @@ def checks(tf_default_onednn, user_onednn=USER_ONEDNN, degrade=None):
 
 def seconds_per_step(report):
     """{node id: minimum seconds per step} from a pytest-benchmark JSON report (a dict)."""
-    return {bench["fullname"]: bench["stats"]["min"] / bench["extra_info"].get("steps_per_call", 1)
-            for bench in report.get("benchmarks", [])}
+    from research.docs import bench_tables   # after USER_ONEDNN is read (see above)
+
+    return {bench["fullname"]: bench_tables.seconds(bench) for bench in report.get("benchmarks", [])}
 
 
 def run_benchmarks(node_ids, json_path):
