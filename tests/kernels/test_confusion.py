@@ -82,9 +82,12 @@ def test_empty_matrix_gives_nan_without_warnings():
     assert np.isnan(metrics["per_class_iou"]).all()
 
 
-def test_out_of_range_predictions_are_dropped():
-    # Label 1 with prediction 3 would land in cell (2, 0) as 1*C + 3 if unchecked.
-    got = confusion_matrix([1, 1, 0, 2], [3, -1, 0, 2], 3)
+@pytest.mark.parametrize("mode", MODES)
+def test_out_of_range_predictions_are_dropped(mode):
+    # Label 1 with prediction 3 would land in cell (2, 0) as 1*C + 3 if unchecked; -1 relies
+    # on the fast path's unsigned cast, so it is checked compiled too.
+    got = in_mode(lambda l, p: confusion_matrix(l, p, 3), mode)(tf.constant([1, 1, 0, 2]),
+                                                                 tf.constant([3, -1, 0, 2]))
     np.testing.assert_array_equal(got, [[1, 0, 0], [0, 0, 0], [0, 0, 1]])
     np.testing.assert_array_equal(reference_confusion_matrix([1, 1, 0, 2], [3, -1, 0, 2], 3), got)
 
@@ -105,12 +108,14 @@ def _numpy_confusion(labels, predictions, num_classes):
     return expected
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("label_dtype", [np.uint8, np.int32, np.int64])
-def test_matches_numpy_on_random_inputs(label_dtype):
+def test_matches_numpy_on_random_inputs(label_dtype, mode):
     labels, predictions = _random_pixels(0, 6)
     expected = _numpy_confusion(labels, predictions, 6)
     labels = tf.constant(labels.astype(label_dtype))
-    np.testing.assert_array_equal(confusion_matrix(labels, predictions, 6), expected)
+    fast = in_mode(lambda l, p: confusion_matrix(l, p, 6), mode)(labels, tf.constant(predictions))
+    np.testing.assert_array_equal(fast, expected)
     np.testing.assert_array_equal(reference_confusion_matrix(labels, predictions, 6), expected)
 
 
