@@ -12,7 +12,9 @@ Semantics kept from Keras (keras/src/layers/normalization/batch_normalization.py
   biased variance. FusedBatchNormV3 returns the Bessel-corrected variance
   (n / (n - 1) times the biased one): it is scaled back by (n - 1) / n here.
 - inference (training=False, or a layer with trainable=False): normalize with the
-  moving statistics.
+  moving statistics. A frozen layer (trainable=False) called with training=True has a
+  hand-written gradient for its input alone (`frozen_batch_norm`), so the backward does
+  not keep the layer's input.
 - float16/bfloat16 inputs: statistics in float32, variables float32, output in the
   input's dtype (the kernel takes T=half and float32 scale/offset/statistics).
 
@@ -77,6 +79,48 @@ def fused_batch_norm_inference(x, scale, offset, mean, variance, epsilon):
     return y
 
 
+def frozen_batch_norm(x, scale, offset, mean, variance, epsilon):
+    """Batch norm with fixed statistics and fixed scale and offset, differentiable in x only.
+
+    The forward is `fused_batch_norm_inference`. Its gradient is written by hand because
+    autodiff's (FusedBatchNormGradV3) also forms d/d scale and d/d offset, and for those
+    it reads x: every frozen BatchNorm layer would keep its input alive until the
+    backward, about half of a ResNet's activation memory (docs/small_batches.md). With
+    everything but x fixed, y = x * a + b per channel, a = scale / sqrt(variance +
+    epsilon), so d/dx = upstream * a: no tensor of the forward is kept.
+
+    Args:
+      x: [B, H, W, C] float32, float16 or bfloat16.
+      scale, offset, mean, variance: float32 [C], treated as constants (no gradient).
+      epsilon: Python float.
+    Returns:
+      [B, H, W, C] of x's dtype, as `fused_batch_norm_inference`.
+    """
+    scale, offset, mean, variance = (tf.stop_gradient(t) for t in (scale, offset, mean, variance))
+
+    @tf.custom_gradient
+    def normalize(x):
+        def grad(upstream):
+            # In float32, rounded once to x's dtype, as FusedBatchNormGradV3 does for
+            # half-precision inputs (the casts vanish for float32).
+            factor = scale * tf.math.rsqrt(variance + epsilon)
+            return tf.cast(tf.cast(upstream, tf.float32) * factor, upstream.dtype)
+
+        return fused_batch_norm_inference(x, scale, offset, mean, variance, epsilon), grad
+
+    return normalize(x)
+
+
+def reference_frozen_batch_norm(x, scale, offset, mean, variance, epsilon):
+    """`frozen_batch_norm` written plainly, differentiated by autodiff (its reference twin).
+
+    Args and result as in `frozen_batch_norm` (computed in float32, cast to x's dtype).
+    """
+    x32 = tf.cast(x, tf.float32)
+    y = (x32 - tf.stop_gradient(mean)) * tf.math.rsqrt(tf.stop_gradient(variance) + epsilon)
+    return tf.cast(y * tf.stop_gradient(scale) + tf.stop_gradient(offset), x.dtype)
+
+
 @keras.saving.register_keras_serializable(package="kernels")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed with TF's fused batch-norm kernels.
@@ -115,7 +159,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             self.moving_variance.assign(
                 self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
-            outputs = fused_batch_norm_inference(
-                inputs, scale, offset, tf.convert_to_tensor(self.moving_mean),
-                tf.convert_to_tensor(self.moving_variance), self.epsilon)
+            # Training a frozen layer (trainable=False: the "frozen" BatchNorm policy): no
+            # gradient for its variables, so its backward need not keep its input.
+            # Inference and exports keep the plain op.
+            normalize = frozen_batch_norm if training and not self.trainable else fused_batch_norm_inference
+            outputs = normalize(inputs, scale, offset, tf.convert_to_tensor(self.moving_mean),
+                                tf.convert_to_tensor(self.moving_variance), self.epsilon)
         return tf.cast(outputs, self.compute_dtype)

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from kernels import FusedBatchNormalization
 from kernels import batchnorm
-from tests.kernels._modes import MODES, assert_close, in_mode
+from tests.kernels._modes import MODES, assert_close, assert_same_value_and_grads, in_mode
 
 SHAPE = (2, 5, 4, 3)
 
@@ -142,6 +142,78 @@ def test_frozen_layer_runs_in_inference_mode():
     x = _inputs()
     assert_close(ours(x, training=True), ref(x, training=True), 1e-5)
     assert_close(ours.moving_variance, ref.moving_variance, 0)
+
+
+def _frozen_args(dtype):
+    rng = np.random.default_rng(2)
+    statistics = [tf.constant(rng.uniform(lo, hi, SHAPE[-1]), tf.float32)
+                  for lo, hi in ((0.5, 1.5), (-1.0, 1.0), (-3.0, 3.0), (0.5, 4.0))]
+    return tf.cast(_inputs(), dtype), statistics
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float16", 2e-3), ("bfloat16", 1e-2)])
+def test_frozen_batch_norm_matches_its_reference(mode, dtype, rtol):
+    # Values and the gradient in x (the only one: scale, offset and the statistics are
+    # constants), eagerly, in tf.function and under XLA, in every supported dtype.
+    x, (scale, offset, mean, variance) = _frozen_args(dtype)
+
+    def fast(x):
+        return batchnorm.frozen_batch_norm(x, scale, offset, mean, variance, 1e-3)
+
+    def reference(x):
+        return batchnorm.reference_frozen_batch_norm(x, scale, offset, mean, variance, 1e-3)
+
+    assert_same_value_and_grads(fast, reference, [x], mode, rtol=rtol)
+
+
+def test_frozen_batch_norm_gives_no_gradient_to_its_constants():
+    x, statistics = _frozen_args("float32")
+    with tf.GradientTape() as tape:
+        tape.watch(statistics)
+        y = batchnorm.frozen_batch_norm(x, *statistics, 1e-3)
+    assert tape.gradient(y, statistics) == [None] * 4
+
+
+def _kept_for_backward(layer, x):
+    """The op types of the forward of layer(x, training=True) whose full-size outputs
+    (x's shape) the traced backward reads: what the backward keeps alive."""
+    marker = {}
+
+    @tf.function
+    def gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        marker["forward"] = len(tf.compat.v1.get_default_graph().get_operations())
+        return tape.gradient(y, x)
+
+    operations = gradient.get_concrete_function(tf.TensorSpec(x.shape)).graph.get_operations()
+    forward = set(operations[:marker["forward"]])
+    return {t.op.type for op in operations[marker["forward"]:] for t in op.inputs
+            if t.op in forward and t.shape == x.shape}
+
+
+def test_frozen_layer_backward_does_not_keep_its_input():
+    # The memory point of frozen_batch_norm: the backward reads no full-size tensor of
+    # the forward. A trainable layer's gradient op (FusedBatchNormGradV3) reads the input.
+    ours, _ = _pair()
+    x = _inputs()
+    assert "Placeholder" in _kept_for_backward(ours, x)
+    ours.trainable = False
+    assert _kept_for_backward(ours, x) == set()
+
+
+def test_frozen_layer_trains_like_keras_frozen_layer():
+    # Gradient in the input through a frozen layer called with training=True, against
+    # Keras' layer (moving statistics used, nothing updated).
+    ours, ref = _pair()
+    ours.trainable = ref.trainable = False
+    xs = [_inputs(seed=s) for s in range(2)]
+    for (y, grads), (wy, wgrads) in zip(_steps(ours, xs, True), _steps(ref, xs, True)):
+        assert_close(y, wy, 1e-5)
+        assert len(grads) == len(wgrads) == 1
+        assert_close(grads[0], wgrads[0], 1e-5)
 
 
 def test_fused_kernel_is_used_where_exact_and_keras_path_elsewhere():
