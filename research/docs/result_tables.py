@@ -101,6 +101,8 @@ MEMORY_RUNS = {      # memory_breakdown's experiments, in the order and words of
     "step_batch2": "the step, batch 2", "step_batch4": "the step, batch 4", "step_batch8": "the step, batch 8",
     "forward": "forward pass and loss only, batch 8", "gradients": "forward, loss and gradients, no update, batch 8",
     "loss_reference": "`loss_impl=\"reference\"`, batch 8", "atrous_keras": "`atrous=\"keras\"`, batch 8",
+    "bn_frozen": "`bn_policy=\"frozen\"`, batch 8",
+    "bn_frozen_autodiff": "`bn_policy=\"frozen\"`, autodiff's BatchNorm gradient (keeps the inputs), batch 8",
     "onednn_off": "oneDNN off (no allocator statistics), batch 8", "xla": "`jit_compile=true`, batch 8",
 }
 
@@ -117,9 +119,11 @@ def memory_runs_table(results):
         if name in runs:
             run = runs[name]
             peaks = [p for p in run["allocator_step_peaks"] if p is not None]
-            rows.append([words, _gib(run["peak_rss_bytes"]), _gib(max(peaks) if peaks else None)])
+            seconds = run.get("step_seconds")
+            rows.append([words, _gib(run["peak_rss_bytes"]), _gib(max(peaks) if peaks else None),
+                         tables.number(min(seconds) if seconds else None, 2)])
     return tables.table(["DeepLab v3 R50, 384 px, the step alone", "peak RSS of the steps (GiB)",
-                         "TF allocator peak (GiB)"], rows)
+                         "TF allocator peak (GiB)", "fastest step (s)"], rows)
 
 
 def memory_breakdown_table(results):

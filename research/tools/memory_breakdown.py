@@ -1,7 +1,8 @@
 """Where a DeepLab v3 training step's memory goes, measured.
 
     python scripts/memory_breakdown.py [--batches 2 8] [--steps 4] [--out FILE]
-        [--experiments step forward gradients loss_reference atrous_keras onednn_off xla]
+        [--experiments step forward gradients loss_reference atrous_keras bn_frozen
+                       bn_frozen_autodiff onednn_off xla]
         [--source DIR --label before]
 
 DeepLab v3, ResNet-50, output stride 16, float32, 384 x 384, the `deeplabv3_voc` recipe
@@ -15,12 +16,16 @@ optimizer, runs the step once (tracing it), restarts the memory marks
   gradients       forward, loss and gradients, no optimizer update
   loss_reference  the step with loss_impl="reference" (the plain twin of the fused loss)
   atrous_keras    the step with atrous="keras" (Keras' dilated Conv2D)
+  bn_frozen       the step with bn_policy="frozen" (BatchNorm at its moving statistics,
+                  scale and offset not trained: the small-batch fine-tuning policy)
+  bn_frozen_autodiff  bn_frozen with autodiff's BatchNorm gradient instead of
+                  kernels.batchnorm.frozen_batch_norm's (which keeps no BatchNorm input)
   onednn_off      the step with TF_ENABLE_ONEDNN_OPTS=0 (TF's plain CPU allocator: no
                   allocator statistics, peak RSS only)
   xla             the step compiled by XLA (jit_compile=true; its own buffer plan)
 
-Each reports the process's peak RSS over the steps alone (VmHWM), TF's allocator peak per
-step and what stays allocated after a step (weights, optimizer slots), the resident
+Each reports the process's peak RSS over the steps alone (VmHWM), each step's seconds,
+TF's allocator peak per step and what stays allocated after a step (weights, optimizer slots), the resident
 memory by kind at the end (/proc/self/smaps: code pages, heap, the allocator's large
 mappings, other), the bytes of weights and optimizer slots, and, for `step`, the
 activations the backward keeps, from the traced graph: each forward tensor a gradient op
@@ -41,11 +46,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZE = 384
 GiB = 2 ** 30
-EXPERIMENTS = ("step", "forward", "gradients", "loss_reference", "atrous_keras", "onednn_off", "xla")
+EXPERIMENTS = ("step", "forward", "gradients", "loss_reference", "atrous_keras", "bn_frozen",
+               "bn_frozen_autodiff", "onednn_off", "xla")
 
 # Which backward op reads a kept forward tensor names its category; the first that
 # applies wins (a ReLU output is also the next convolution's input). Then by the op that
@@ -147,7 +154,13 @@ def _build(settings):
     batch = settings["batch"]
     config = configs.load_config("deeplabv3_voc").replace(
         weights=None, batch_size=batch, precision="float32", input_size=(SIZE, SIZE),
-        loss_impl=settings.get("loss", "fused"), atrous=settings.get("atrous", "kernels"))
+        loss_impl=settings.get("loss", "fused"), atrous=settings.get("atrous", "kernels"),
+        bn_policy=settings.get("bn_policy", "sync"))
+    if settings.get("variant") == "bn_frozen_autodiff":
+        # The frozen layers' inference op differentiated by autodiff (FusedBatchNormGradV3,
+        # which reads each layer's input), as the layer was before frozen_batch_norm.
+        from kernels import batchnorm
+        batchnorm.frozen_batch_norm = batchnorm.fused_batch_norm_inference
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (batch, SIZE, SIZE, 3)).astype("float32"))
@@ -244,12 +257,15 @@ def _worker(settings):
     run()  # traces the step and runs it once
     result["build_peak_rss_bytes"] = memory.peak_rss_bytes()
     memory.reset_peak_rss()
-    peaks = []
+    peaks, seconds = [], []
     for _ in range(settings["steps"]):
         memory.reset_allocator_peak()
+        start = time.perf_counter()
         run()
+        seconds.append(time.perf_counter() - start)
         stats = memory.allocator_stats()
         peaks.append(stats and stats["peak"])
+    result["step_seconds"] = seconds
     stats = memory.allocator_stats()
     with open("/proc/self/smaps") as f:
         result.update(peak_rss_bytes=memory.peak_rss_bytes(), allocator_step_peaks=peaks,
@@ -276,6 +292,8 @@ def experiment_settings(names, batches, steps):
             runs[name] = dict(base, loss="reference", variant=name)
         elif name == "atrous_keras":
             runs[name] = dict(base, atrous="keras", variant=name)
+        elif name in ("bn_frozen", "bn_frozen_autodiff"):
+            runs[name] = dict(base, bn_policy="frozen", variant=name, kept=True)
         elif name == "onednn_off":
             runs[name] = dict(base, onednn=False, variant=name)
         elif name == "xla":
@@ -298,15 +316,18 @@ def run_worker(settings, source):
 
 
 def table(runs):
-    """Markdown lines: each run's peak RSS of the steps and TF's allocator peak (GiB)."""
-    lines = ["| run | batch | peak RSS, steps (GiB) | allocator peak (GiB) | after a step (GiB) |",
-             "|---|---:|---:|---:|---:|"]
+    """Markdown lines: each run's peak RSS of the steps and TF's allocator peak (GiB), and
+    its fastest step (seconds; runs measured before steps were timed have none)."""
+    lines = ["| run | batch | peak RSS, steps (GiB) | allocator peak (GiB) | after a step (GiB) | step s (min) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, r in runs.items():
         peaks = [p for p in r["allocator_step_peaks"] if p is not None]
         after = r["allocator_current_bytes"]
+        seconds = r.get("step_seconds")
         lines.append(f"| {name} | {r['settings']['batch']} | {r['peak_rss_bytes'] / GiB:.2f} | "
                      f"{max(peaks) / GiB if peaks else float('nan'):.2f} | "
-                     f"{after / GiB if after is not None else float('nan'):.2f} |")
+                     f"{after / GiB if after is not None else float('nan'):.2f} | "
+                     f"{min(seconds) if seconds else float('nan'):.2f} |")
     return lines
 
 

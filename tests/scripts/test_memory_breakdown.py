@@ -78,5 +78,17 @@ def test_experiment_settings():
     assert runs["step_batch2"] == dict(batch=2, mode="step", steps=3, onednn=True, kept=True)
     assert runs["onednn_off"]["onednn"] is False and runs["onednn_off"]["batch"] == 8
     assert runs["xla"]["xla"] is True and runs["xla"]["variant"] == "xla"
+    frozen = breakdown.experiment_settings(["bn_frozen", "bn_frozen_autodiff"], [2, 8], 3)
+    assert {name: (r["bn_policy"], r["variant"], r["batch"], r["kept"]) for name, r in frozen.items()} == {
+        "bn_frozen": ("frozen", "bn_frozen", 8, True),
+        "bn_frozen_autodiff": ("frozen", "bn_frozen_autodiff", 8, True)}
     with pytest.raises(ValueError, match="unknown experiment 'fp16'"):
         breakdown.experiment_settings(["fp16"], [2], 1)
+
+
+def test_table_shows_each_runs_fastest_step_where_it_was_timed():
+    timed = dict(_result(8, 3 * 2 ** 30), step_seconds=[5.5, 5.25, 5.75])
+    lines = breakdown.table({"bn_frozen": timed, "older": _result(8, 2 ** 30)})
+    assert lines[0].endswith("| step s (min) |")
+    assert lines[2] == "| bn_frozen | 8 | 3.00 | 0.00 | 0.00 | 5.25 |"
+    assert lines[3].endswith("| nan |")
