@@ -146,7 +146,8 @@ def _build(case, batch_file):
     config = configs.load_config(case.get("config", "deeplabv3_voc")).replace(
         model=case["model"], weights=None, batch_size=batch, precision="float32",
         input_size=(size, size), loss_impl=case.get("loss", "fused"),
-        atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"))
+        atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"),
+        bn_policy=case.get("bn_policy", "sync"))
     if case.get("atrous_backward") == "autodiff":
         # The atrous taps without their hand-written gradient: autodiff through the same
         # forward ops (what kernels/atrous.py did before it had one).
@@ -239,7 +240,8 @@ def _case_id(case):
     parts = [case["model"], case["trainer"], "onednn_" + ("on" if case["onednn"] else "off")]
     if case["trainer"] == "custom":
         parts.append("xla_" + ("on" if case["xla"] else "off"))
-    parts += [f"{k}_{case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward") if k in case]
+    parts += [f"{k}_{case[k]}" for k in ("loss", "atrous", "batchnorm", "atrous_backward", "bn_policy")
+              if k in case]
     if case.get("batch", BATCH) != BATCH:
         parts.append(f"batch_{case['batch']}")
     if case.get("deterministic"):
@@ -272,6 +274,10 @@ def _cases():
     # Memory at the batch the recipe trains at (deeplabv3_voc: 8), on the default step
     # (oneDNN on, XLA off on CPU); every case reports its peak memory.
     cases.append(dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8))
+    # ... and with BatchNorm frozen, the small-batch fine-tuning policy, which keeps no
+    # BatchNorm input for the backward (kernels.batchnorm.frozen_batch_norm).
+    cases.append(dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8,
+                      bn_policy="frozen"))
     for onednn in (False, True):
         cases.append(dict(model="unet", trainer="fit", onednn=onednn))
         cases.append(dict(model="unet", trainer="custom", onednn=onednn, xla=not onednn))

@@ -74,7 +74,8 @@ def per_machine(root, file_name, render):
 # ---------------------------------------------------------------------------------
 # The train step.
 # ---------------------------------------------------------------------------------
-SWITCHED_OFF = ("loss", "atrous", "batchnorm", "atrous_backward")   # one optimization off
+# One optimization off, or (bn_policy) another BatchNorm policy than the default.
+SWITCHED_OFF = ("loss", "atrous", "batchnorm", "atrous_backward", "bn_policy")
 
 
 def case_changes(case):
@@ -169,7 +170,7 @@ def confusion_table(found):
 
 
 def batchnorm_table(found):
-    return comparison_table(found, lambda p: p == "keras", "Keras `BatchNormalization`")
+    return comparison_table(found, lambda p: p.startswith("keras"), "Keras `BatchNormalization`")
 
 
 def nan_guard_table(found):

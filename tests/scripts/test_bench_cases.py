@@ -51,7 +51,10 @@ def test_train_step_cases_keep_their_ids_and_measure_the_recipe_batch():
     assert not [case_id for case, case_id in cases if "batch" not in case and "-batch_" in case_id]
     larger = [[case, case_id] for case, case_id in cases if case.get("batch", 2) != 2]
     assert larger == [[dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8),
-                       "deeplab_v3-custom-onednn_on-xla_off-batch_8"]]
+                       "deeplab_v3-custom-onednn_on-xla_off-batch_8"],
+                      [dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8,
+                            bn_policy="frozen"),
+                       "deeplab_v3-custom-onednn_on-xla_off-bn_policy_frozen-batch_8"]]
 
 
 def test_memory_fields_and_the_table_column():
