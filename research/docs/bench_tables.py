@@ -74,6 +74,7 @@ def per_machine(root, file_name, render):
 # ---------------------------------------------------------------------------------
 # The train step.
 # ---------------------------------------------------------------------------------
+TRAIN_STEP_BATCH = 2   # benchmarks/bench_train_step.py's BATCH: a case without "batch" has it
 # One optimization off, or (bn_policy) another BatchNorm policy than the default.
 SWITCHED_OFF = ("loss", "atrous", "batchnorm", "atrous_backward", "bn_policy")
 
@@ -93,34 +94,42 @@ def is_default_case(case):
 
 
 def describe_train_case(case):
-    """A readable label for a train-step case dict (bench_train_step.CASES)."""
+    """A readable label for a train-step case dict (bench_train_step.CASES); the batch is
+    named where it is not the benchmark's default of 2."""
     trainer = "custom loop" if case["trainer"] == "custom" else "Keras `fit`"
     parts = [f"{case['model']} {trainer}", f"oneDNN {'on' if case['onednn'] else 'off'}"]
     if case["trainer"] == "custom":
         parts.append(f"XLA {'on' if case['xla'] else 'off'}")
+    if case.get("batch", TRAIN_STEP_BATCH) != TRAIN_STEP_BATCH:
+        parts.append(f"batch {case['batch']}")
     extras = case_changes(case)
     label = ", ".join(parts) + ("; " + ", ".join(extras) if extras else "")
     return f"**{label} (project default on CPU)**" if is_default_case(case) else label
 
 
 def train_step_table(found):
-    """Rows per case: s/step, images/s, the ratio to `fit` (same model) with oneDNN off
-    and on, achieved GFLOP/s and its share of the dense-conv probe."""
-    fits = {(b["extra_info"]["case"]["model"], b["extra_info"]["case"]["onednn"]): seconds(b)
+    """Rows per case: s/step, images/s, the ratio to `fit` (same model and batch) with
+    oneDNN off and on, achieved GFLOP/s and its share of the dense-conv probe, and the
+    worker's peak memory over the timed steps (runs that recorded it)."""
+    def model_and_batch(case):
+        return case["model"], case.get("batch", TRAIN_STEP_BATCH)
+
+    fits = {(*model_and_batch(b["extra_info"]["case"]), b["extra_info"]["case"]["onednn"]): seconds(b)
             for b in found if b["extra_info"]["case"]["trainer"] == "fit"}
     rows = []
     for bench in found:
         info, step = bench["extra_info"], seconds(bench)
         case = info["case"]
-        ratios = [fits.get((case["model"], onednn)) for onednn in (False, True)]
-        flops = info.get("achieved_flops_per_s")
+        ratios = [fits.get((*model_and_batch(case), onednn)) for onednn in (False, True)]
+        flops, memory = info.get("achieved_flops_per_s"), info.get("peak_rss_bytes")
         rows.append([describe_train_case(case), tables.number(step), tables.number(items_per_second(bench), 3)]
                     + [tables.number(r / step, suffix="x") if r else "-" for r in ratios]
                     + [tables.number(flops / 1e9 if flops else None, 1),
                        tables.number(100 * info["fraction_of_dense_conv"], 0, "%")
-                       if "fraction_of_dense_conv" in info else "-"])
+                       if "fraction_of_dense_conv" in info else "-",
+                       tables.number(memory / 2 ** 30 if memory else None)])
     return tables.table(["case", "s/step", "images/s", "vs `fit` oneDNN off", "vs `fit` oneDNN on",
-                         "GFLOP/s", "of the dense-conv probe"], rows)
+                         "GFLOP/s", "of the dense-conv probe", "peak memory (GiB)"], rows)
 
 
 def train_step_summary(found):

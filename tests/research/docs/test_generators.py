@@ -171,6 +171,19 @@ def test_each_machines_latest_run_is_shown_named(tmp_path):
     assert "**deeplab_v3 custom loop, oneDNN on, XLA off (project default on CPU)**" in full
 
 
+def test_train_step_table_compares_with_fit_at_the_same_batch_and_shows_memory(tmp_path):
+    root = str(tmp_path)
+    batch8 = bench("deeplab_v3-custom-onednn_on-xla_off-bn_policy_frozen-batch_8", "train step batch 8", 12.0,
+                   dict(model="deeplab_v3", trainer="custom", onednn=True, xla=False, batch=8, bn_policy="frozen"),
+                   peak_rss_bytes=3 * 2 ** 30)
+    save_run(root, "vm-A", 1, train_cases(6.0) + [batch8])
+    lines = bench_tables.per_machine(root, "bench_train_step.py", bench_tables.train_step_table).splitlines()
+    assert next(line for line in lines if line.startswith("| case |")).endswith("| peak memory (GiB) |")
+    assert "| **deeplab_v3 custom loop, oneDNN on, XLA off (project default on CPU)** | 2.00 | 1.000 | 5.00x | 2.00x | - | - | - |" in lines
+    # Batch 8 against `fit` at batch 2 would be no comparison: no ratio.
+    assert "| deeplab_v3 custom loop, oneDNN on, XLA off, batch 8; bn_policy frozen | 4.00 | 0.500 | - | - | - | - | 3.00 |" in lines
+
+
 def test_speed_ups_are_against_the_groups_baseline(tmp_path):
     root = str(tmp_path)
     save_run(root, "vm-A", 1, [bench("reference-plain", "ce+dice", 0.4), bench("fused-plain", "ce+dice", 0.1)])
