@@ -228,8 +228,8 @@ def freeze_batchnorm(model):
     `model.trainable_variables` (so no optimizer, slot or weight decay sees them), and
     called with `training=True` it still normalizes with its moving statistics and does
     not update them (Keras' `BatchNormalization.call` and `kernels.FusedBatchNormalization`
-    both test `training and self.trainable`; the fused one then runs its inference
-    kernel). Variables, names and shapes are unchanged, so weights, checkpoints and
+    both test `training and self.trainable`; the fused one then runs
+    `kernels.batchnorm.frozen_batch_norm`, whose backward keeps no input). Variables, names and shapes are unchanged, so weights, checkpoints and
     exports are those of a trainable model; a `.keras` file records `trainable: false`.
 
     Example:

@@ -1,6 +1,7 @@
 """bn_policy="frozen" under the project's training step, with both BatchNorm implementations:
 moving statistics used and never updated, gamma and beta never trained (not by the
-optimizer, not by weight decay), the fused kernel kept on its inference path; and a frozen
+optimizer, not by weight decay), no training-mode or gradient fused op (the fused layer's
+frozen path, kernels.batchnorm.frozen_batch_norm); and a frozen
 run's checkpoint and export load and convert like any other.
 
 "sync" and "train" with several replicas: tests/research/test_distribute.py (two logical
@@ -17,12 +18,16 @@ from research.models.layers import batchnorm_layers
 from tests.research.test_train import _step_pieces, _tiny_batch
 
 
-def fused_batch_norm_modes(step, images, labels):
-    """`is_training` of every FusedBatchNormV3 op the traced train step runs (nested
-    functions included): the fused kernel's training or inference path."""
+def _step_nodes(step, images, labels):
+    """Every NodeDef of the traced train step (nested functions included)."""
     graph = step.get_concrete_function(images, labels).graph.as_graph_def()
-    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
-    return [node.attr["is_training"].b for node in nodes if node.op == "FusedBatchNormV3"]
+    return list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+
+
+def fused_batch_norm_modes(step, images, labels):
+    """`is_training` of every FusedBatchNormV3 op the traced train step runs: the fused
+    kernel's training or inference path."""
+    return [node.attr["is_training"].b for node in _step_nodes(step, images, labels) if node.op == "FusedBatchNormV3"]
 
 
 def batchnorm_values(model):
@@ -60,8 +65,10 @@ def test_frozen_batchnorm_stays_bit_identical_while_the_rest_trains(smoke_config
     kernels = [path for path in others_before if path.endswith("kernel")]
     assert kernels and all(not np.array_equal(after[path], others_before[path]) for path in kernels)
     if impl == "fused":
-        modes = fused_batch_norm_modes(step, images, labels)
-        assert modes and not any(modes)    # the fused kernel, on its inference path only
+        # kernels.batchnorm.frozen_batch_norm: no training-mode fused op, and no fused
+        # gradient op (which would keep every BatchNorm input for the backward).
+        assert not any(fused_batch_norm_modes(step, images, labels))
+        assert not [node for node in _step_nodes(step, images, labels) if node.op.startswith("FusedBatchNormGrad")]
 
 
 def test_trainable_batchnorm_runs_the_fused_kernels_training_path(smoke_config):
