@@ -229,8 +229,9 @@ def freeze_batchnorm(model):
     called with `training=True` it still normalizes with its moving statistics and does
     not update them (Keras' `BatchNormalization.call` and `kernels.FusedBatchNormalization`
     both test `training and self.trainable`; the fused one then runs
-    `kernels.batchnorm.frozen_batch_norm`, whose backward keeps no input). Variables, names and shapes are unchanged, so weights, checkpoints and
-    exports are those of a trainable model; a `.keras` file records `trainable: false`.
+    `kernels.batchnorm.frozen_batch_norm`, whose backward keeps no input). Variables,
+    names and shapes are unchanged, so weights, checkpoints and exports are those of a
+    trainable model; a `.keras` file records `trainable: false`.
 
     Example:
     >>> model = freeze_batchnorm(deeplab_v3())

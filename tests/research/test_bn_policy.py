@@ -65,10 +65,13 @@ def test_frozen_batchnorm_stays_bit_identical_while_the_rest_trains(smoke_config
     kernels = [path for path in others_before if path.endswith("kernel")]
     assert kernels and all(not np.array_equal(after[path], others_before[path]) for path in kernels)
     if impl == "fused":
-        # kernels.batchnorm.frozen_batch_norm: no training-mode fused op, and no fused
-        # gradient op (which would keep every BatchNorm input for the backward).
+        # kernels.batchnorm.frozen_batch_norm ran, once per layer: no training-mode fused op,
+        # and no fused gradient op (which would keep every BatchNorm input for the backward).
+        nodes = _step_nodes(step, images, labels)
+        scopes = {node.name.split("/frozen_batch_norm/")[0] for node in nodes if "/frozen_batch_norm/" in node.name}
+        assert len(scopes) == len(batchnorm_layers(model)), scopes
         assert not any(fused_batch_norm_modes(step, images, labels))
-        assert not [node for node in _step_nodes(step, images, labels) if node.op.startswith("FusedBatchNormGrad")]
+        assert not [node for node in nodes if node.op.startswith("FusedBatchNormGrad")]
 
 
 def test_trainable_batchnorm_runs_the_fused_kernels_training_path(smoke_config):
