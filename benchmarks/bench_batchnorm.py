@@ -5,9 +5,9 @@ At [2, 96, 96, 256], a ResNet-50 conv2-stage output in DeepLab v3 at 384 px, bat
 training=True, then gradients. "training": batch statistics, moving-statistics update,
 gradients for the input, gamma and beta. "frozen" (trainable=False, the frozen BatchNorm
 policy): moving statistics, the gradient for the input only. float32, no XLA (under
-XLA the fused layer runs Keras' ops: see kernels/batchnorm.py). Items are images. oneDNN as this process has it (TF's default
-for this CPU; the group name says which): run with TF_ENABLE_ONEDNN_OPTS=0 or 1 set to
-measure the other setting.
+XLA the fused layer runs Keras' ops: see kernels/batchnorm.py). Items are images.
+oneDNN as this process has it (TF's default for this CPU; the group name says which):
+run with TF_ENABLE_ONEDNN_OPTS=0 or 1 set to measure the other setting.
 
     pytest benchmarks/bench_batchnorm.py -s
     TF_ENABLE_ONEDNN_OPTS=1 pytest benchmarks/bench_batchnorm.py -s

@@ -74,7 +74,6 @@ def per_machine(root, file_name, render):
 # ---------------------------------------------------------------------------------
 # The train step.
 # ---------------------------------------------------------------------------------
-TRAIN_STEP_BATCH = 2   # benchmarks/bench_train_step.py's BATCH: a case without "batch" has it
 # One optimization off, or (bn_policy) another BatchNorm policy than the default.
 SWITCHED_OFF = ("loss", "atrous", "batchnorm", "atrous_backward", "bn_policy")
 
@@ -93,14 +92,22 @@ def is_default_case(case):
             and not case_changes(case))
 
 
+def train_step_batch(bench):
+    """The batch of a saved train-step benchmark: recorded in extra_info (older runs: in
+    the case, which names it only where it is not the default, or from items per step)."""
+    info = bench["extra_info"]
+    return (info.get("batch") or info.get("case", {}).get("batch")
+            or info["items_per_call"] // info.get("steps_per_call", 1))
+
+
 def describe_train_case(case):
-    """A readable label for a train-step case dict (bench_train_step.CASES); the batch is
-    named where it is not the benchmark's default of 2."""
+    """A readable label for a train-step case dict (bench_train_step.CASES); a case names
+    its batch only where it is not the benchmark's default, and so does the label."""
     trainer = "custom loop" if case["trainer"] == "custom" else "Keras `fit`"
     parts = [f"{case['model']} {trainer}", f"oneDNN {'on' if case['onednn'] else 'off'}"]
     if case["trainer"] == "custom":
         parts.append(f"XLA {'on' if case['xla'] else 'off'}")
-    if case.get("batch", TRAIN_STEP_BATCH) != TRAIN_STEP_BATCH:
+    if "batch" in case:
         parts.append(f"batch {case['batch']}")
     extras = case_changes(case)
     label = ", ".join(parts) + ("; " + ", ".join(extras) if extras else "")
@@ -111,16 +118,13 @@ def train_step_table(found):
     """Rows per case: s/step, images/s, the ratio to `fit` (same model and batch) with
     oneDNN off and on, achieved GFLOP/s and its share of the dense-conv probe, and the
     worker's peak memory over the timed steps (runs that recorded it)."""
-    def model_and_batch(case):
-        return case["model"], case.get("batch", TRAIN_STEP_BATCH)
-
-    fits = {(*model_and_batch(b["extra_info"]["case"]), b["extra_info"]["case"]["onednn"]): seconds(b)
+    fits = {(b["extra_info"]["case"]["model"], train_step_batch(b), b["extra_info"]["case"]["onednn"]): seconds(b)
             for b in found if b["extra_info"]["case"]["trainer"] == "fit"}
     rows = []
     for bench in found:
         info, step = bench["extra_info"], seconds(bench)
         case = info["case"]
-        ratios = [fits.get((*model_and_batch(case), onednn)) for onednn in (False, True)]
+        ratios = [fits.get((case["model"], train_step_batch(bench), onednn)) for onednn in (False, True)]
         flops, memory = info.get("achieved_flops_per_s"), info.get("peak_rss_bytes")
         rows.append([describe_train_case(case), tables.number(step), tables.number(items_per_second(bench), 3)]
                     + [tables.number(r / step, suffix="x") if r else "-" for r in ratios]

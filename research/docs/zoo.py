@@ -158,7 +158,7 @@ def train_step_figures(root, configs):
             measured = bench_network(case, configs) if bench_tables.is_default_case(case) else None
             if measured is None:
                 continue
-            batch = info.get("batch") or case.get("batch") or info["items_per_call"] // info.get("steps_per_call", 1)
+            batch = bench_tables.train_step_batch(bench)
             size = case.get("size") or _group_size(bench.get("group") or "")
             where = f"{size} px, batch {batch}" if size else f"batch {batch}"
             step = Figure(f"{tables.number(bench_tables.seconds(bench))} s ({where})", artifact, source)
