@@ -210,35 +210,59 @@ def _step(settings, model, optimizer, config, images, labels):
     return lambda: float(step(images, labels)[0])
 
 
-def kept_for_backward(model, config, images, labels):
-    """{"total_bytes", "by_reader": {category: bytes}, "unknown_shape": count}: the
-    forward tensors that the backward's ops read, from the traced graph of the forward,
-    the loss and its gradients (each tensor once; see KEPT_BY_READER). Tensors of unknown
-    static shape are counted apart: BatchNorm's reserve spaces, a few KB each."""
-    import tensorflow as tf
-    from research import build
+def backward_reads(loss_and_sources, *inputs):
+    """[(forward tensor, {op types of the backward ops that read it})]: what the backward
+    of a traced forward keeps alive.
 
-    loss_fn, loss_kwargs = build.loss_function(config)
+    `loss_and_sources(*inputs)` runs the forward and returns (loss, the sources to
+    differentiate it by); it is traced in a tf.function under a GradientTape that
+    watches `inputs` (tensors or tf.TensorSpec), and the traced graph is split where the
+    forward ends: every tensor made before that point and read by an op after it is
+    kept until that op runs. Inputs (Placeholder), constants and variable reads are
+    included; filter them by `tensor.op.type` as needed.
+    """
+    import tensorflow as tf
+
     marker = {}
 
     @tf.function
-    def traced(images, labels):
+    def traced(*inputs):
         with tf.GradientTape() as tape:
-            loss = loss_fn(labels, model(images, training=True), **loss_kwargs)
+            tape.watch(inputs)
+            loss, sources = loss_and_sources(*inputs)
         marker["forward_ops"] = len(tf.compat.v1.get_default_graph().get_operations())
-        return tape.gradient(loss, model.trainable_variables)
+        return tape.gradient(loss, sources)
 
-    operations = traced.get_concrete_function(images, labels).graph.get_operations()
+    operations = traced.get_concrete_function(*inputs).graph.get_operations()
     forward = set(operations[:marker["forward_ops"]])
     readers = collections.defaultdict(set)
     for op in operations[marker["forward_ops"]:]:
         for tensor in op.inputs:
-            if tensor.op in forward and tensor.op.type not in ("Const", "ReadVariableOp", "Placeholder", "Shape"):
+            if tensor.op in forward:
                 readers[tensor.ref()].add(op.type)
-    known = [(ref.deref(), r) for ref, r in readers.items() if ref.deref().shape.is_fully_defined()]
+    return [(ref.deref(), types) for ref, types in readers.items()]
+
+
+def kept_for_backward(model, config, images, labels):
+    """{"total_bytes", "by_reader": {category: bytes}, "unknown_shape": count}: the
+    activations the backward of the training-mode forward and loss keeps (each tensor
+    once; see KEPT_BY_READER and `backward_reads`); the batch itself, constants and
+    variable reads are not counted. Tensors of unknown static shape are counted apart:
+    BatchNorm's reserve spaces, a few KB each."""
+    from research import build
+
+    loss_fn, loss_kwargs = build.loss_function(config)
+
+    def loss_and_sources(images, labels):
+        loss = loss_fn(labels, model(images, training=True), **loss_kwargs)
+        return loss, model.trainable_variables
+
+    reads = [(t, r) for t, r in backward_reads(loss_and_sources, images, labels)
+             if t.op.type not in ("Const", "ReadVariableOp", "Placeholder", "Shape")]
+    known = [(t, r) for t, r in reads if t.shape.is_fully_defined()]
     kept = [(t.shape.num_elements() * t.dtype.size, r, t.op.type) for t, r in known]
     return {"total_bytes": sum(size for size, _, _ in kept), "by_reader": kept_categories(kept),
-            "unknown_shape": len(readers) - len(known)}
+            "unknown_shape": len(reads) - len(known)}
 
 
 def _worker(settings):

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from kernels import FusedBatchNormalization
 from kernels import batchnorm
+from research.tools.memory_breakdown import backward_reads
 from tests.kernels._modes import MODES, assert_close, assert_same_value_and_grads, in_mode
 
 SHAPE = (2, 5, 4, 3)
@@ -178,20 +179,8 @@ def test_frozen_batch_norm_gives_no_gradient_to_its_constants():
 def _kept_for_backward(layer, x):
     """The op types of the forward of layer(x, training=True) whose full-size outputs
     (x's shape) the traced backward reads: what the backward keeps alive."""
-    marker = {}
-
-    @tf.function
-    def gradient(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-        marker["forward"] = len(tf.compat.v1.get_default_graph().get_operations())
-        return tape.gradient(y, x)
-
-    operations = gradient.get_concrete_function(tf.TensorSpec(x.shape)).graph.get_operations()
-    forward = set(operations[:marker["forward"]])
-    return {t.op.type for op in operations[marker["forward"]:] for t in op.inputs
-            if t.op in forward and t.shape == x.shape}
+    reads = backward_reads(lambda x: (layer(x, training=True), [x]), tf.TensorSpec(x.shape))
+    return {t.op.type for t, _ in reads if t.shape == x.shape}
 
 
 def test_frozen_layer_backward_does_not_keep_its_input():

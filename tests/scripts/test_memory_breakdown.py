@@ -49,6 +49,20 @@ def test_kept_tensors_are_named_by_their_first_reader_then_maker():
         "other convolution inputs": 5, "other": 1}
 
 
+def test_backward_reads_lists_the_forward_tensors_the_gradient_keeps():
+    import tensorflow as tf
+
+    w = tf.Variable(2.0)
+
+    def loss_and_sources(x):
+        return tf.reduce_sum(tf.nn.relu(x * w) * x), [w]
+
+    reads = {t.op.type: readers for t, readers in breakdown.backward_reads(loss_and_sources, tf.TensorSpec([3]))}
+    assert "ReluGrad" in reads["Relu"]      # ReLU's gradient reads its output
+    assert "Mul" in reads["Placeholder"]    # d(x*w)/dw reads the input x
+    assert "Sum" not in reads               # the forward's reduction is not kept
+
+
 def _result(batch, rss, mode="step", variant=None, kept=None):
     settings = dict(batch=batch, mode=mode, steps=2, onednn=True)
     if variant:
