@@ -220,21 +220,21 @@ def load_model(workdir, config, source="auto"):
     path = tf.train.latest_checkpoint(checkpoint_dir)
     if path is None:
         raise FileNotFoundError(f"{workdir}: neither {keras_file} nor a checkpoint in {checkpoint_dir}")
-    model = restore_model(path, config, f"{workdir}/config.json", _run_precision(workdir))
+    model = restore_model(path, config, f"{workdir}/config.json", saved_precision(workdir) or "float32")
     step = int(path.rsplit("-", 1)[1]) if path.rsplit("-", 1)[-1].isdigit() else None
     return LoadedModel(model, tuple(config.input_size),
                        {"source": "checkpoint", "path": path, "step": step,
                         "weights": "moving average" if config.ema_decay else "trained"})
 
 
-def _run_precision(workdir):
-    """The dtype policy the run trained in (config.json's runtime), float32 if unknown:
-    under mixed_float16 its checkpoints hold a LossScaleOptimizer."""
+def saved_precision(workdir):
+    """The dtype policy a run's config.json records under "runtime" (what it trained
+    in), or None when the file is missing, unreadable or silent on it."""
     try:
         with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-            return json.load(f).get("runtime", {}).get("precision") or "float32"
+            return json.load(f).get("runtime", {}).get("precision") or None
     except (OSError, ValueError, AttributeError):
-        return "float32"
+        return None
 
 
 def restore_model(path, config, config_name, precision="float32"):

@@ -48,6 +48,7 @@ from research import build
 from research import cli
 from research import config as config_lib
 from research import configs
+from research import export as export_lib
 from research import runtime
 from research.data import datasets, pipeline
 from research.faults import kill_point
@@ -125,11 +126,7 @@ def _precision_of_the_run(workdir, resolved, device):
     in (with a warning) instead of failing to restore. `resolved`: what "auto" gives on
     this `device` ("gpu" or "cpu").
     """
-    try:
-        with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-            saved = json.load(f).get("runtime", {}).get("precision")
-    except (OSError, ValueError, AttributeError):
-        return resolved
+    saved = export_lib.saved_precision(workdir)
     if saved == resolved or saved not in ("float32", "mixed_float16", "mixed_bfloat16"):
         return resolved
     log.warning("precision auto is %s on this %s, but the run's checkpoints were written in %s: "

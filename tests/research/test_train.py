@@ -18,6 +18,7 @@ import kernels
 from tests.helpers import read_csv, sigterm_during
 from research import build
 from research import configs
+from research import export as export_lib
 from research import train as train_lib
 from research.training import hparams
 from research.training.checkpoints import remove_leftovers
@@ -226,8 +227,10 @@ def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeyp
 def test_auto_precision_resumes_in_the_precision_the_run_started_in(smoke_config, tmp_path, monkeypatch, caplog):
     # Started where "auto" is mixed_float16 (a GPU, simulated), resumed on this CPU, where
     # it is float32: the LossScaleOptimizer checkpoint restores only into mixed_float16.
+    # With ema_decay the averages live in the optimizer, whose checkpoint structure
+    # depends on the precision: evaluation must restore it in the run's precision too.
     config = smoke_config.replace(precision="auto", epochs=1, steps_per_epoch=1, eval_steps=1,
-                                  tensorboard_images=0, export_best=False)
+                                  tensorboard_images=0, export_best=False, ema_decay=0.9)
     workdir = str(tmp_path / "run")
     monkeypatch.setattr(train_lib.runtime, "device_kind", lambda: "gpu")
     assert train_lib.train_and_evaluate(config, workdir)["runtime"]["precision"] == "mixed_float16"
@@ -239,6 +242,9 @@ def test_auto_precision_resumes_in_the_precision_the_run_started_in(smoke_config
         "mixed_float16: resuming in mixed_float16" in caplog.text
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         assert json.load(f)["runtime"]["precision"] == "mixed_float16"
+    # Evaluation restores that checkpoint (a LossScaleOptimizer's) in the same precision.
+    loaded = export_lib.load_model(workdir, export_lib.read_run_config(workdir), source="checkpoint")
+    assert loaded.source["step"] == 1
     # A new run in another folder resolves auto on this device as usual.
     assert train_lib._precision_of_the_run(str(tmp_path / "new"), "float32", "cpu") == "float32"
 
