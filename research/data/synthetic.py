@@ -43,7 +43,7 @@ PARALLEL_FROM = 64           # samples; fewer are rendered in this process (no s
 class ClassStyle:
     """How objects of one class look.
 
-    shape: a shape family drawn by `_draw_shape`; aspect: (min, max) width/height;
+    shape: a shape family, a key of `SHAPE_FAMILIES`; aspect: (min, max) width/height;
     hue: (centre, spread) on the 0-1 hue circle; saturation, value: (min, max);
     texture: "stripes", "checks", "dots", "noise" or "smooth"; frequency: texture
     cycles per pixel; angle: texture direction in degrees; contrast: texture strength.
@@ -105,97 +105,183 @@ def _wheel_pair(draw, w, h, thickness, bar_fill):
         draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=0)
 
 
-def _draw_shape(shape, w, h, rng):
-    """Draws one object of a shape family into a uint8 [h, w] canvas (0 / PART / MAIN)."""
-    canvas = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
+# ---------------------------------------------------------------- shape families
+# One function per family: draw(draw, w, h, rng) paints the object's box [0, w) x [0, h)
+# of an "L" canvas with MAIN and PART. x1, y1 = w - 1, h - 1 are the box's last pixels.
+
+def _ellipse(draw, w, h, rng):
+    draw.ellipse([0, 0, w - 1, h - 1], fill=MAIN)
+
+
+def _cross(draw, w, h, rng):
+    """Fuselage, wings and tail."""
     x1, y1 = w - 1, h - 1
-    if shape == "ellipse":
-        draw.ellipse([0, 0, x1, y1], fill=MAIN)
-    elif shape == "cross":      # fuselage + wings + tail
-        draw.rectangle([0, h * 0.4, x1, h * 0.6], fill=MAIN)
-        draw.polygon([(w * 0.35, 0), (w * 0.55, 0), (w * 0.6, y1), (w * 0.4, y1)], fill=MAIN)
-        draw.rectangle([0, h * 0.2, w * 0.1, h * 0.8], fill=PART)
-    elif shape == "wheels":
-        _wheel_pair(draw, w, h, thickness=0.25, bar_fill=PART)
-    elif shape == "motorbike":
-        _wheel_pair(draw, w, h, thickness=0.55, bar_fill=MAIN)
-    elif shape == "triangle":
-        apex = rng.uniform(0.2, 0.8) * w
-        draw.polygon([(apex, 0), (0, y1 * rng.uniform(0.7, 1.0)), (x1, y1)], fill=MAIN)
-        draw.polygon([(apex, 0), (apex - w * 0.1, h * 0.2), (apex + w * 0.1, h * 0.2)], fill=PART)
-    elif shape == "boat":
-        draw.polygon([(0, h * 0.6), (x1, h * 0.6), (w * 0.8, y1), (w * 0.2, y1)], fill=MAIN)
-        draw.polygon([(w * 0.45, 0), (w * 0.45, h * 0.58), (w * 0.85, h * 0.58)], fill=PART)
-    elif shape == "bottle":
-        draw.rectangle([0, h * 0.35, x1, y1], fill=MAIN)
-        draw.polygon([(0, h * 0.35), (w * 0.3, h * 0.2), (w * 0.7, h * 0.2), (x1, h * 0.35)], fill=MAIN)
-        draw.rectangle([w * 0.3, 0, w * 0.7, h * 0.2], fill=PART)
-    elif shape == "bus":
-        draw.rectangle([0, 0, x1, y1 * 0.9], fill=MAIN)
-        for i in range(4):
-            draw.rectangle([w * (0.05 + 0.23 * i), h * 0.15, w * (0.22 + 0.23 * i), h * 0.4], fill=PART)
-        for cx in (w * 0.2, w * 0.8):
-            draw.ellipse([cx - h * 0.12, h * 0.76, cx + h * 0.12, y1], fill=PART)
-    elif shape == "car":
-        draw.rounded_rectangle([0, h * 0.35, x1, h * 0.85], radius=int(h * 0.15), fill=MAIN)
-        draw.polygon([(w * 0.2, h * 0.36), (w * 0.35, 0), (w * 0.7, 0), (w * 0.85, h * 0.36)], fill=MAIN)
-        for cx in (w * 0.22, w * 0.78):
-            draw.ellipse([cx - h * 0.16, h * 0.68, cx + h * 0.16, y1], fill=PART)
-    elif shape in ("eared", "floppy"):
-        draw.ellipse([0, h * 0.25, x1, y1], fill=MAIN)
-        draw.ellipse([w * 0.55, h * 0.05, w * 0.95, h * 0.55], fill=MAIN)
-        if shape == "eared":    # pointed ears
-            draw.polygon([(w * 0.58, h * 0.2), (w * 0.62, 0), (w * 0.72, h * 0.12)], fill=PART)
-            draw.polygon([(w * 0.78, h * 0.12), (w * 0.88, 0), (w * 0.92, h * 0.2)], fill=PART)
-        else:                   # hanging ears
-            draw.ellipse([w * 0.5, h * 0.1, w * 0.62, h * 0.45], fill=PART)
-            draw.ellipse([w * 0.88, h * 0.1, x1, h * 0.45], fill=PART)
-    elif shape == "chair":      # an L: back and seat, two legs
-        draw.rectangle([0, 0, w * 0.25, h * 0.65], fill=MAIN)
-        draw.rectangle([0, h * 0.5, x1, h * 0.65], fill=MAIN)
-        draw.rectangle([0, h * 0.65, w * 0.12, y1], fill=PART)
-        draw.rectangle([w * 0.88, h * 0.65, x1, y1], fill=PART)
-    elif shape == "table":      # a T on two legs
-        draw.rectangle([0, 0, x1, h * 0.2], fill=MAIN)
-        draw.rectangle([w * 0.08, h * 0.2, w * 0.18, y1], fill=PART)
-        draw.rectangle([w * 0.82, h * 0.2, w * 0.92, y1], fill=PART)
-    elif shape == "polygon":
-        count = int(rng.integers(7, 11))
-        radii = rng.uniform(0.55, 1.0, count)
-        draw.polygon(_regular_polygon(w / 2, h / 2, w / 2, h / 2, count, radii, rng.uniform(0, 6.3)), fill=MAIN)
-    elif shape == "person":     # body, arms, head
-        draw.ellipse([w * 0.15, h * 0.22, w * 0.85, h * 0.75], fill=MAIN)
-        draw.rectangle([w * 0.25, h * 0.6, w * 0.45, y1], fill=MAIN)
-        draw.rectangle([w * 0.55, h * 0.6, w * 0.75, y1], fill=MAIN)
-        draw.ellipse([w * 0.25, 0, w * 0.75, h * 0.22], fill=PART)
-    elif shape == "star":
-        radii = np.tile([1.0, 0.45], 5)
-        draw.polygon(_regular_polygon(w / 2, h * 0.45, w / 2, h * 0.45, 10, radii, -np.pi / 2), fill=MAIN)
-        draw.rectangle([w * 0.3, h * 0.75, w * 0.7, y1], fill=PART)  # the pot
-    elif shape == "blob":
-        for _ in range(int(rng.integers(6, 10))):
-            r = rng.uniform(0.18, 0.3) * min(w, h)
-            cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=MAIN)
-        draw.ellipse([0, h * 0.3, w * 0.25, h * 0.7], fill=PART)    # the face
-    elif shape == "sofa":       # a U: back, arms, cushion
-        draw.rectangle([0, 0, x1, h * 0.45], fill=MAIN)
-        draw.rectangle([0, 0, w * 0.15, y1], fill=MAIN)
-        draw.rectangle([w * 0.85, 0, x1, y1], fill=MAIN)
-        draw.rectangle([w * 0.15, h * 0.45, w * 0.85, h * 0.8], fill=PART)
-    elif shape == "train":      # carriages with gaps joined by couplings
-        cars = 3
-        for i in range(cars):
-            draw.rectangle([w * i / cars, 0, w * (i + 0.92) / cars, y1], fill=MAIN)
-            draw.rectangle([w * (i + 0.1) / cars, h * 0.2, w * (i + 0.8) / cars, h * 0.45], fill=PART)
-        draw.rectangle([0, h * 0.8, x1, h * 0.88], fill=MAIN)
-    elif shape == "frame":      # a monitor: frame, screen, stand
-        draw.rectangle([0, 0, x1, h * 0.82], fill=MAIN)
-        draw.rectangle([w * 0.08, h * 0.08, w * 0.92, h * 0.74], fill=PART)
-        draw.rectangle([w * 0.4, h * 0.82, w * 0.6, y1], fill=MAIN)
-    else:
+    draw.rectangle([0, h * 0.4, x1, h * 0.6], fill=MAIN)
+    draw.polygon([(w * 0.35, 0), (w * 0.55, 0), (w * 0.6, y1), (w * 0.4, y1)], fill=MAIN)
+    draw.rectangle([0, h * 0.2, w * 0.1, h * 0.8], fill=PART)
+
+
+def _wheels(draw, w, h, rng):
+    _wheel_pair(draw, w, h, thickness=0.25, bar_fill=PART)
+
+
+def _motorbike(draw, w, h, rng):
+    _wheel_pair(draw, w, h, thickness=0.55, bar_fill=MAIN)
+
+
+def _triangle(draw, w, h, rng):
+    """A triangle with a random apex and a beak."""
+    x1, y1 = w - 1, h - 1
+    apex = rng.uniform(0.2, 0.8) * w
+    draw.polygon([(apex, 0), (0, y1 * rng.uniform(0.7, 1.0)), (x1, y1)], fill=MAIN)
+    draw.polygon([(apex, 0), (apex - w * 0.1, h * 0.2), (apex + w * 0.1, h * 0.2)], fill=PART)
+
+
+def _boat(draw, w, h, rng):
+    """Hull and sail."""
+    x1, y1 = w - 1, h - 1
+    draw.polygon([(0, h * 0.6), (x1, h * 0.6), (w * 0.8, y1), (w * 0.2, y1)], fill=MAIN)
+    draw.polygon([(w * 0.45, 0), (w * 0.45, h * 0.58), (w * 0.85, h * 0.58)], fill=PART)
+
+
+def _bottle(draw, w, h, rng):
+    """Body, shoulders and neck."""
+    x1, y1 = w - 1, h - 1
+    draw.rectangle([0, h * 0.35, x1, y1], fill=MAIN)
+    draw.polygon([(0, h * 0.35), (w * 0.3, h * 0.2), (w * 0.7, h * 0.2), (x1, h * 0.35)], fill=MAIN)
+    draw.rectangle([w * 0.3, 0, w * 0.7, h * 0.2], fill=PART)
+
+
+def _bus(draw, w, h, rng):
+    """Body, four windows, two wheels."""
+    x1, y1 = w - 1, h - 1
+    draw.rectangle([0, 0, x1, y1 * 0.9], fill=MAIN)
+    for i in range(4):
+        draw.rectangle([w * (0.05 + 0.23 * i), h * 0.15, w * (0.22 + 0.23 * i), h * 0.4], fill=PART)
+    for cx in (w * 0.2, w * 0.8):
+        draw.ellipse([cx - h * 0.12, h * 0.76, cx + h * 0.12, y1], fill=PART)
+
+
+def _car(draw, w, h, rng):
+    """Rounded body, cabin, two wheels."""
+    x1, y1 = w - 1, h - 1
+    draw.rounded_rectangle([0, h * 0.35, x1, h * 0.85], radius=int(h * 0.15), fill=MAIN)
+    draw.polygon([(w * 0.2, h * 0.36), (w * 0.35, 0), (w * 0.7, 0), (w * 0.85, h * 0.36)], fill=MAIN)
+    for cx in (w * 0.22, w * 0.78):
+        draw.ellipse([cx - h * 0.16, h * 0.68, cx + h * 0.16, y1], fill=PART)
+
+
+def _animal_body(draw, w, h):
+    """Body and head of the two four-legged families."""
+    draw.ellipse([0, h * 0.25, w - 1, h - 1], fill=MAIN)
+    draw.ellipse([w * 0.55, h * 0.05, w * 0.95, h * 0.55], fill=MAIN)
+
+
+def _eared(draw, w, h, rng):
+    """Body, head and pointed ears."""
+    _animal_body(draw, w, h)
+    draw.polygon([(w * 0.58, h * 0.2), (w * 0.62, 0), (w * 0.72, h * 0.12)], fill=PART)
+    draw.polygon([(w * 0.78, h * 0.12), (w * 0.88, 0), (w * 0.92, h * 0.2)], fill=PART)
+
+
+def _floppy(draw, w, h, rng):
+    """Body, head and hanging ears."""
+    _animal_body(draw, w, h)
+    draw.ellipse([w * 0.5, h * 0.1, w * 0.62, h * 0.45], fill=PART)
+    draw.ellipse([w * 0.88, h * 0.1, w - 1, h * 0.45], fill=PART)
+
+
+def _chair(draw, w, h, rng):
+    """An L (back and seat) on two legs."""
+    x1, y1 = w - 1, h - 1
+    draw.rectangle([0, 0, w * 0.25, h * 0.65], fill=MAIN)
+    draw.rectangle([0, h * 0.5, x1, h * 0.65], fill=MAIN)
+    draw.rectangle([0, h * 0.65, w * 0.12, y1], fill=PART)
+    draw.rectangle([w * 0.88, h * 0.65, x1, y1], fill=PART)
+
+
+def _table(draw, w, h, rng):
+    """A T on two legs."""
+    x1, y1 = w - 1, h - 1
+    draw.rectangle([0, 0, x1, h * 0.2], fill=MAIN)
+    draw.rectangle([w * 0.08, h * 0.2, w * 0.18, y1], fill=PART)
+    draw.rectangle([w * 0.82, h * 0.2, w * 0.92, y1], fill=PART)
+
+
+def _polygon(draw, w, h, rng):
+    """A random 7- to 10-gon."""
+    count = int(rng.integers(7, 11))
+    radii = rng.uniform(0.55, 1.0, count)
+    draw.polygon(_regular_polygon(w / 2, h / 2, w / 2, h / 2, count, radii, rng.uniform(0, 6.3)), fill=MAIN)
+
+
+def _person(draw, w, h, rng):
+    """Body, legs and head."""
+    y1 = h - 1
+    draw.ellipse([w * 0.15, h * 0.22, w * 0.85, h * 0.75], fill=MAIN)
+    draw.rectangle([w * 0.25, h * 0.6, w * 0.45, y1], fill=MAIN)
+    draw.rectangle([w * 0.55, h * 0.6, w * 0.75, y1], fill=MAIN)
+    draw.ellipse([w * 0.25, 0, w * 0.75, h * 0.22], fill=PART)
+
+
+def _star(draw, w, h, rng):
+    """A five-pointed star in a pot."""
+    radii = np.tile([1.0, 0.45], 5)
+    draw.polygon(_regular_polygon(w / 2, h * 0.45, w / 2, h * 0.45, 10, radii, -np.pi / 2), fill=MAIN)
+    draw.rectangle([w * 0.3, h * 0.75, w * 0.7, h - 1], fill=PART)
+
+
+def _blob(draw, w, h, rng):
+    """6 to 9 overlapping circles and a face."""
+    for _ in range(int(rng.integers(6, 10))):
+        r = rng.uniform(0.18, 0.3) * min(w, h)
+        cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=MAIN)
+    draw.ellipse([0, h * 0.3, w * 0.25, h * 0.7], fill=PART)
+
+
+def _sofa(draw, w, h, rng):
+    """A U (back and arms) around a cushion."""
+    x1, y1 = w - 1, h - 1
+    draw.rectangle([0, 0, x1, h * 0.45], fill=MAIN)
+    draw.rectangle([0, 0, w * 0.15, y1], fill=MAIN)
+    draw.rectangle([w * 0.85, 0, x1, y1], fill=MAIN)
+    draw.rectangle([w * 0.15, h * 0.45, w * 0.85, h * 0.8], fill=PART)
+
+
+def _train(draw, w, h, rng):
+    """Three carriages with windows, joined by couplings."""
+    cars = 3
+    for i in range(cars):
+        draw.rectangle([w * i / cars, 0, w * (i + 0.92) / cars, h - 1], fill=MAIN)
+        draw.rectangle([w * (i + 0.1) / cars, h * 0.2, w * (i + 0.8) / cars, h * 0.45], fill=PART)
+    draw.rectangle([0, h * 0.8, w - 1, h * 0.88], fill=MAIN)
+
+
+def _frame(draw, w, h, rng):
+    """A monitor: frame, screen, stand."""
+    x1, y1 = w - 1, h - 1
+    draw.rectangle([0, 0, x1, h * 0.82], fill=MAIN)
+    draw.rectangle([w * 0.08, h * 0.08, w * 0.92, h * 0.74], fill=PART)
+    draw.rectangle([w * 0.4, h * 0.82, w * 0.6, y1], fill=MAIN)
+
+
+SHAPE_FAMILIES = {
+    "ellipse": _ellipse, "cross": _cross, "wheels": _wheels, "motorbike": _motorbike,
+    "triangle": _triangle, "boat": _boat, "bottle": _bottle, "bus": _bus, "car": _car,
+    "eared": _eared, "floppy": _floppy, "chair": _chair, "table": _table,
+    "polygon": _polygon, "person": _person, "star": _star, "blob": _blob, "sofa": _sofa,
+    "train": _train, "frame": _frame,
+}
+
+
+def _draw_shape(shape, w, h, rng):
+    """Draws one object of a shape family (`SHAPE_FAMILIES`) into a uint8 [h, w] canvas
+    (0 / PART / MAIN), mirrored left-right half of the time."""
+    if shape not in SHAPE_FAMILIES:
         raise ValueError(f"unknown shape family {shape!r}")
+    canvas = Image.new("L", (w, h), 0)
+    SHAPE_FAMILIES[shape](ImageDraw.Draw(canvas), w, h, rng)
     shape_mask = np.asarray(canvas)
     return shape_mask[:, ::-1] if rng.random() < 0.5 else shape_mask   # mirror half of them
 
