@@ -130,24 +130,74 @@ def make_dense_conv_probe(repeats=5):
 # ----------------------------------------------------------------------------------------
 # Worker side (its own process; imports TensorFlow with the oneDNN setting it was given)
 
+def _case_config(case):
+    """The project config a case measures (random weights, float32, its batch and size)."""
+    from research import configs
+
+    batch, size = case.get("batch", BATCH), case.get("size", SIZE)
+    return configs.load_config(case.get("config", "deeplabv3_voc")).replace(
+        model=case["model"], weights=None, batch_size=batch, precision="float32",
+        input_size=(size, size), loss_impl=case.get("loss", "fused"),
+        atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"),
+        bn_policy=case.get("bn_policy", "sync"))
+
+
+def _fit_runner(config, images, labels):
+    """(model, run(steps)): Keras `fit` on the fixed batch, repeated."""
+    import tensorflow as tf
+    from research import fit_baseline
+    from research.data import pipeline
+
+    model = fit_baseline.build_compiled_model(config)
+    # Without tf.data's autotuning thread, as the project's own pipelines run
+    # (pipeline.without_autotune_thread): `fit` deletes its iterator at the end of
+    # every call, and the deletion waits out that thread's current sleep, which
+    # doubles over a run. Measured (vm-AMD-EPYC-2cpu, oneDNN on, 4 calls of 3 steps
+    # each way): 2 of 4 calls spent 3.8 and 6.0 s after their last step with the
+    # thread, none over 0.01 s without; the steps themselves took the same. That
+    # wait, not Keras, made `fit`'s times cluster at 5.11 s and 10.24 s.
+    dataset = pipeline.without_autotune_thread(tf.data.Dataset.from_tensors((images, labels)).repeat())
+
+    def run(steps):
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+
+    return model, run
+
+
+def _custom_runner(case, config, images, labels):
+    """(model, run(steps)): the project's train step on the fixed batch."""
+    import tensorflow as tf
+    import kernels
+    from research import build, runtime
+    from research.training.steps import make_train_step
+
+    model = build.build_model(config)
+    optimizer = build.make_optimizer(config, "float32")
+    optimizer.build(model.trainable_variables)
+    confusion = kernels.StreamingConfusionMatrix(config.num_classes)
+    # As training checks it: a combination training refuses is a ValueError saying why.
+    use_xla, _ = runtime.resolve_jit_compile(case["xla"], "cpu", "float32", 1,
+                                             bool(case.get("deterministic")))
+    step = make_train_step(model, optimizer, tf.distribute.get_strategy(), config,
+                           confusion, use_xla=use_xla, loss_scaling=False)
+
+    def run(steps):
+        for _ in range(steps):
+            float(step(images, labels)[0])  # float(): waits for the step, as the loop does
+
+    return model, run
+
+
 def _build(case, batch_file):
     """Builds one case's step; returns (run_steps, dense_conv_probe, facts)."""
     import keras
     import tensorflow as tf
     import kernels
-    from research import configs
-    from research import build, fit_baseline, runtime
-    from research.training.steps import make_train_step
-    from research.data import pipeline
+    from research import runtime
 
     data = np.load(batch_file)
     images, labels = tf.constant(data["images"]), tf.constant(data["labels"])
-    batch, size = case.get("batch", BATCH), case.get("size", SIZE)
-    config = configs.load_config(case.get("config", "deeplabv3_voc")).replace(
-        model=case["model"], weights=None, batch_size=batch, precision="float32",
-        input_size=(size, size), loss_impl=case.get("loss", "fused"),
-        atrous=case.get("atrous", "kernels"), batchnorm=case.get("batchnorm", "fused"),
-        bn_policy=case.get("bn_policy", "sync"))
+    config = _case_config(case)
     if case.get("atrous_backward") == "autodiff":
         # The atrous taps without their hand-written gradient: autodiff through the same
         # forward ops (what kernels/atrous.py did before it had one).
@@ -158,37 +208,13 @@ def _build(case, batch_file):
     if case.get("deterministic"):
         runtime.enable_determinism(0)  # what `--set deterministic=true` does, before the build
     if case["trainer"] == "fit":
-        model = fit_baseline.build_compiled_model(config)
-        # Without tf.data's autotuning thread, as the project's own pipelines run
-        # (pipeline.without_autotune_thread): `fit` deletes its iterator at the end of
-        # every call, and the deletion waits out that thread's current sleep, which
-        # doubles over a run. Measured (vm-AMD-EPYC-2cpu, oneDNN on, 4 calls of 3 steps
-        # each way): 2 of 4 calls spent 3.8 and 6.0 s after their last step with the
-        # thread, none over 0.01 s without; the steps themselves took the same. That
-        # wait, not Keras, made `fit`'s times cluster at 5.11 s and 10.24 s.
-        dataset = pipeline.without_autotune_thread(
-            tf.data.Dataset.from_tensors((images, labels)).repeat())
-
-        def run(steps):
-            model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+        model, run = _fit_runner(config, images, labels)
     else:
-        model = build.build_model(config)
-        optimizer = build.make_optimizer(config, "float32")
-        optimizer.build(model.trainable_variables)
-        confusion = kernels.StreamingConfusionMatrix(config.num_classes)
-        # As training checks it: a combination training refuses is a ValueError saying why.
-        use_xla, _ = runtime.resolve_jit_compile(case["xla"], "cpu", "float32", 1,
-                                                 bool(case.get("deterministic")))
-        step = make_train_step(model, optimizer, tf.distribute.get_strategy(), config,
-                               confusion, use_xla=use_xla, loss_scaling=False)
-
-        def run(steps):
-            for _ in range(steps):
-                float(step(images, labels)[0])  # float(): waits for the step, as the loop does
+        model, run = _custom_runner(case, config, images, labels)
     checksum = float(sum(np.sum(np.abs(w)) for w in model.get_weights()))
     probe = make_dense_conv_probe()
     facts = {"onednn": runtime.onednn_state()["enabled"], "weights_checksum": checksum,
-             "flops_per_step": training_flops(model, size, batch),
+             "flops_per_step": training_flops(model, config.input_size[0], config.batch_size),
              "dense_conv_flops_per_s": probe()}
     return run, probe, facts
 

@@ -91,6 +91,20 @@ def test_worker_reports_its_peak_memory(tmp_path):
     assert 0 < run["allocator_current_bytes"] <= run["allocator_peak_bytes"] < run["peak_rss_bytes"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["fit", "custom"])
+def test_both_trainers_build_and_step_at_a_tiny_size(tmp_path, trainer):
+    # Each case's build, in this process: the `smoke` network at 32 px, one step.
+    rng = np.random.default_rng(0)
+    batch_file = str(tmp_path / "batch.npz")
+    np.savez(batch_file, images=rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32"),
+             labels=rng.integers(0, 21, (2, 32, 32)).astype("int32"))
+    case = dict(model="deeplab_v3", trainer=trainer, onednn=True, xla=False, config="smoke", size=32)
+    run, probe, facts = bench_train_step._build(case, batch_file)
+    run(1)
+    assert facts["flops_per_step"] > 0 and facts["weights_checksum"] > 0 and probe() > 0
+
+
 def test_every_nan_guard_case_runs_at_a_tiny_size(monkeypatch):
     """bench_nan_guard builds its step from the training modules; a helper that moves
     (all_finite once did) must break this test, not a 30-minute `make bench`."""
