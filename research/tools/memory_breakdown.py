@@ -44,7 +44,9 @@ import collections
 import importlib.util
 import json
 import os
+import re
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -130,6 +132,80 @@ def summarize(runs):
     summary["differences"] = {other: r["peak_rss_bytes"] - main["peak_rss_bytes"] for other, r in runs.items()
                               if other != name and r["settings"]["batch"] == batch}
     return summary
+
+
+def peak_allocations(profile, top=12):
+    """What is alive at a profiled step's allocator peak, from TensorFlow's memory
+    profile (the profiler's "memory_profile" tool, parsed JSON).
+
+    Each tensor alive at the peak is on one of three sides: made before the step
+    ("before": the weights, optimizer slots and other tensors the profile did not see
+    allocated), in the forward pass ("forward": what the backward keeps, and the
+    forward's last outputs), or in the backward ("backward": gradients being formed and
+    their temporaries). The backward starts at the first allocation by a `gradient_tape/`
+    op: every forward op precedes the loss, which precedes every gradient op.
+
+    Returns {"peak_bytes", "peak_seconds" (after the profile's first allocation),
+    "backward_start_seconds", "by_side": {side: pool bytes}, "largest": [{"op", "shape",
+    "bytes" (the tensor's), "side"}, ...] (the `top` largest tensors)}, for the allocator
+    with the highest peak.
+    """
+    allocators = profile.get("memoryProfilePerAllocator", {}).values()
+    if not allocators:  # on CPU only oneDNN's pool traces its allocations
+        raise ValueError("the memory profile has no allocator (is oneDNN on?)")
+    memory = max(allocators, key=_peak_in_use)
+    snapshots = memory["memoryProfileSnapshots"]  # the allocations alive at the peak
+    start = min((int(s["timeOffsetPs"]) for s in snapshots + memory.get("sampledTimelineSnapshots", [])),
+                default=0)
+    backward = [int(s["timeOffsetPs"]) for s in snapshots
+                if "gradient_tape/" in s["activityMetadata"]["tfOpName"]]
+    backward_start = min(backward) if backward else None
+    alive, by_side = [], collections.Counter()
+    for entry in memory["activeAllocations"]:
+        index, count = int(entry["snapshotIndex"]), int(entry.get("numOccurrences", 1))
+        if index < 0:
+            meta, side = memory["specialAllocations"][int(entry["specialIndex"])], "before"
+        else:
+            meta = snapshots[index]["activityMetadata"]
+            side = ("backward" if backward_start is not None
+                    and int(snapshots[index]["timeOffsetPs"]) >= backward_start else "forward")
+        by_side[side] += int(meta["allocationBytes"]) * count
+        if side != "before":
+            op = re.sub(r"^(Stateful)?PartitionedCall/", "", meta["tfOpName"])
+            alive += [{"op": re.sub(r"_1(?=/)", "", op), "shape": meta["tensorShape"],
+                       "bytes": int(meta["requestedBytes"]), "side": side}] * count
+    alive.sort(key=lambda a: -a["bytes"])
+    peak_time = int(memory["profileSummary"].get("peakStatsTimePs") or start)
+    return {"peak_bytes": _peak_in_use(memory), "peak_seconds": (peak_time - start) / 1e12,
+            "backward_start_seconds": None if backward_start is None else (backward_start - start) / 1e12,
+            "by_side": dict(by_side), "largest": alive[:top]}
+
+
+def _peak_in_use(allocator):
+    """An allocator's peak bytes in use, from its memory profile summary."""
+    return int(allocator["profileSummary"].get("peakStats", {}).get("peakBytesInUse") or 0)
+
+
+def profile_memory(run, logdir):
+    """Runs `run()` once under TensorFlow's profiler (trace in `logdir`, replaced) and
+    returns its parsed memory profile (see `peak_allocations`)."""
+    import glob
+    import shutil
+
+    import tensorflow as tf
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin
+
+    shutil.rmtree(logdir, ignore_errors=True)
+    tf.profiler.experimental.start(logdir)
+    try:
+        run()
+    finally:
+        tf.profiler.experimental.stop()
+    traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    data, ok = _pywrap_profiler_plugin.xspace_to_tools_data(traces, "memory_profile")
+    if not ok or not traces:
+        raise RuntimeError(f"{logdir}: no memory profile from the trace")
+    return json.loads(data)
 
 
 # ----------------------------------------------------------------------------------------
@@ -296,6 +372,9 @@ def _worker(settings):
                       allocator_current_bytes=stats and stats["current"], rss_by_kind=rss_by_kind(f.read()))
     if settings.get("kept"):
         result["kept_for_backward"] = kept_for_backward(model, config, images, labels)
+    if settings.get("peak_profile"):  # one more step, profiled: after the measured ones
+        with tempfile.TemporaryDirectory() as logdir:
+            result["alive_at_peak"] = peak_allocations(profile_memory(run, logdir))
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -309,7 +388,8 @@ def experiment_settings(names, batches, steps):
     for name in names:
         base = dict(batch=largest, mode="step", steps=steps, onednn=True)
         if name == "step":
-            runs.update({f"step_batch{b}": dict(base, batch=b, kept=True) for b in batches})
+            runs.update({f"step_batch{b}": dict(base, batch=b, kept=True, peak_profile=b == largest)
+                         for b in batches})
         elif name in ("forward", "gradients"):
             runs[name] = dict(base, mode=name)
         elif name == "loss_reference":

@@ -63,6 +63,60 @@ def test_backward_reads_lists_the_forward_tensors_the_gradient_keeps():
     assert "Sum" not in reads               # the forward's reduction is not kept
 
 
+def _allocation(seconds, op, shape, requested, allocated=None):
+    return {"timeOffsetPs": str(int(seconds * 1e12)), "activityMetadata": {
+        "tfOpName": op, "tensorShape": shape, "requestedBytes": str(requested),
+        "allocationBytes": str(allocated or requested)}}
+
+
+def test_peak_allocations_sorts_what_is_alive_by_side():
+    snapshots = [_allocation(1.0, "StatefulPartitionedCall/deeplab_v3_1/conv1_bn_1/FusedBatchNormV3", "[8,192,192,64]", 72),
+                 _allocation(2.0, "StatefulPartitionedCall/gradient_tape/deeplab_v3_1/aspp_pool_avg_1/Tile", "[8,24,24,2048]", 36, 40),
+                 _allocation(2.5, "StatefulPartitionedCall/Pad_47", "[192,24,2048]", 39),     # a custom gradient's op
+                 _allocation(0.5, "StatefulPartitionedCall/deeplab_v3_1/pool1_pool_1/MaxPool", "[8,96,96,64]", 18)]
+    profile = {"memoryProfilePerAllocator": {
+        "cpu": {"profileSummary": {"peakStats": {"peakBytesInUse": "10"}},
+                "memoryProfileSnapshots": [], "activeAllocations": [], "specialAllocations": []},
+        "mklcpu": {"profileSummary": {"peakStats": {"peakBytesInUse": "700"}, "peakStatsTimePs": str(int(2.5e12))},
+                   "memoryProfileSnapshots": snapshots,
+                   "specialAllocations": [{"tfOpName": "unused preallocated device memory", "tensorShape": "unknown",
+                                           "requestedBytes": "500", "allocationBytes": "500"}],
+                   "activeAllocations": [{"snapshotIndex": "-1", "specialIndex": "0"},
+                                         {"snapshotIndex": "0", "specialIndex": "-1"},
+                                         {"snapshotIndex": "1", "specialIndex": "-1"},
+                                         {"snapshotIndex": "2", "specialIndex": "-1"},
+                                         {"snapshotIndex": "3", "specialIndex": "-1", "numOccurrences": "2"}]}}}
+    peak = breakdown.peak_allocations(profile, top=3)
+    assert peak["peak_bytes"] == 700 and peak["peak_seconds"] == 2.0 and peak["backward_start_seconds"] == 1.5
+    assert peak["by_side"] == {"before": 500, "forward": 72 + 2 * 18, "backward": 40 + 39}
+    assert peak["largest"] == [
+        {"op": "deeplab_v3/conv1_bn/FusedBatchNormV3", "shape": "[8,192,192,64]", "bytes": 72, "side": "forward"},
+        {"op": "Pad_47", "shape": "[192,24,2048]", "bytes": 39, "side": "backward"},
+        {"op": "gradient_tape/deeplab_v3/aspp_pool_avg/Tile", "shape": "[8,24,24,2048]", "bytes": 36,
+         "side": "backward"}]
+
+
+@pytest.mark.slow
+def test_profile_memory_of_a_real_step(tmp_path):
+    import tensorflow as tf
+
+    # Tensors of 1 MB and more: oneDNN's pool (whose allocations the profile sees) holds them.
+    w = tf.Variable(tf.ones([512, 512]))
+    x = tf.ones([2048, 512])
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.nn.relu(x @ w) ** 2)
+        w.assign_sub(1e-6 * tape.gradient(loss, w))
+        return loss
+
+    step()
+    peak = breakdown.peak_allocations(breakdown.profile_memory(step, str(tmp_path / "trace")))
+    assert peak["peak_bytes"] > 0 and peak["largest"]
+    assert {row["side"] for row in peak["largest"]} <= {"forward", "backward"}
+
+
 def _result(batch, rss, mode="step", variant=None, kept=None):
     settings = dict(batch=batch, mode=mode, steps=2, onednn=True)
     if variant:
@@ -89,7 +143,8 @@ def test_summary_of_the_largest_batch_step():
 def test_experiment_settings():
     runs = breakdown.experiment_settings(["step", "onednn_off", "forward", "xla"], [2, 8], 3)
     assert list(runs) == ["step_batch2", "step_batch8", "onednn_off", "forward", "xla"]
-    assert runs["step_batch2"] == dict(batch=2, mode="step", steps=3, onednn=True, kept=True)
+    assert runs["step_batch2"] == dict(batch=2, mode="step", steps=3, onednn=True, kept=True, peak_profile=False)
+    assert runs["step_batch8"]["peak_profile"] is True   # only the largest batch is profiled
     assert runs["onednn_off"]["onednn"] is False and runs["onednn_off"]["batch"] == 8
     assert runs["xla"]["xla"] is True and runs["xla"]["variant"] == "xla"
     frozen = breakdown.experiment_settings(["bn_frozen", "bn_frozen_autodiff"], [2, 8], 3)
