@@ -85,10 +85,20 @@ def read_results(path):
     return data
 
 
+def training_summary(history):
+    """A run's training at a glance from its train_log.csv rows (dicts of strings, one
+    per epoch): {"epochs", "steps", "seconds" (of training), "images_per_second_last_epoch",
+    "best_val_mean_iou", "best_epoch"}."""
+    best = max(history, key=lambda r: float(r["val_mean_iou"]))
+    return {"epochs": len(history), "steps": int(history[-1]["step"]),
+            "seconds": sum(float(r["epoch_seconds"]) for r in history),
+            "images_per_second_last_epoch": float(history[-1]["images_per_second"]),
+            "best_val_mean_iou": float(best["val_mean_iou"]), "best_epoch": int(best["epoch"])}
+
+
 def demo_results(config_name, history, metrics, majority, majority_name, wall_seconds):
     """The `demo` schema from a run's train_log.csv rows (dicts of strings), its
     eval/metrics.json, and the majority-class baseline (scripts/demo_report.py)."""
-    best = max(history, key=lambda r: float(r["val_mean_iou"]))
     return {
         "config": config_name,
         "model": {"source": metrics["model"].get("source"), "step": metrics["model"].get("step")},
@@ -96,10 +106,7 @@ def demo_results(config_name, history, metrics, majority, majority_name, wall_se
                  **{k: metrics[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iou")}},
         "majority_class": {"name": majority_name,
                            **{k: majority[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iou")}},
-        "training": {"epochs": len(history), "steps": int(history[-1]["step"]),
-                     "seconds": sum(float(r["epoch_seconds"]) for r in history),
-                     "images_per_second_last_epoch": float(history[-1]["images_per_second"]),
-                     "best_val_mean_iou": float(best["val_mean_iou"]), "best_epoch": int(best["epoch"])},
+        "training": training_summary(history),
         "wall_seconds": wall_seconds,
     }
 

@@ -99,8 +99,7 @@ def metrics_class_names(metrics):
 def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
     names = metrics_class_names(metrics)
     model = metrics["model"]
-    best = max(history, key=lambda r: float(r["val_mean_iou"]))
-    train_seconds = sum(float(r["epoch_seconds"]) for r in history)
+    training = results.training_summary(history)
     lines = [
         f"# Demo report: {os.path.basename(os.path.abspath(workdir))}",
         "",
@@ -113,9 +112,9 @@ def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
         f"| majority class everywhere ({names[baseline['class']]}) "
         f"| {baseline['pixel_accuracy']:.4f} | {baseline['mean_accuracy']:.4f} | {baseline['mean_iou']:.4f} |",
         "",
-        f"Training: {len(history)} epochs, {history[-1]['step']} steps, {train_seconds:.0f} s "
-        f"({float(history[-1]['images_per_second']):.1f} images/s in the last epoch); "
-        f"best val mean IoU {float(best['val_mean_iou']):.4f} at epoch {best['epoch']}.",
+        f"Training: {training['epochs']} epochs, {training['steps']} steps, {training['seconds']:.0f} s "
+        f"({training['images_per_second_last_epoch']:.1f} images/s in the last epoch); "
+        f"best val mean IoU {training['best_val_mean_iou']:.4f} at epoch {training['best_epoch']}.",
     ]
     if config:
         lines.append(recipe_text(config))
