@@ -32,6 +32,7 @@ BLOCKS = {
     "speedups": result_tables.block("speedups", "speed-up check", result_tables.speedups_table),
     "memory-runs": result_tables.block("memory", "memory breakdown", result_tables.memory_runs_table),
     "memory-breakdown": result_tables.block("memory", "memory breakdown", result_tables.memory_breakdown_table),
+    "memory-peak": result_tables.block("memory", "memory breakdown", result_tables.memory_peak_table),
     "models": result_tables.block("models", "model summary", result_tables.models_table,
                                   machine_independent=True),
     "compare-accumulation": result_tables.block("compare_accumulation", "comparison of accumulation runs",

@@ -144,6 +144,32 @@ def memory_breakdown_table(results):
     return tables.table([f"part ({MEMORY_RUNS[summary['of']]})", "GiB"], rows)
 
 
+PEAK_SIDES = {"before": "made before the step (weights, optimizer slots, ...)",
+              "forward": "made in the forward (kept for the backward)",
+              "backward": "made in the backward (gradients being formed, their temporaries)"}
+
+
+def memory_peak_table(results):
+    """What is alive at the allocator peak of the largest batch's step (profiled)."""
+    summary = results["runs"]["current"]["summary"]
+    peak = results["runs"]["current"]["runs"][summary["of"]].get("alive_at_peak")
+    if not peak:
+        return "Not measured (this measurement has no profiled step)."
+    sides = tables.table(["at the peak, by when it was made", "GiB"],
+                         [[words, _gib(peak["by_side"].get(side, 0))] for side, words in PEAK_SIDES.items()])
+    largest = "\n\n".join(
+        f"The largest tensors {words} then:\n\n" + tables.table(
+            ["tensor (the op that made it)", "shape", "MiB"],
+            [[f"`{row['op']}`", f"`{row['shape']}`", tables.number(row["bytes"] / 2 ** 20, 1)]
+             for row in peak["largest"][side]])
+        for side, words in (("backward", "made in the backward"), ("forward", "kept from the forward")))
+    when = (f"The peak, {_gib(peak['peak_bytes'])} GiB in the pool, comes {peak['peak_seconds']:.2f} s into the "
+            f"profiled step of {MEMORY_RUNS[summary['of']]}")
+    if peak.get("backward_start_seconds") is not None:
+        when += f", {peak['peak_seconds'] - peak['backward_start_seconds']:.2f} s after its backward began"
+    return f"{when}.\n\n{sides}\n\n{largest}"
+
+
 def models_table(results):
     rows = [[f"`{r['config']}`", r["model"], r["backbone"], r.get("head") or "-", r.get("output_stride") or "-",
              "x".join(str(s) for s in r["input_size"]), f"{r['parameters']:,}", f"{r['non_trainable']:,}",

@@ -134,7 +134,7 @@ def summarize(runs):
     return summary
 
 
-def peak_allocations(profile, top=12):
+def peak_allocations(profile, top=8):
     """What is alive at a profiled step's allocator peak, from TensorFlow's memory
     profile (the profiler's "memory_profile" tool, parsed JSON).
 
@@ -146,9 +146,9 @@ def peak_allocations(profile, top=12):
     op: every forward op precedes the loss, which precedes every gradient op.
 
     Returns {"peak_bytes", "peak_seconds" (after the profile's first allocation),
-    "backward_start_seconds", "by_side": {side: pool bytes}, "largest": [{"op", "shape",
-    "bytes" (the tensor's), "side"}, ...] (the `top` largest tensors)}, for the allocator
-    with the highest peak.
+    "backward_start_seconds", "by_side": {side: pool bytes}, "largest": {"forward": [...],
+    "backward": [...]}} for the allocator with the highest peak; "largest" lists each
+    side's `top` largest tensors as {"op", "shape", "bytes" (the tensor's)}.
     """
     allocators = profile.get("memoryProfilePerAllocator", {}).values()
     if not allocators:  # on CPU only oneDNN's pool traces its allocations
@@ -160,7 +160,7 @@ def peak_allocations(profile, top=12):
     backward = [int(s["timeOffsetPs"]) for s in snapshots
                 if "gradient_tape/" in s["activityMetadata"]["tfOpName"]]
     backward_start = min(backward) if backward else None
-    alive, by_side = [], collections.Counter()
+    alive, by_side = {"forward": [], "backward": []}, collections.Counter()
     for entry in memory["activeAllocations"]:
         index, count = int(entry["snapshotIndex"]), int(entry.get("numOccurrences", 1))
         if index < 0:
@@ -172,13 +172,13 @@ def peak_allocations(profile, top=12):
         by_side[side] += int(meta["allocationBytes"]) * count
         if side != "before":
             op = re.sub(r"^(Stateful)?PartitionedCall/", "", meta["tfOpName"])
-            alive += [{"op": re.sub(r"_1(?=/)", "", op), "shape": meta["tensorShape"],
-                       "bytes": int(meta["requestedBytes"]), "side": side}] * count
-    alive.sort(key=lambda a: -a["bytes"])
+            alive[side] += [{"op": re.sub(r"_1(?=/)", "", op), "shape": meta["tensorShape"],
+                             "bytes": int(meta["requestedBytes"])}] * count
     peak_time = int(memory["profileSummary"].get("peakStatsTimePs") or start)
     return {"peak_bytes": _peak_in_use(memory), "peak_seconds": (peak_time - start) / 1e12,
             "backward_start_seconds": None if backward_start is None else (backward_start - start) / 1e12,
-            "by_side": dict(by_side), "largest": alive[:top]}
+            "by_side": dict(by_side),
+            "largest": {side: sorted(rows, key=lambda a: -a["bytes"])[:top] for side, rows in alive.items()}}
 
 
 def _peak_in_use(allocator):

@@ -265,6 +265,25 @@ def test_tflite_accuracy_table(tmp_path):
     assert "| demo | int8 | 5.20 | 0.6037 | -0.08 points | 99.81% | 99.79% |" in text
 
 
+def test_memory_peak_table_shows_sides_and_largest_tensors():
+    peak = {"peak_bytes": 3 * 2 ** 30, "peak_seconds": 2.5, "backward_start_seconds": 2.0,
+            "by_side": {"before": 2 ** 29, "forward": 2 ** 31, "backward": 2 ** 29},
+            "largest": {"forward": [{"op": "deeplab_v3/conv1_bn/FusedBatchNormV3", "shape": "[8,192,192,64]",
+                                     "bytes": 72 * 2 ** 20}],
+                        "backward": [{"op": "Pad_47", "shape": "[192,24,2048]", "bytes": 39 * 2 ** 20}]}}
+    results = {"runs": {"current": {"summary": {"of": "step_batch8"},
+                                    "runs": {"step_batch8": {"alive_at_peak": peak}}}}}
+    text = result_tables.memory_peak_table(results)
+    assert text.startswith("The peak, 3.00 GiB in the pool, comes 2.50 s into the profiled step of the step, "
+                           "batch 8, 0.50 s after its backward began.")
+    assert "| made in the forward (kept for the backward) | 2.00 |" in text
+    backward, forward = text.index("made in the backward then:"), text.index("kept from the forward then:")
+    assert backward < text.index("| `Pad_47` | `[192,24,2048]` | 39.0 |") < forward
+    assert forward < text.index("| `deeplab_v3/conv1_bn/FusedBatchNormV3` | `[8,192,192,64]` | 72.0 |")
+    del results["runs"]["current"]["runs"]["step_batch8"]["alive_at_peak"]
+    assert result_tables.memory_peak_table(results).startswith("Not measured")
+
+
 def test_regenerate_writes_only_changed_pages(tmp_path):
     root = str(tmp_path)
     os.makedirs(tmp_path / "docs")
