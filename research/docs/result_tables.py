@@ -163,8 +163,8 @@ def memory_peak_table(results):
             [[f"`{row['op']}`", f"`{row['shape']}`", tables.number(row["bytes"] / 2 ** 20, 1)]
              for row in peak["largest"][side]])
         for side, words in (("backward", "made in the backward"), ("forward", "kept from the forward")))
-    when = (f"The peak, {_gib(peak['peak_bytes'])} GiB in the pool, comes {peak['peak_seconds']:.2f} s into the "
-            f"profiled step of {MEMORY_RUNS[summary['of']]}")
+    when = (f"The peak, {_gib(peak['peak_bytes'])} GiB in the pool, comes {peak['peak_seconds']:.2f} s into a "
+            f"profiled step ({MEMORY_RUNS[summary['of']]})")
     if peak.get("backward_start_seconds") is not None:
         when += f", {peak['peak_seconds'] - peak['backward_start_seconds']:.2f} s after its backward began"
     return f"{when}.\n\n{sides}\n\n{largest}"
