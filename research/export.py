@@ -14,8 +14,9 @@
 exported and in-process predictions agree.
 
 Reading back: `load_export` (an export folder), and for a whole run `read_run_config`
-(its config.json) and `load_model` (its export, else its latest checkpoint), which
-research.evaluate and research.export_tflite both use.
+(its config.json), `saved_precision` (the dtype policy it trained in) and `load_model`
+(its export, else its latest checkpoint), which research.evaluate and
+research.export_tflite both use.
 """
 import dataclasses
 import json

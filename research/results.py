@@ -88,7 +88,9 @@ def read_results(path):
 def training_summary(history):
     """A run's training at a glance from its train_log.csv rows (dicts of strings, one
     per epoch): {"epochs", "steps", "seconds" (of training), "images_per_second_last_epoch",
-    "best_val_mean_iou", "best_epoch"}."""
+    "best_val_mean_iou", "best_epoch"}. Raises ValueError when there is no epoch."""
+    if not history:
+        raise ValueError("the run's train_log.csv has no epoch")
     best = max(history, key=lambda r: float(r["val_mean_iou"]))
     return {"epochs": len(history), "steps": int(history[-1]["step"]),
             "seconds": sum(float(r["epoch_seconds"]) for r in history),

@@ -145,7 +145,7 @@ def memory_breakdown_table(results):
 
 
 PEAK_SIDES = {"before": "made before the step (weights, optimizer slots, ...)",
-              "forward": "made in the forward (kept for the backward)",
+              "forward": "made in the forward (nearly all kept for the backward)",
               "backward": "made in the backward (gradients being formed, their temporaries)"}
 
 

@@ -46,8 +46,8 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -143,7 +143,10 @@ def peak_allocations(profile, top=8):
     allocated), in the forward pass ("forward": what the backward keeps, and the
     forward's last outputs), or in the backward ("backward": gradients being formed and
     their temporaries). The backward starts at the first allocation by a `gradient_tape/`
-    op: every forward op precedes the loss, which precedes every gradient op.
+    op that the profile lists (alive at the peak or in its sampled timeline): every
+    forward op precedes the loss, which precedes every gradient op. (Hand-written
+    gradients' ops lie outside `gradient_tape/`; were one to run before the first listed
+    autodiff op, its tensors would count as forward.)
 
     Returns {"peak_bytes", "peak_seconds" (after the profile's first allocation),
     "backward_start_seconds", "by_side": {side: pool bytes}, "largest": {"forward": [...],
@@ -157,7 +160,7 @@ def peak_allocations(profile, top=8):
     snapshots = memory["memoryProfileSnapshots"]  # the allocations alive at the peak
     start = min((int(s["timeOffsetPs"]) for s in snapshots + memory.get("sampledTimelineSnapshots", [])),
                 default=0)
-    backward = [int(s["timeOffsetPs"]) for s in snapshots
+    backward = [int(s["timeOffsetPs"]) for s in snapshots + memory.get("sampledTimelineSnapshots", [])
                 if "gradient_tape/" in s["activityMetadata"]["tfOpName"]]
     backward_start = min(backward) if backward else None
     alive, by_side = {"forward": [], "backward": []}, collections.Counter()
@@ -172,6 +175,8 @@ def peak_allocations(profile, top=8):
         by_side[side] += int(meta["allocationBytes"]) * count
         if side != "before":
             op = re.sub(r"^(Stateful)?PartitionedCall/", "", meta["tfOpName"])
+            # Keras scopes a model's second call as `deeplab_v3_1/conv1_bn_1/`: drop the
+            # suffix (a layer whose own name ends in `_1` loses it too).
             alive[side] += [{"op": re.sub(r"_1(?=/)", "", op), "shape": meta["tensorShape"],
                              "bytes": int(meta["requestedBytes"])}] * count
     peak_time = int(memory["profileSummary"].get("peakStatsTimePs") or start)
@@ -202,9 +207,11 @@ def profile_memory(run, logdir):
     finally:
         tf.profiler.experimental.stop()
     traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    if not traces:
+        raise RuntimeError(f"{logdir}: the profiler wrote no trace")
     data, ok = _pywrap_profiler_plugin.xspace_to_tools_data(traces, "memory_profile")
-    if not ok or not traces:
-        raise RuntimeError(f"{logdir}: no memory profile from the trace")
+    if not ok:
+        raise RuntimeError(f"{logdir}: no memory profile from the trace ({data!r:.200})")
     return json.loads(data)
 
 
@@ -286,16 +293,17 @@ def _step(settings, model, optimizer, config, images, labels):
     return lambda: float(step(images, labels)[0])
 
 
-def backward_reads(loss_and_sources, *inputs):
+def backward_reads(loss_and_sources, *inputs, watch=False):
     """[(forward tensor, {op types of the backward ops that read it})]: what the backward
     of a traced forward keeps alive.
 
     `loss_and_sources(*inputs)` runs the forward and returns (loss, the sources to
-    differentiate it by); it is traced in a tf.function under a GradientTape that
-    watches `inputs` (tensors or tf.TensorSpec), and the traced graph is split where the
-    forward ends: every tensor made before that point and read by an op after it is
-    kept until that op runs. Inputs (Placeholder), constants and variable reads are
-    included; filter them by `tensor.op.type` as needed.
+    differentiate it by); it is traced in a tf.function under a GradientTape (which also
+    watches the float `inputs` when `watch`, so that they can be sources), and the traced
+    graph is split where the forward ends: every tensor made before that point and read
+    by an op after it is kept until that op runs. Inputs (Placeholder), constants and
+    variable reads are included; filter them by `tensor.op.type` as needed. `inputs`:
+    tensors or tf.TensorSpec.
     """
     import tensorflow as tf
 
@@ -304,7 +312,8 @@ def backward_reads(loss_and_sources, *inputs):
     @tf.function
     def traced(*inputs):
         with tf.GradientTape() as tape:
-            tape.watch(inputs)
+            if watch:
+                tape.watch([x for x in inputs if x.dtype.is_floating])
             loss, sources = loss_and_sources(*inputs)
         marker["forward_ops"] = len(tf.compat.v1.get_default_graph().get_operations())
         return tape.gradient(loss, sources)

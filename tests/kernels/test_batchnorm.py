@@ -179,7 +179,7 @@ def test_frozen_batch_norm_gives_no_gradient_to_its_constants():
 def _kept_for_backward(layer, x):
     """The op types of the forward of layer(x, training=True) whose full-size outputs
     (x's shape) the traced backward reads: what the backward keeps alive."""
-    reads = backward_reads(lambda x: (layer(x, training=True), [x]), tf.TensorSpec(x.shape))
+    reads = backward_reads(lambda x: (layer(x, training=True), [x]), tf.TensorSpec(x.shape), watch=True)
     return {t.op.type for t, _ in reads if t.shape == x.shape}
 
 
