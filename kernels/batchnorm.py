@@ -83,10 +83,11 @@ def frozen_batch_norm(x, scale, offset, mean, variance, epsilon):
     """Batch norm with fixed statistics and fixed scale and offset, differentiable in x only.
 
     Its gradient is written by hand because autodiff's (FusedBatchNormGradV3) also
-    forms d/d scale and d/d offset, and for those it reads x: every frozen BatchNorm layer would keep its input alive until the
-    backward, about half of a ResNet's activation memory (docs/small_batches.md). With
-    everything but x fixed, y = x * a + b per channel, a = scale / sqrt(variance +
-    epsilon), so d/dx = upstream * a: no tensor of the forward is kept.
+    forms d/d scale and d/d offset, and for those it reads x: every frozen BatchNorm
+    layer would keep its input alive until the backward, about half of a ResNet's
+    activations (docs/small_batches.md). With everything but x fixed, y = x * a + b per
+    channel, a = scale / sqrt(variance + epsilon), so d/dx = upstream * a: no tensor of
+    the forward is kept.
 
     Args:
       x: [B, H, W, C] float32, float16 or bfloat16.

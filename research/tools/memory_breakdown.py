@@ -25,12 +25,13 @@ optimizer, runs the step once (tracing it), restarts the memory marks
   xla             the step compiled by XLA (jit_compile=true; its own buffer plan)
 
 Each reports the process's peak RSS over the steps alone (VmHWM), each step's seconds,
-TF's allocator peak per step and what stays allocated after a step (weights, optimizer slots), the resident
-memory by kind at the end (/proc/self/smaps: code pages, heap, the allocator's large
-mappings, other), the bytes of weights and optimizer slots, and, for `step`, the
-activations the backward keeps, from the traced graph: each forward tensor a gradient op
-reads, by what reads it (BatchNorm gradient: the BatchNorm inputs; ReLU gradient: the ReLU
-outputs; ...). Results go to FILE (default benchmarks/results/<machine id>/memory.json)
+TF's allocator peak per step and what stays allocated after a step (weights, optimizer
+slots), the resident memory by kind at the end (/proc/self/smaps: code pages, heap, the
+allocator's large mappings, other), the bytes of weights and optimizer slots, and, for
+`step`, the activations the backward keeps, from the traced graph: each forward tensor a
+gradient op reads, by what reads it (BatchNorm gradient: the BatchNorm inputs; ReLU
+gradient: the ReLU outputs; ...); at the largest batch also what is alive at the
+allocator's peak, from one more step run under TensorFlow's profiler. Results go to FILE (default benchmarks/results/<machine id>/memory.json)
 under "runs" -> --label (default "current") -> "runs" -> run name, each run with its
 provenance; runs and labels already in the file are kept unless measured again (so
 `--experiments xla` adds one run). `--source DIR` measures another checkout's `research` and
@@ -158,11 +159,10 @@ def peak_allocations(profile, top=8):
         raise ValueError("the memory profile has no allocator (is oneDNN on?)")
     memory = max(allocators, key=_peak_in_use)
     snapshots = memory["memoryProfileSnapshots"]  # the allocations alive at the peak
-    start = min((int(s["timeOffsetPs"]) for s in snapshots + memory.get("sampledTimelineSnapshots", [])),
-                default=0)
-    backward = [int(s["timeOffsetPs"]) for s in snapshots + memory.get("sampledTimelineSnapshots", [])
-                if "gradient_tape/" in s["activityMetadata"]["tfOpName"]]
-    backward_start = min(backward) if backward else None
+    listed = snapshots + memory.get("sampledTimelineSnapshots", [])
+    start = min((int(s["timeOffsetPs"]) for s in listed), default=0)
+    backward_start = min((int(s["timeOffsetPs"]) for s in listed
+                          if "gradient_tape/" in s["activityMetadata"]["tfOpName"]), default=None)
     alive, by_side = {"forward": [], "backward": []}, collections.Counter()
     for entry in memory["activeAllocations"]:
         index, count = int(entry["snapshotIndex"]), int(entry.get("numOccurrences", 1))
