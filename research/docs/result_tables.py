@@ -103,7 +103,10 @@ MEMORY_RUNS = {      # memory_breakdown's experiments, in the order and words of
     "loss_reference": "`loss_impl=\"reference\"`, batch 8", "atrous_keras": "`atrous=\"keras\"`, batch 8",
     "bn_frozen": "`bn_policy=\"frozen\"`, batch 8",
     "bn_frozen_autodiff": "`bn_policy=\"frozen\"`, autodiff's BatchNorm gradient (keeps the inputs), batch 8",
-    "onednn_off": "oneDNN off (no allocator statistics), batch 8", "xla": "`jit_compile=true`, batch 8",
+    "onednn_off": "oneDNN off (no allocator statistics), batch 8",
+    "onednn_cache_off": "oneDNN's primitive cache off (`ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`), batch 8",
+    "system_allocator": "malloc instead of oneDNN's pool (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`), batch 8",
+    "xla": "`jit_compile=true`, batch 8",
 }
 
 

@@ -2,7 +2,7 @@
 
     python scripts/memory_breakdown.py [--batches 2 8] [--steps 4] [--out FILE]
         [--experiments step forward gradients loss_reference atrous_keras bn_frozen
-                       bn_frozen_autodiff onednn_off xla]
+                       bn_frozen_autodiff onednn_off onednn_cache_off system_allocator xla]
         [--source DIR --label before]
 
 DeepLab v3, ResNet-50, output stride 16, float32, 384 x 384, the `deeplabv3_voc` recipe
@@ -22,6 +22,10 @@ optimizer, runs the step once (tracing it), restarts the memory marks
                   kernels.batchnorm.frozen_batch_norm's (which keeps no BatchNorm input)
   onednn_off      the step with TF_ENABLE_ONEDNN_OPTS=0 (TF's plain CPU allocator: no
                   allocator statistics, peak RSS only)
+  onednn_cache_off  the step with ONEDNN_PRIMITIVE_CACHE_CAPACITY=0: what oneDNN's cache
+                  of compiled convolutions and matmuls holds
+  system_allocator  the step with TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1: malloc instead of
+                  oneDNN's pool (which never returns memory; no allocator statistics)
   xla             the step compiled by XLA (jit_compile=true; its own buffer plan)
 
 Each reports the process's peak RSS over the steps alone (VmHWM), each step's seconds,
@@ -55,7 +59,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SIZE = 384
 GiB = 2 ** 30
 EXPERIMENTS = ("step", "forward", "gradients", "loss_reference", "atrous_keras", "bn_frozen",
-               "bn_frozen_autodiff", "onednn_off", "xla")
+               "bn_frozen_autodiff", "onednn_off", "onednn_cache_off", "system_allocator", "xla")
+# Experiments that differ from the step only in the worker's environment (read by oneDNN
+# and TensorFlow as they start, so they cannot be set from inside the worker).
+ENVIRONMENT_EXPERIMENTS = {
+    "onednn_cache_off": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"},
+    "system_allocator": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"},
+}
 
 # Which backward op reads a kept forward tensor names its category; the first that
 # applies wins (a ReLU output is also the next convolution's input). Then by the op that
@@ -409,6 +419,8 @@ def experiment_settings(names, batches, steps):
             runs[name] = dict(base, bn_policy="frozen", variant=name, kept=True)
         elif name == "onednn_off":
             runs[name] = dict(base, onednn=False, variant=name)
+        elif name in ENVIRONMENT_EXPERIMENTS:
+            runs[name] = dict(base, env=ENVIRONMENT_EXPERIMENTS[name], variant=name)
         elif name == "xla":
             runs[name] = dict(base, xla=True, variant=name)
         else:
@@ -419,7 +431,8 @@ def experiment_settings(names, batches, steps):
 def run_worker(settings, source):
     """Runs one experiment's worker process; returns its result (a dict)."""
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=str(int(settings["onednn"])), TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
+               PYTHONPATH=os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p),
+               **settings.get("env", {}))
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(settings)],
                           capture_output=True, text=True, env=env, cwd=source)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

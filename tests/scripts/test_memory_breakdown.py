@@ -151,8 +151,29 @@ def test_experiment_settings():
     assert {name: (r["bn_policy"], r["variant"], r["batch"], r["kept"]) for name, r in frozen.items()} == {
         "bn_frozen": ("frozen", "bn_frozen", 8, True),
         "bn_frozen_autodiff": ("frozen", "bn_frozen_autodiff", 8, True)}
+    environment = breakdown.experiment_settings(["onednn_cache_off", "system_allocator"], [2, 8], 3)
+    assert environment["onednn_cache_off"]["env"] == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
+    assert environment["system_allocator"]["env"] == {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}
+    assert all(r["batch"] == 8 and r["onednn"] for r in environment.values())
     with pytest.raises(ValueError, match="unknown experiment 'fp16'"):
         breakdown.experiment_settings(["fp16"], [2], 1)
+
+
+def test_run_worker_starts_the_worker_with_the_experiments_environment(monkeypatch):
+    started = {}
+
+    def fake_run(command, env, **kwargs):
+        started.update(command=command, env=env)
+        return breakdown.subprocess.CompletedProcess(command, 0, stdout='noise\nRESULT {"peak_rss_bytes": 5}\n',
+                                                     stderr="")
+
+    monkeypatch.setattr(breakdown.subprocess, "run", fake_run)
+    settings = breakdown.experiment_settings(["system_allocator"], [8], 1)["system_allocator"]
+    assert breakdown.run_worker(settings, "/checkout") == {"peak_rss_bytes": 5}
+    assert started["command"][2] == "--worker"
+    assert started["env"]["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "1"
+    assert started["env"]["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert started["env"]["PYTHONPATH"].split(breakdown.os.pathsep)[0] == "/checkout"
 
 
 def test_table_shows_each_runs_fastest_step_where_it_was_timed():
