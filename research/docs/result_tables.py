@@ -9,6 +9,7 @@ import os
 
 from research import results as results_lib
 from research.docs import tables
+from research.tools import memory_breakdown
 
 COMMANDS = {
     "demo": "make demo DEMO_REPORT_FLAGS=--json",
@@ -105,7 +106,7 @@ MEMORY_RUNS = {      # memory_breakdown's experiments, in the order and words of
     "bn_frozen_autodiff": "`bn_policy=\"frozen\"`, autodiff's BatchNorm gradient (keeps the inputs), batch 8",
     "onednn_off": "oneDNN off (no allocator statistics), batch 8",
     "onednn_cache_off": "oneDNN's primitive cache off (`ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`), batch 8",
-    "system_allocator": "malloc instead of oneDNN's pool (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`), batch 8",
+    "system_allocator": "malloc instead of oneDNN's pool (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`, no allocator statistics), batch 8",
     "xla": "`jit_compile=true`, batch 8",
 }
 
@@ -121,9 +122,9 @@ def memory_runs_table(results):
     for name, words in MEMORY_RUNS.items():
         if name in runs:
             run = runs[name]
-            peaks = [p for p in run["allocator_step_peaks"] if p is not None]
+            peak, _ = memory_breakdown.allocator_figures(run)
             seconds = run.get("step_seconds")
-            rows.append([words, _gib(run["peak_rss_bytes"]), _gib(max(peaks) if peaks else None),
+            rows.append([words, _gib(run["peak_rss_bytes"]), _gib(peak),
                          tables.number(min(seconds) if seconds else None, 2)])
     return tables.table(["DeepLab v3 R50, 384 px, the step alone", "peak RSS of the steps (GiB)",
                          "TF allocator peak (GiB)", "fastest step (s)"], rows)

@@ -119,6 +119,15 @@ def kept_categories(kept):
     return dict(totals.most_common())
 
 
+def allocator_figures(run):
+    """(largest allocator peak of the steps, bytes allocated after a step) of a worker
+    result, each None where TF kept no statistics: without oneDNN TF has none, and with
+    TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1 oneDNN's allocator reports zeros (a step of a built
+    model never holds 0 bytes)."""
+    peaks = [p for p in run["allocator_step_peaks"] if p]
+    return (max(peaks) if peaks else None), (run["allocator_current_bytes"] or None)
+
+
 def summarize(runs):
     """The breakdown of the largest-batch `step` run and the other runs' differences to it
     (bytes), from the worker results {name: result}."""
@@ -447,11 +456,10 @@ def table(runs):
     lines = ["| run | batch | peak RSS, steps (GiB) | allocator peak (GiB) | after a step (GiB) | step s (min) |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, r in runs.items():
-        peaks = [p for p in r["allocator_step_peaks"] if p is not None]
-        after = r["allocator_current_bytes"]
+        peak, after = allocator_figures(r)
         seconds = r.get("step_seconds")
         lines.append(f"| {name} | {r['settings']['batch']} | {r['peak_rss_bytes'] / GiB:.2f} | "
-                     f"{max(peaks) / GiB if peaks else float('nan'):.2f} | "
+                     f"{peak / GiB if peak is not None else float('nan'):.2f} | "
                      f"{after / GiB if after is not None else float('nan'):.2f} | "
                      f"{min(seconds) if seconds else float('nan'):.2f} |")
     return lines

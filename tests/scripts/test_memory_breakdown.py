@@ -159,6 +159,15 @@ def test_experiment_settings():
         breakdown.experiment_settings(["fp16"], [2], 1)
 
 
+def test_allocator_figures_are_missing_where_tf_kept_no_statistics():
+    counted = dict(_result(8, 3 * 2 ** 30), allocator_step_peaks=[5, 7, 6], allocator_current_bytes=2)
+    assert breakdown.allocator_figures(counted) == (7, 2)
+    onednn_off = dict(counted, allocator_step_peaks=[None, None], allocator_current_bytes=None)
+    system_allocator = dict(counted, allocator_step_peaks=[0, 0], allocator_current_bytes=0)
+    assert breakdown.allocator_figures(onednn_off) == breakdown.allocator_figures(system_allocator) == (None, None)
+    assert breakdown.table({"system_allocator": system_allocator})[-1].endswith("| 3.00 | nan | nan | nan |")
+
+
 def test_run_worker_starts_the_worker_with_the_experiments_environment(monkeypatch):
     started = {}
 
