@@ -137,15 +137,15 @@ def summarize(runs):
         return {}
     batch, name = steps[-1]
     main = runs[name]
-    peak = max(main["allocator_step_peaks"]) if main["allocator_step_peaks"][0] is not None else None
+    peak, after = allocator_figures(main)
     kept = main.get("kept_for_backward", {})
     summary = {"of": name, "peak_rss_bytes": main["peak_rss_bytes"], "rss_by_kind": main["rss_by_kind"],
                "imported_rss_bytes": main["imported_rss_bytes"],
                "weights_bytes": main["weights_bytes"], "optimizer_slot_bytes": main["optimizer_slot_bytes"],
-               "allocator_peak_bytes": peak, "allocator_after_step_bytes": main["allocator_current_bytes"]}
+               "allocator_peak_bytes": peak, "allocator_after_step_bytes": after}
     if peak is not None and kept:
         summary["kept_for_backward_bytes"] = kept["total_bytes"]
-        summary["transient_at_peak_bytes"] = peak - main["allocator_current_bytes"] - kept["total_bytes"]
+        summary["transient_at_peak_bytes"] = peak - after - kept["total_bytes"]
     if len(steps) > 1:
         small = runs[steps[0][1]]
         summary["per_image_peak_rss_bytes"] = (main["peak_rss_bytes"] - small["peak_rss_bytes"]) / (batch - steps[0][0])
