@@ -5,7 +5,7 @@ quantization mode of research.export_tflite, with 1 and 2 interpreter threads. R
 weights (latency does not depend on them); int8 is calibrated on random frames, which
 fixes ranges but not speed. Items are frames. File sizes go into extra_info.
 
-Goal (issue 15): MobileNetV2 int8 257x257 at most 15 ms per frame on 1 thread, 10 ms on 2.
+Goal: MobileNetV2 int8 257x257 at most 15 ms per frame on 1 thread, 10 ms on 2.
 Converting the ResNet-50 files takes minutes; `-k mobilenet` runs the mobile rows only.
 The full table with mIoU: `python scripts/tflite_report.py`.
 """

@@ -56,7 +56,7 @@ def fused_batch_norm_training(x, scale, offset, epsilon):
         x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon,
         exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
     # The kernel returns variance * n / (n - 1) (n = B*H*W): undo it. For n = 1 the CPU
-    # kernel returns 0 but cuDNN NaN (TF issue #34062), which would make moving_variance
+    # kernel returns 0 but cuDNN NaN (tensorflow#34062), which would make moving_variance
     # NaN for good (the ASPP pooling branch at batch 1 has n = 1): the variance is 0 there.
     n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
     variance = tf.where(n > 1.0, corrected * ((n - 1.0) / tf.maximum(n, 1.0)), tf.zeros_like(corrected))

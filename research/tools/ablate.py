@@ -486,7 +486,7 @@ def run_grid(base, cells, out, command="", train=train_cell):
         stand-in).
     Returns:
       the ablation.csv rows. Prints which run is training and an ETA for the grid
-      (from the seconds per step of the runs trained so far in this session).
+      (from the seconds per step of the runs this invocation has trained so far).
     """
     runs = unique_runs(cells)
     steps = base.epochs * base.steps_per_epoch

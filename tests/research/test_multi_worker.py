@@ -1,4 +1,4 @@
-"""Multi-worker training (issue 12): 2 workers of MultiWorkerMirroredStrategy on localhost
+"""Multi-worker training: 2 workers of MultiWorkerMirroredStrategy on localhost
 equal one process on the same global batch; a SIGKILLed worker makes the other fail
 fast and a relaunch finishes equal to the uninterrupted run; exact data position on
 resume with skip_bad; evaluating a checkpoint needs no pretrained file.

@@ -1,4 +1,4 @@
-"""Reliability (issue 8): killed training processes resume with nothing lost; a folder of
+"""Reliability: killed training processes resume with nothing lost; a folder of
 bad files gets a clear message per file from every entry point; untrusted files are data.
 
 Kill and resume. Real `python -m research.train` processes, launched and checked by

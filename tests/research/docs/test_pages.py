@@ -117,6 +117,23 @@ def test_pages_name_no_session_issue_or_commit(pattern, what):
     assert not found, f"{what} in the product's pages:\n" + "\n".join(found)
 
 
+def source_files():
+    """The project's Python files (this test file, which spells the patterns out, aside)."""
+    for folder in ("research", "kernels", "benchmarks", "scripts", "tests"):
+        for root, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if name.endswith(".py") and path != os.path.abspath(__file__):
+                    yield os.path.relpath(path, REPO)
+
+
+def test_source_names_no_issue_number():
+    issue_number = dict((w, p) for p, w in HISTORY)["an issue number"]
+    found = [f"{path}:{n}: {line.strip()}" for path in source_files()
+             for n, line in enumerate(read(path).splitlines(), start=1) if issue_number.search(line)]
+    assert not found, "an issue number in the code's docstrings or comments:\n" + "\n".join(found)
+
+
 def test_history_patterns_catch_what_they_are_for():
     lines = {"a session": "measured in the fifth session", "an issue number": "goals of issue 13",
              "a bare #number": "fixed in #14", "a commit hash": "at commit a6d7783 the step took"}
