@@ -57,7 +57,7 @@ def assert_rows_equal(rows, expected, rel=1e-4):
     from research.training.loop_state import METRIC_NAMES
 
     assert [(int(r["epoch"]), int(r["step"])) for r in rows] == [(int(r["epoch"]), int(r["step"])) for r in expected]
-    for got, want in zip(rows, expected):
+    for got, want in zip(rows, expected, strict=True):
         for name in ("loss", "val_loss", "learning_rate") + METRIC_NAMES + tuple("val_" + m for m in METRIC_NAMES):
             assert float(got[name]) == pytest.approx(float(want[name]), rel=rel, abs=1e-7), name
 

@@ -148,7 +148,7 @@ def overflow_results(strategy, config):
             overflow[str(bad)] = {
                 "loss": float(loss), "finite": bool(finite), "scale": float(optimizer.dynamic_scale.numpy()),
                 "weights_finite": all(bool(np.isfinite(w.numpy()).all()) for w in model.weights),
-                "weights_unchanged": all(bool((w.numpy() == b).all()) for w, b in zip(model.weights, before))}
+                "weights_unchanged": all(bool((w.numpy() == b).all()) for w, b in zip(model.weights, before, strict=True))}
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return overflow

@@ -50,6 +50,6 @@ def assert_same_value_and_grads(fast, reference, args, mode, rtol=1e-5, atol=0.0
     got, got_grads = in_mode(lambda *a: value_and_grads(fast, *a), mode)(*args)
     assert got.dtype == want.dtype
     assert_close(got, want, rtol, atol)
-    for g, w in zip(got_grads, want_grads):
+    for g, w in zip(got_grads, want_grads, strict=True):
         assert g.dtype == w.dtype
         assert_close(g, w, rtol if grad_rtol is None else grad_rtol, atol)

@@ -30,20 +30,16 @@ def test_matches_reference_eagerly(implementation, rate):
         lambda x, k: reference_atrous_conv2d(x, k, rate), [x, kernel], "eager")
 
 
-@pytest.mark.parametrize("implementation", FORMULATIONS)
+# In graphs: rate 2 keeps every tap (the crop/pad code of both axes compiled), 6 skips
+# the column taps, 9 leaves the centre tap only.
+@pytest.mark.parametrize("implementation", FORMULATIONS + ("auto",))
 @pytest.mark.parametrize("mode", ["function", "xla"])
-def test_matches_reference_in_graphs(implementation, mode):
+@pytest.mark.parametrize("rate", [2, 6, 9])
+def test_matches_reference_in_graphs(implementation, mode, rate):
     x, kernel = _inputs()
     assert_same_value_and_grads(
-        lambda x, k: atrous_conv2d(x, k, 6, implementation),
-        lambda x, k: reference_atrous_conv2d(x, k, 6), [x, kernel], mode)
-
-
-def test_auto_under_xla_matches_reference():
-    x, kernel = _inputs()
-    assert_same_value_and_grads(
-        lambda x, k: atrous_conv2d(x, k, 6), lambda x, k: reference_atrous_conv2d(x, k, 6),
-        [x, kernel], "xla")
+        lambda x, k: atrous_conv2d(x, k, rate, implementation),
+        lambda x, k: reference_atrous_conv2d(x, k, rate), [x, kernel], mode)
 
 
 @pytest.mark.parametrize("implementation", FORMULATIONS)
@@ -130,20 +126,22 @@ def test_other_kernel_sizes(kernel_size, implementation):
             lambda x, k: reference_atrous_conv2d(x, k, rate), [x, kernel], "eager")
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("implementation", FORMULATIONS + ("auto",))
-def test_unknown_spatial_size_at_trace_time(implementation):
+def test_unknown_spatial_size_at_trace_time(implementation, jit_compile):
     # With H, W unknown no tap can be skipped statically: taps beyond the image get
     # empty windows at run time. Rate 4 on a 7 x 3 image: the row taps (offset +-4)
     # overlap the image partly, the column taps lie wholly in the padding.
     x, kernel = _inputs(shape=(2, 7, 3, 3))
     spec = [tf.TensorSpec([None, None, None, 3]), tf.TensorSpec(kernel.shape)]
     traced = tf.function(lambda x, k: value_and_grads(
-        lambda x, k: atrous_conv2d(x, k, 4, implementation), x, k), input_signature=spec)
+        lambda x, k: atrous_conv2d(x, k, 4, implementation), x, k), input_signature=spec,
+        jit_compile=jit_compile)
     got, got_grads = traced(x, kernel)
     want, want_grads = value_and_grads(lambda x, k: reference_atrous_conv2d(x, k, 4), x, kernel)
     assert got.shape == want.shape
     assert_close(got, want, 1e-5)
-    for g, w in zip(got_grads, want_grads):
+    for g, w in zip(got_grads, want_grads, strict=True):
         assert_close(g, w, 1e-5)
 
 
@@ -185,7 +183,14 @@ def test_live_fraction_by_hand():
     assert atrous._live_fraction((3, 3), 2, tf.constant(24), 24) is None
 
 
-def test_auto_rule_on_cpu():
+def test_auto_rule_on_gpu_is_the_native_op(monkeypatch):
+    monkeypatch.setattr(atrous, "_on_gpu", lambda x: True)  # cuDNN's dilated kernels
+    kernel, x = tf.zeros([3, 3, 1, 1]), tf.zeros([1, 24, 24, 1])
+    assert [atrous._choose(x, kernel, r) for r in (2, 6, 12, 18)] == ["native"] * 4
+
+
+def test_auto_rule_on_cpu(monkeypatch):
+    monkeypatch.setattr(atrous, "_on_gpu", lambda x: False)  # the CPU rule, on any machine
     # 24 x 24: live fractions .89, .69, .44, .25 for rates 2, 6, 12, 18: "rows" at
     # f >= 0.6, "taps" below, with oneDNN on or off and under XLA alike.
     kernel = tf.zeros([3, 3, 1, 1])
@@ -241,7 +246,7 @@ def test_layer_matches_keras_conv2d_both_ways(rate, use_bias):
         got, got_grads = _layer_value_and_grads(ours, x)
         want, want_grads = _layer_value_and_grads(keras_conv, x)
         assert_close(got, want, 1e-5)
-        for g, w in zip(got_grads, want_grads):
+        for g, w in zip(got_grads, want_grads, strict=True):
             assert_close(g, w, 1e-5)
 
 

@@ -51,13 +51,13 @@ def _check_against_keras(mode, training, steps=3, rtol=1e-5, **kwargs):
     xs = [_inputs(seed=s) for s in range(steps)]
     want = _steps(ref, xs, training)
     got = in_mode(lambda *xs: _steps(ours, xs, training), mode)(*xs)
-    for (y, grads), (wy, wgrads) in zip(got, want):
+    for (y, grads), (wy, wgrads) in zip(got, want, strict=True):
         assert y.dtype == wy.dtype
         assert_close(y, wy, rtol)
-        for g, w in zip(grads, wgrads):
+        for g, w in zip(grads, wgrads, strict=True):
             assert g.dtype == w.dtype
             assert_close(g, w, rtol)
-    for v, w in zip(ours.weights, ref.weights):  # moving statistics after the steps
+    for v, w in zip(ours.weights, ref.weights, strict=True):  # moving statistics after the steps
         assert v.path.split("/")[-1] == w.path.split("/")[-1]
         assert_close(v, w, 1e-6)
 
@@ -88,13 +88,13 @@ def test_matches_keras_mixed_precision(policy, rtol, mode):
     xs = [tf.cast(_inputs(seed=s), half) for s in range(3)]
     want = _steps(ref, xs, True)
     got = in_mode(lambda *xs: _steps(ours, xs, True), mode)(*xs)
-    for (y, grads), (wy, wgrads) in zip(got, want):
+    for (y, grads), (wy, wgrads) in zip(got, want, strict=True):
         assert y.dtype == wy.dtype == half
         assert_close(y, wy, rtol)
-        for g, w in zip(grads, wgrads):
+        for g, w in zip(grads, wgrads, strict=True):
             assert g.dtype == w.dtype
             assert_close(g, w, rtol)
-    for v, w in zip(ours.weights, ref.weights):
+    for v, w in zip(ours.weights, ref.weights, strict=True):
         assert v.dtype == "float32"
         assert_close(v, w, 1e-5)
 
@@ -115,7 +115,7 @@ def test_single_value_per_channel_has_zero_variance():
     ours, ref = _pair(momentum=0.5)
     x = tf.constant([[[[1.0, 2.0, 3.0]]]])
     assert_close(ours(x, training=True), ref(x, training=True), 1e-5)
-    for v, w in zip(ours.weights, ref.weights):
+    for v, w in zip(ours.weights, ref.weights, strict=True):
         assert_close(v, w, 1e-6)
 
 
@@ -199,7 +199,7 @@ def test_frozen_layer_trains_like_keras_frozen_layer():
     ours, ref = _pair()
     ours.trainable = ref.trainable = False
     xs = [_inputs(seed=s) for s in range(2)]
-    for (y, grads), (wy, wgrads) in zip(_steps(ours, xs, True), _steps(ref, xs, True)):
+    for (y, grads), (wy, wgrads) in zip(_steps(ours, xs, True), _steps(ref, xs, True), strict=True):
         assert_close(y, wy, 1e-5)
         assert len(grads) == len(wgrads) == 1
         assert_close(grads[0], wgrads[0], 1e-5)
@@ -242,7 +242,7 @@ def test_weights_and_config_load_into_either(tmp_path):
     fresh = FusedBatchNormalization()
     fresh.build((None, None, None, SHAPE[-1]))
     tf.train.Checkpoint(layer=fresh).read(path).assert_consumed()
-    for v, w in zip(fresh.weights, ref.weights):
+    for v, w in zip(fresh.weights, ref.weights, strict=True):
         np.testing.assert_array_equal(v.numpy(), w.numpy())
 
 

@@ -113,7 +113,7 @@ def test_normalizers():
     assert loss_normalizers(labels, C, class_weighted=False).numpy()[1] == valid.sum()
     # S by hand: per image, sum over classes of n_c * (N - n_c) / N.
     expected_s = 0.0
-    for image, ok in zip(labels.numpy(), valid):
+    for image, ok in zip(labels.numpy(), valid, strict=True):
         n = np.bincount(image[ok], minlength=C).astype(float)
         expected_s += (n * (n.sum() - n)).sum() / n.sum() if n.sum() else 0.0
     assert s == pytest.approx(expected_s, rel=1e-6)

@@ -38,7 +38,7 @@ def _run(optimizer, variables, mode, steps=STEPS, scale=1.0):
 
 
 def _assert_same_weights(got, want, rtol=1e-6):
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert_close(g, w, rtol)
 
 

@@ -29,7 +29,7 @@ def test_output_stride_rebuild_keeps_weights_and_input_scaling():
     assert rebuilt is not model
     assert rebuilt.get_layer("preprocessing").mode == model.get_layer("preprocessing").mode == "caffe"
     for layer in model.layers:
-        for a, b in zip(layer.get_weights(), rebuilt.get_layer(layer.name).get_weights()):
+        for a, b in zip(layer.get_weights(), rebuilt.get_layer(layer.name).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -58,7 +58,7 @@ def test_v3_plus_config_builds_the_decoder_and_rebuilds_at_output_stride_8_with_
     rebuilt = build.build_model_at_output_stride(model, config, 8)
     assert rebuilt is not model and aspp_rates(rebuilt) == [12, 24, 36]
     assert [w.path for w in rebuilt.weights] == [w.path for w in model.weights]
-    for a, b in zip(model.weights, rebuilt.weights):
+    for a, b in zip(model.weights, rebuilt.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # The rebuild is the OS8 network with the same weights: a model built at OS8 and given
     # the weights computes the same logits; rebuilt back at OS16 it is the original again.

@@ -30,7 +30,7 @@ def test_v3_plus_trains_with_the_project_train_step(smoke_config, changes):
     before = [v.numpy().copy() for v in decoder]
     losses = [float(step(images, labels)[0]) for _ in range(4)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
-    assert all(not np.array_equal(v.numpy(), b) for v, b in zip(decoder, before))
+    assert all(not np.array_equal(v.numpy(), b) for v, b in zip(decoder, before, strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def test_two_replicas_match_one_device(result):
     assert two["confusion"] == one["confusion"]
     assert len(one["weights"]) == len(two["weights"])
     # Trainable weights after one step, and BatchNorm moving statistics (synchronized).
-    for a, b in zip(one["weights"], two["weights"]):
+    for a, b in zip(one["weights"], two["weights"], strict=True):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
 
 
@@ -64,7 +64,7 @@ def test_bn_policy_train_normalizes_each_replica_on_its_own_slice(result):
     expected = {"sync": _moving_statistics_after_one_step(conv1),
                 "train": tuple(np.mean([half[i] for half in halves], axis=0) for i in (0, 1))}
     for policy, run in (("train", train), ("sync", sync)):
-        for copies, want in zip(run["bn_copies"], expected[policy]):
+        for copies, want in zip(run["bn_copies"], expected[policy], strict=True):
             assert copies[0] == copies[1], policy            # both replicas hold the same copy
             np.testing.assert_allclose(np.array(copies[0]), want, rtol=1e-5, atol=1e-7, err_msg=policy)
     # Equal halves: the mean of the halves' means is the global mean, but the halves'
@@ -76,7 +76,7 @@ def test_bn_policy_train_normalizes_each_replica_on_its_own_slice(result):
                                spread, atol=1e-6)
     # The normalization differed, so the gradients and the updated weights differ too.
     assert any(not np.allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
-               for a, b in zip(train["weights"], sync["weights"]))
+               for a, b in zip(train["weights"], sync["weights"], strict=True))
 
 
 
@@ -89,7 +89,7 @@ def test_micro_batches_on_two_replicas_equal_one_batch_on_one_device(two_replica
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
     assert one["losses"][1] != one["losses"][0]
     assert two["confusion"] == one["confusion"]
-    for a, b in zip(one["weights"], two["weights"]):
+    for a, b in zip(one["weights"], two["weights"], strict=True):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
 
 

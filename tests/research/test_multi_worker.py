@@ -13,6 +13,7 @@ of up to lr, where SGD's stays round-off.
 """
 import os
 import signal
+import socket
 import sys
 
 import numpy as np
@@ -25,6 +26,8 @@ from research import evaluate as evaluate_lib
 from research import export as export_lib
 from research import train as train_lib
 from research.fileio import atomic_write_json
+from research.models import PretrainedWeightsError
+from research.models import weights as weights_module
 from research.reliability.fault_train import sgd_optimizer
 from tests.helpers import assert_rows_equal, checkpoint_values, read_csv
 
@@ -143,11 +146,17 @@ def test_a_killed_worker_stops_the_other_and_a_relaunch_finishes_equal(two_worke
 # ---------------------------------------------------------------------------------
 # No pretrained file needed to restore a checkpoint.
 # ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("weights", ["imagenet", "/nonexistent/resnet50_notop.h5"])
-def test_evaluate_from_a_checkpoint_needs_no_pretrained_file(smoke_config, tmp_path, monkeypatch, weights):
+@pytest.mark.parametrize("weights,missing", [("imagenet", "are not available"),
+                                             ("/nonexistent/resnet50_notop.h5", "weights file not found")])
+def test_evaluate_from_a_checkpoint_needs_no_pretrained_file(smoke_config, tmp_path, monkeypatch, weights, missing):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))   # no cached ImageNet file
-    config = smoke_config.replace(weights=weights)
-    with pytest.raises(Exception, match="pretrained weights|weights file not found|not available"):
+    with socket.socket() as probe:  # an origin that refuses at once: no download either
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(weights_module, "RESNET50_NOTOP_URL",
+                            f"http://127.0.0.1:{probe.getsockname()[1]}/resnet50_notop.h5")
+    # The full ResNet-50 (pretrained weights need it), at the smoke run's 32 px.
+    config = smoke_config.replace(weights=weights, backbone_blocks=(3, 4, 6, 3), backbone_width=64)
+    with pytest.raises(PretrainedWeightsError, match=missing):
         build.build_model(config)                                   # a fresh start does need it
     model = build.build_model(config, pretrained=False)
     assert model.get_layer("preprocessing").mode == "caffe"        # what those weights imply

@@ -91,9 +91,9 @@ def test_weight_decay_applies_to_kernels_only(smoke_config):
     non_trainable = [v.numpy() for v in model.non_trainable_variables]
     after = {}
     for decay in (0.0, 0.01):
-        for v, value in zip(model.trainable_variables, start):
+        for v, value in zip(model.trainable_variables, start, strict=True):
             v.assign(value)
-        for v, value in zip(model.non_trainable_variables, non_trainable):
+        for v, value in zip(model.non_trainable_variables, non_trainable, strict=True):
             v.assign(value)
         confusion = kernels.StreamingConfusionMatrix(config.num_classes)
         step = train_lib.make_train_step(model, optimizer, tf.distribute.get_strategy(),
@@ -103,7 +103,7 @@ def test_weight_decay_applies_to_kernels_only(smoke_config):
     decayed = build.decayed_variables(model)
     assert any(decayed) and not all(decayed)
     for v, w0, plain, with_decay, is_kernel in zip(model.trainable_variables, start, after[0.0], after[0.01],
-                                                   decayed):
+                                                   decayed, strict=True):
         expected = -0.01 * w0 if is_kernel else np.zeros_like(w0)
         np.testing.assert_allclose(with_decay - plain, expected, atol=1e-6, err_msg=v.path)
         assert is_kernel == v.path.endswith("/kernel"), v.path
@@ -123,10 +123,10 @@ def test_scale_jitter_shapes_and_reproducible_per_seed_and_epoch(synthetic_voc_r
     again = [(x.numpy(), y.numpy()) for x, y in _dataset(synthetic_voc_root, epochs=2)]
     resumed = [(x.numpy(), y.numpy()) for x, y in _dataset(synthetic_voc_root, start_epoch=1)]
     assert len(first) == 4 and first[0][0].shape == (4, 48, 40, 3) and first[0][1].shape == (4, 48, 40)
-    for (a, b), (c, d) in zip(first, again):
+    for (a, b), (c, d) in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
-    for (a, b), (c, d) in zip(first[2:], resumed):   # epoch 1 rebuilt on its own
+    for (a, b), (c, d) in zip(first[2:], resumed, strict=True):   # epoch 1 rebuilt on its own
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
     other = [x.numpy() for x, _ in _dataset(synthetic_voc_root, seed=4)]
@@ -160,7 +160,7 @@ def test_model_rebuilt_at_output_stride_8_keeps_every_weight(smoke_config):
     rebuilt = build.build_model_at_output_stride(model, smoke_config, 8)
     assert rebuilt is not model
     assert build.build_model_at_output_stride(model, smoke_config, 16) is model
-    for a, b in zip(model.weights, rebuilt.weights):
+    for a, b in zip(model.weights, rebuilt.weights, strict=True):
         assert a.path == b.path
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     images, _ = _batch(size=64, batch=1)
@@ -238,7 +238,7 @@ def test_deterministic_runs_are_bit_identical(synthetic_voc_root, tmp_path):
     _train_twice_in_child(workdirs, synthetic_voc_root)
     logs = [read_csv(os.path.join(w, "train_log.csv")) for w in workdirs]
     assert len(logs[0]) == 2
-    for a, b in zip(*logs):
+    for a, b in zip(*logs, strict=True):
         assert {k: v for k, v in a.items() if k not in TIME_COLUMNS} == \
                {k: v for k, v in b.items() if k not in TIME_COLUMNS}
     readers = [tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(w, "checkpoints")))

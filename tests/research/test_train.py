@@ -178,7 +178,7 @@ def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
     loss, finite = step(images, labels)
     assert not bool(finite) and math.isfinite(float(loss))
     assert float(optimizer.dynamic_scale) == 2.0 ** 59
-    for a, w in zip(before, model.trainable_weights):
+    for a, w in zip(before, model.trainable_weights, strict=True):
         np.testing.assert_array_equal(a, w.numpy())
 
 
@@ -202,7 +202,7 @@ def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeyp
     assert [r["step"] for r in rows] == [3, 6, 9]
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in expected]
     assert rows[-1]["learning_rate"] < config.learning_rate
-    for a, b in zip(rows, expected):
+    for a, b in zip(rows, expected, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
     csv_rows = read_csv(os.path.join(workdir, "train_log.csv"))

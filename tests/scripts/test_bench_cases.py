@@ -40,7 +40,7 @@ def test_training_flops_counts_each_conv_and_the_probe_measures():
     forward = 2 * 16 * 16 * 9 * 3 * 8 + 2 * 8 * 8 * 1 * 8 * 4 + 2 * 8 * 8 * 9 * 4 * 4  # per image
     assert bench_train_step.training_flops(model, 16, 2) == 3 * forward * 2   # forward + two backward passes
     probe = bench_train_step.make_dense_conv_probe(repeats=1)()
-    assert 1e8 < probe < 1e14         # FLOP/s: a real machine's, not 0 or inf
+    assert 0 < probe < float("inf")   # FLOP/s measured, not 0 or inf (no speed asserted)
 
 
 def test_train_step_cases_keep_their_ids_and_measure_the_recipe_batch():

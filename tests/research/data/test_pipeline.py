@@ -49,14 +49,14 @@ def test_labels_resized_to_output_size_keep_exact_values(tiny):
     assert images.shape == (2, 40, 40, 3) and labels.shape == (2, 20, 28)
     # nearest resize by exactly 1/2: label[r, c] is the source pixel (2r + 1, 2c + 1)
     val = voc.read_split(root, "val")[:2]
-    for label, image_id in zip(labels, val):
+    for label, image_id in zip(labels, val, strict=True):
         np.testing.assert_array_equal(label, samples[image_id][1][1::2, 1::2])
 
 
 def test_full_resolution_labels_equal_the_masks(tiny):
     root, samples = tiny
     images, labels = _concat(_batches(pipeline.make_dataset(root, "train", 3, (40, 56))))
-    for image, label, image_id in zip(images, labels, TRAIN_IDS):
+    for image, label, image_id in zip(images, labels, TRAIN_IDS, strict=True):
         np.testing.assert_array_equal(label, samples[image_id][1])
         assert np.abs(image - samples[image_id][0]).max() <= 8      # JPEG quality 95
 
@@ -124,7 +124,7 @@ def test_epochs_are_fixed_by_seed_and_epoch_and_differ_between_epochs(tiny):
     make = lambda **kw: _batches(pipeline.make_dataset(root, "train", 7, (32, 40), **AUGMENT, **kw))
     first = make(seed=4, epochs=2)
     again = make(seed=4, epochs=2, num_parallel_calls=1)
-    for (a_images, a_labels), (b_images, b_labels) in zip(first, again):
+    for (a_images, a_labels), (b_images, b_labels) in zip(first, again, strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)
     assert not np.array_equal(first[0][0], first[1][0])             # epoch 0 != epoch 1
@@ -152,7 +152,7 @@ def test_resume_gives_the_tail_of_a_fresh_run(tiny):
     resumed = _batches(pipeline.make_dataset(root, "train", 2, (32, 40), start_epoch=1, epochs=2,
                                              num_parallel_calls=1, **kwargs).skip(3))
     assert len(resumed) == 5
-    for (a_images, a_labels), (b_images, b_labels) in zip(fresh[7:], resumed):
+    for (a_images, a_labels), (b_images, b_labels) in zip(fresh[7:], resumed, strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)
     assert [len(b[0]) for b in fresh] == [2, 2, 2, 1] * 3       # batches never straddle epochs
@@ -248,7 +248,7 @@ def test_samples_of_different_sizes_cannot_be_batched_raw(tmp_path):
 def _voc_with_broken(root, names, good_ids=("good 1", "good_ü")):
     ids = [f"bad {name}" for name in names]
     voc_files.make_tiny_voc(root, list(good_ids) + ids, ["v"])
-    for image_id, name in zip(ids, names):
+    for image_id, name in zip(ids, names, strict=True):
         voc_files.BROKEN[name][0](root, image_id)
     return ids
 
@@ -274,7 +274,7 @@ def test_skip_bad_leaves_out_and_counts_bad_samples(tmp_path, caplog):
                                                  skip_bad=True, skipped=skipped))
     assert sum(len(images) for images, _ in batches) == 2 * 2        # the two good samples, twice
     assert skipped.count == len(names)
-    assert set(skipped.problems) == {voc_files.BROKEN[n][1](root, i) for n, i in zip(names, ids)}
+    assert set(skipped.problems) == {voc_files.BROKEN[n][1](root, i) for n, i in zip(names, ids, strict=True)}
     assert dict(skipped.per_epoch) == {0: len(names), 1: len(names)}
     epoch_reports = [r.getMessage() for r in caplog.records if "bad sample(s) of" in r.getMessage()]
     assert len(epoch_reports) == 2 and f"skipped {len(names)} bad sample(s) of {len(names) + 2}" in epoch_reports[0]
@@ -287,9 +287,9 @@ def test_unusual_but_valid_photos_and_names_pass_through(tmp_path):
     ids = [f"photo {name} ü猫" for name in voc_files.UNUSUAL_PHOTOS]
     voc_files.make_tiny_voc(root, ids, ["v"])
     expected = {}
-    for image_id, writer in zip(ids, voc_files.UNUSUAL_PHOTOS.values()):
+    for image_id, writer in zip(ids, voc_files.UNUSUAL_PHOTOS.values(), strict=True):
         expected[image_id] = writer(voc.image_path(root, image_id), voc_files.smooth_rgb())
-    for image_id, (image, _) in zip(ids, pipeline.make_decoded_dataset(root, "train")):
+    for image_id, (image, _) in zip(ids, pipeline.make_decoded_dataset(root, "train"), strict=True):
         reference, tolerance = expected[image_id]
         assert image.shape == (40, 56, 3)
         assert np.abs(image.numpy().astype(int) - reference.astype(int)).max() <= tolerance

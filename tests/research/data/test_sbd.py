@@ -153,7 +153,7 @@ def test_make_dataset_reads_train_aug_masks(prepared):
     assert pipeline.dataset_size(voc_root, "train_aug") == 5
     dataset = pipeline.make_dataset(voc_root, "train_aug", 5, (HEIGHT, WIDTH))
     _, labels = next(iter(dataset))
-    for image_id, label in zip(TRAIN_AUG, labels.numpy()):
+    for image_id, label in zip(TRAIN_AUG, labels.numpy(), strict=True):
         expected = (voc.read_mask(voc.mask_path(voc_root, image_id)) if image_id in sbd_files.VOC_TRAIN
                     else sbd_masks[image_id])
         np.testing.assert_array_equal(label, expected)

@@ -24,16 +24,16 @@ def test_clean_dataset_passes_and_counts_pixels(tmp_path):
 def test_every_broken_file_is_reported_by_kind_and_path(tmp_path):
     ids = [f"bad {name}" for name in voc_files.BROKEN]     # ids with spaces, too
     voc_files.make_tiny_voc(str(tmp_path), ids + ["good_ü"], ["v"])
-    for image_id, (breaker, _, _, _) in zip(ids, voc_files.BROKEN.values()):
+    for image_id, (breaker, _, _, _) in zip(ids, voc_files.BROKEN.values(), strict=True):
         breaker(str(tmp_path), image_id)
     report = validate.validate_voc(tmp_path, progress=False)
     found = {(p.kind, p.path) for p in report.problems}
     expected = {(kind, path_of(str(tmp_path), image_id))
-                for image_id, (_, path_of, kind, _) in zip(ids, voc_files.BROKEN.values())}
+                for image_id, (_, path_of, kind, _) in zip(ids, voc_files.BROKEN.values(), strict=True)}
     assert found == expected
     assert report.samples_checked == len(ids) + 2
     text = report.format()
-    for image_id, (_, path_of, kind, phrase) in zip(ids, voc_files.BROKEN.values()):
+    for image_id, (_, path_of, kind, phrase) in zip(ids, voc_files.BROKEN.values(), strict=True):
         assert f"{kind} (" in text and phrase in text and path_of(str(tmp_path), image_id) in text
 
 

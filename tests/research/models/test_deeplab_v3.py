@@ -134,7 +134,7 @@ def test_batchnorm_choice_has_same_names_shapes_and_training_results():
             loss = tf.reduce_sum(logits * tf.sin(logits))
         grads = tape.gradient(loss, model.trainable_variables)
         results.append([logits] + [grads[i] for i in compared] + model.non_trainable_weights)
-    for got, want in zip(*results):
+    for got, want in zip(*results, strict=True):
         want = np.asarray(want)
         np.testing.assert_allclose(np.asarray(got), want, atol=1e-3 * np.abs(want).max())
 

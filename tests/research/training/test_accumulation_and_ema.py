@@ -50,7 +50,7 @@ def test_micro_batches_equal_one_batch_when_batchnorm_is_frozen(smoke_config, lo
         got_losses, got_weights, got_confusion, _ = train_two_steps(config, batch_size, k)
         np.testing.assert_allclose(got_losses, losses, rtol=1e-5)
         assert losses[1] != losses[0]                     # the first update changed the weights
-        for got, want in zip(got_weights, weights):
+        for got, want in zip(got_weights, weights, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
         np.testing.assert_array_equal(got_confusion, confusion)
 
@@ -62,7 +62,7 @@ def test_training_batchnorm_normalizes_each_micro_batch_by_itself(smoke_config):
     # Same first loss (weights not yet changed, loss normalizers of the whole batch)...
     assert micro[0][0] == pytest.approx(whole[0][0], rel=0.05)
     # ...but different updates: each micro-batch has batch statistics of its own.
-    assert max(float(np.max(np.abs(a - b))) for a, b in zip(micro[1], whole[1])) > 1e-4
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(micro[1], whole[1], strict=True)) > 1e-4
 
 
 def test_before_any_applied_update_the_averages_are_the_weights(smoke_config):
@@ -74,7 +74,7 @@ def test_before_any_applied_update_the_averages_are_the_weights(smoke_config):
     optimizer.build(model.trainable_variables)
     assert not any(np.any(a.numpy()) for a in moving_averages(optimizer))
     start_averages(model, optimizer)
-    for variable, average in zip(model.trainable_variables, moving_averages(optimizer)):
+    for variable, average in zip(model.trainable_variables, moving_averages(optimizer), strict=True):
         np.testing.assert_array_equal(average.numpy(), variable.numpy())
 
 
@@ -92,12 +92,12 @@ def test_ema_keeps_the_average_of_the_weights(smoke_config):
         step(images[:2], labels[:2])
         seen.append([v.numpy() for v in model.trainable_variables])
     averages = moving_averages(optimizer)
-    for first, second, average in zip(*seen, averages):   # the first update sets a = w
+    for first, second, average in zip(*seen, averages, strict=True):   # the first update sets a = w
         np.testing.assert_allclose(average.numpy(), 0.75 * first + 0.25 * second, rtol=1e-6, atol=1e-7)
     with averaged_weights(model, optimizer):
-        for variable, average in zip(model.trainable_variables, averages):
+        for variable, average in zip(model.trainable_variables, averages, strict=True):
             np.testing.assert_array_equal(variable.numpy(), average.numpy())
-    for variable, trained in zip(model.trainable_variables, seen[1]):
+    for variable, trained in zip(model.trainable_variables, seen[1], strict=True):
         np.testing.assert_array_equal(variable.numpy(), trained)
     assert moving_averages(build.make_optimizer(smoke_config, "float32")) is None
 
@@ -134,6 +134,6 @@ def test_the_export_holds_the_averaged_weights(accumulating_run):
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path).expect_partial()
     averages = moving_averages(optimizer)
     assert len(averages) == len(exported.trainable_variables) == len(model.trainable_variables)
-    for average, weight, trained in zip(averages, exported.trainable_variables, model.trainable_variables):
+    for average, weight, trained in zip(averages, exported.trainable_variables, model.trainable_variables, strict=True):
         np.testing.assert_array_equal(weight.numpy(), average.numpy())
-    assert any(not np.array_equal(a.numpy(), t.numpy()) for a, t in zip(averages, model.trainable_variables))
+    assert any(not np.array_equal(a.numpy(), t.numpy()) for a, t in zip(averages, model.trainable_variables, strict=True))
