@@ -35,7 +35,9 @@ Two ways to run the model (`mode`; default the run config's `eval_mode`):
 
 Test-time augmentation (`tta_logits`): `flip` averages the logits of the image and of
 its mirror image (mirrored back); `scales` averages runs at several multiples of the
-input size (with "slide", of the image's own size), each resized to the scoring size.
+input size, each on the grid of sizes where the model's strided features align with
+training (`scaled_size`; with "slide", multiples of the image's own size, the model
+always running at the window), each resized to the scoring size.
 Logits, not probabilities, are averaged.
 
 Outputs, in `WORKDIR/eval/` for the test subset and `WORKDIR/eval_<subset>/` for the
@@ -57,6 +59,7 @@ import dataclasses
 import heapq
 import io
 import logging
+import math
 import os
 import sys
 
@@ -115,9 +118,25 @@ def parse_scales(text):
     return scales
 
 
-def scaled_size(input_size, scale):
-    """(round(h * scale), round(w * scale)), at least 1 pixel each."""
-    return tuple(max(1, int(round(s * scale))) for s in input_size)
+def scaled_size(input_size, scale, stride=1):
+    """The size a test-time `scale` runs the model at: per side, the size nearest
+    `scale * side` that differs from `side` by a multiple of `stride`, at least 1 pixel.
+
+    With `stride` the model's feature stride, every scale's features lie on the grid the
+    model was trained on: a side of 16k runs at multiples of 16, DeepLab's 513 (16k + 1)
+    at 257, 385, 641, ... as in DeepLab's own multi-scale evaluation. Off that grid the
+    strided features are misaligned: measured on the smoke model (trained at 32 px, output
+    stride 16), 24 px alone dropped test mIoU from 0.12 to 0.03 and 40 px to 0.06, while
+    48 px kept 0.12. stride=1: plain rounding. Ties round up.
+
+    >>> scaled_size((513, 384), 0.5, 16)  # -> (257, 192)
+    """
+    sizes = []
+    for side in input_size:
+        steps = math.floor((side * scale - side) / stride + 0.5)
+        smallest = side % stride or stride
+        sizes.append(max(smallest, side + steps * stride))
+    return tuple(sizes)
 
 
 def feature_stride(config):
@@ -126,24 +145,19 @@ def feature_stride(config):
 
 
 def check_scales(input_size, scales, stride):
-    """Warns about scales whose run size is not a multiple of the model's stride.
-
-    The models accept any size, but off-multiple sizes misalign the strided features:
-    measured on the smoke model (trained at 32 px, output stride 16), scale 0.75
-    (24 px) alone dropped test mIoU from 0.12 to 0.03 and 1.25 (40 px) to 0.06, while
-    1.5 (48 px) kept 0.12. At VOC sizes (384 px) 0.75 and 1.25 give 288 and 480: fine.
-    Returns the run sizes [(h, w), ...].
-    """
-    sizes = [scaled_size(input_size, s) for s in scales]
+    """The run sizes [(h, w), ...] of `scales` (`scaled_size` on the stride's grid), logging
+    each scale whose size moved off `scale * input_size` to reach the grid."""
+    sizes = [scaled_size(input_size, s, stride) for s in scales]
     for scale, size in zip(scales, sizes):
-        if any(v % stride for v in size):
-            log.warning("scale %g runs the model at %dx%d, not a multiple of its stride %d: "
-                        "its features will be misaligned (expect worse predictions)",
-                        scale, size[0], size[1], stride)
+        exact = scaled_size(input_size, scale)
+        if size != exact:
+            log.info("scale %g runs the model at %dx%d, the size nearest %dx%d on the grid of its "
+                     "training size %dx%d (a multiple of its stride %d away), where its features align",
+                     scale, size[0], size[1], exact[0], exact[1], input_size[0], input_size[1], stride)
     return sizes
 
 
-def tta_logits(model, images, input_size, flip=False, scales=(1.0,)):
+def tta_logits(model, images, input_size, flip=False, scales=(1.0,), feature_stride=1):
     """Logits at the images' own size, averaged over test-time augmentations.
 
     For each scale s the images are resized to s x `input_size`, run through the model,
@@ -158,13 +172,15 @@ def tta_logits(model, images, input_size, flip=False, scales=(1.0,)):
       input_size: (h, w) the model was trained at.
       flip: also run the horizontal mirror images.
       scales: multiples of `input_size` to run at.
+      feature_stride: the model's stride: each scale runs at `scaled_size` on its grid
+        (1: at round(scale * input_size)).
     Returns:
       float32 [B, H, W, C].
     """
     images = tf.cast(tf.convert_to_tensor(images), tf.float32)
     total, count = 0.0, 0
     for scale in scales:
-        size = scaled_size(input_size, scale)
+        size = scaled_size(input_size, scale, feature_stride)
         total += export_lib.predict_logits(model, images, size)
         count += 1
         if flip:
@@ -174,11 +190,12 @@ def tta_logits(model, images, input_size, flip=False, scales=(1.0,)):
     return total / count
 
 
-def make_predictor(model, input_size, flip=False, scales=(1.0,), mode="whole", window=None, stride=None):
+def make_predictor(model, input_size, flip=False, scales=(1.0,), mode="whole", window=None, stride=None,
+                   feature_stride=1):
     """`images float32 [B,H,W,3] -> logits float32 [B,H,W,C]`.
 
-    mode "whole": a tf.function of `tta_logits`, traced once for every image size (the
-    signature leaves B, H, W open). mode "slide": `sliding_window.make_slide_predictor`
+    mode "whole": a tf.function of `tta_logits` (scales on the `feature_stride` grid),
+    traced once for every image size (the signature leaves B, H, W open). mode "slide": `sliding_window.make_slide_predictor`
     with `window` (default `input_size`) and `stride` (default 2/3 of the window).
     """
     if mode == "slide":
@@ -186,7 +203,7 @@ def make_predictor(model, input_size, flip=False, scales=(1.0,), mode="whole", w
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def predict(images):
-        return tta_logits(model, images, input_size, flip, scales)
+        return tta_logits(model, images, input_size, flip, scales, feature_stride)
     return predict
 
 
@@ -604,7 +621,7 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
         predict = loaded.model.scores
     else:
         predict = make_predictor(loaded.model, loaded.input_size, inference.flip, inference.scales,
-                                 inference.mode, inference.window, inference.stride)
+                                 inference.mode, inference.window, inference.stride, feature_stride(config))
     if inference.full_resolution:
         stream, names = _full_resolution_stream(config, data, subset, ids, predict)
     else:
@@ -648,7 +665,8 @@ def parse_args(argv=None):
     parser.add_argument("--flip", action="store_true", help="test-time augmentation: average with the mirror image")
     parser.add_argument("--scales", default="1", type=parse_scales,
                         help="test-time augmentation: comma-separated multiples of the input size "
-                             "whose logits are averaged, e.g. 0.75,1,1.25 (default 1)")
+                             "whose logits are averaged, e.g. 0.75,1,1.25 (default 1); each runs at the "
+                             "nearest size on the grid of the input size plus multiples of the output stride")
     parser.add_argument("--samples", type=int, default=8, help="random images in samples.png (0: none)")
     parser.add_argument("--hardest", type=int, default=8, help="highest-loss images in hardest.png/csv (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="chooses the sampled images")

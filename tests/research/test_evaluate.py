@@ -7,6 +7,7 @@ expected colour and loss is known). The DeepLab tests use the smoke config's red
 backbone with random weights.
 """
 import json
+import logging
 import os
 
 import numpy as np
@@ -203,12 +204,27 @@ def test_multi_scale_averages_the_runs_resized_to_the_image(pointwise_run, caplo
     np.testing.assert_allclose(averaged, np.mean(runs, axis=0), atol=1e-5)
     assert np.abs(averaged - runs[1]).max() > 0.01
 
-    metrics = evaluate_lib.evaluate(pointwise_run, scales=(0.75, 1, 1.25), flip=True, samples=0, hardest=0)
-    assert metrics["options"]["scales"] == [0.75, 1.0, 1.25] and metrics["options"]["flip"] is True
-    assert metrics["options"]["run_sizes"] == [[24, 24], [32, 32], [40, 40]]
-    warned = [r.getMessage() for r in caplog.records if "not a multiple of its stride 16" in r.getMessage()]
-    assert len(warned) == 2 and "24x24" in warned[0]  # 32 px is a multiple: no warning
+    caplog.set_level(logging.INFO, logger=evaluate_lib.log.name)
+    metrics = evaluate_lib.evaluate(pointwise_run, scales=(0.5, 1, 1.25), flip=True, samples=0, hardest=0)
+    assert metrics["options"]["scales"] == [0.5, 1.0, 1.25] and metrics["options"]["flip"] is True
+    # Trained at 32 px, output stride 16: 0.5 is on the grid (16 px); 1.25 (40 px) is not
+    # and runs at the nearest size that is (48 px), which is said.
+    assert metrics["options"]["run_sizes"] == [[16, 16], [32, 32], [48, 48]]
+    moved = [r.getMessage() for r in caplog.records if "on the grid of its training size" in r.getMessage()]
+    assert moved == ["scale 1.25 runs the model at 48x48, the size nearest 40x40 on the grid of its training "
+                     "size 32x32 (a multiple of its stride 16 away), where its features align"]
     assert 0.0 <= metrics["mean_iou"] <= 1.0
+
+
+def test_scales_run_on_the_grid_of_the_training_size():
+    sides = lambda size, stride: [evaluate_lib.scaled_size(size, s, stride)[0]
+                                  for s in (0.5, 0.75, 1, 1.25, 1.5, 1.75)]
+    assert sides((513, 513), 16) == [257, 385, 513, 641, 769, 897]   # 16k + 1, as DeepLab's
+    assert sides((384, 384), 16) == [192, 288, 384, 480, 576, 672]   # exact: multiples already
+    assert sides((513, 513), 1) == [257, 385, 513, 641, 770, 898]    # stride 1: plain rounding (ties up)
+    assert evaluate_lib.scaled_size((96, 72), 0.5, 16) == (48, 40)   # 36 -> 40 = 72 - 2 * 16
+    assert evaluate_lib.scaled_size((32, 17), 0.1, 16) == (16, 1)    # never below the grid's first size
+    assert evaluate_lib.scaled_size((32, 32), 0.75, 16) == (32, 32)  # a tie (24 between 16 and 32) rounds up
 
 
 def test_parse_scales():
