@@ -135,9 +135,24 @@ def read_classes(root):
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(_CLASSES_KEYS)}")
-    names = _checked_names(path, data.get("names"))
-    ignore = _checked_ignore(path, data.get("ignore_label", voc.IGNORE_LABEL), len(names))
-    colours = _checked_palette(path, data.get("palette"), len(names))
+    return checked_classes(path, data.get("names"), data.get("ignore_label", voc.IGNORE_LABEL),
+                           data.get("palette"))
+
+
+def checked_classes(path, names, ignore_label=voc.IGNORE_LABEL, palette=None):
+    """`Classes` from classes.json's values, checked; errors name `path` (the file they
+    come from or go to).
+
+    Args:
+      names: list of C distinct non-empty str, C <= 255.
+      ignore_label: int from C to 255.
+      palette: None or a list of C distinct [r, g, b] (ints 0-255).
+    Raises:
+      ValueError: a value that breaks those rules, naming `path`.
+    """
+    names = _checked_names(path, names)
+    ignore = _checked_ignore(path, ignore_label, len(names))
+    colours = _checked_palette(path, palette, len(names))
     return Classes(names, ignore, colours)
 
 
