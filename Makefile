@@ -48,7 +48,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
 	@start=$$(date +%s) && set -e && \
 	$(PY) scripts/make_synthetic_voc.py --root $(DEMO_DATA) --num-train 960 --num-val 240 --seed 0 --overwrite && \
-	$(PY) scripts/show_batch.py --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png && \
+	$(PY) scripts/show_batch.py --config demo --voc-root $(DEMO_DATA)/VOCdevkit/VOC2012 --out $(DEMO_RUN)/batch.png && \
 	$(PY) -m research.train --config demo --workdir $(DEMO_RUN) && \
 	$(PY) -m research.evaluate --workdir $(DEMO_RUN) --subset test && \
 	$(PY) scripts/demo_report.py --workdir $(DEMO_RUN) --started-at $$start $(DEMO_REPORT_FLAGS)

@@ -1,7 +1,13 @@
 """Draws one batch of the training pipeline and measures the pipeline's speed.
 
-    python scripts/show_batch.py --voc-root data/synthetic/VOCdevkit/VOC2012 --out runs/demo/batch.png
+    python scripts/show_batch.py --config demo --out runs/demo/batch.png
+    python scripts/show_batch.py --voc-root data/synthetic/VOCdevkit/VOC2012 --out batch.png
     python scripts/show_batch.py --data-root MY_FOLDER_DATASET --out batch.png
+
+With --config the batch is the config's first training batch as training draws it (its
+dataset, batch size, input size, resize, scale range, augmentation, seed and split seed);
+flags given beside it override those settings. Without it, the flags' defaults: batches
+of 8 random 256 px crops of a 296 px resize, flipped and colour-jittered.
 
 The picture shows each augmented image beside its mask in the dataset's colours (VOC's,
 or those of a folder dataset's classes.json; ignored pixels in the VOC boundary colour),
@@ -16,7 +22,7 @@ import time
 
 import numpy as np
 
-from research import cli
+from research import cli, configs
 from research.data import datasets, voc
 from research.data.pipeline import dataset_size, make_dataset
 from research.visualize import legend, write_png
@@ -59,33 +65,64 @@ def batch_picture(images, labels, pairs_per_row=2, data=None):
 def main(argv=None):
     """Returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--voc-root", "--data-root", dest="root", required=True,
+    parser.add_argument("--config", help="draw a batch as this config's training does (a named config or "
+                                          "a .json file); the flags below override its settings")
+    parser.add_argument("--voc-root", "--data-root", dest="root",
                         help="the .../VOCdevkit/VOC2012 folder, or a folder dataset's root (the folder "
-                             "holding classes.json)")
+                             "holding classes.json); default: the config's dataset (needed without --config)")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--subset", default="train", choices=voc.SUBSETS, help="the split drawn (default train)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images in the batch (default 8)")
-    parser.add_argument("--input-size", type=int, default=256, help="square crop size (default 256)")
+    parser.add_argument("--subset", default=None, choices=voc.SUBSETS,
+                        help="the split drawn (default the config's train subset, else train)")
+    parser.add_argument("--batch-size", type=int, help="images in the batch (default the config's, else 8)")
+    parser.add_argument("--input-size", type=int, help="square crop size (default the config's, else 256)")
     parser.add_argument("--resize-before-crop", type=int, default=None,
-                        help="size before the random crop (default: input size x 444/384, as the book)")
-    parser.add_argument("--seed", type=int, default=0, help="the pipeline's seed (default 0)")
+                        help="size before the random crop (default the config's, else input size x 444/384, "
+                             "as the book)")
+    parser.add_argument("--seed", type=int, help="the pipeline's seed (default the config's, else 0)")
     parser.add_argument("--warm-batches", type=int, default=10,
                         help="batches timed after the first epoch (default 10)")
     args = parser.parse_args(argv)
-    before_crop = args.resize_before_crop or round(args.input_size * 444 / 384)
-    return cli.run_main(lambda: show_batch(args.root, args.out, args.subset, args.batch_size,
-                                           args.input_size, before_crop, args.seed, args.warm_batches),
+    return cli.run_main(lambda: show_batch(*drawing(args), warm_batches=args.warm_batches),
                         bad_file_hint="python -m research.data.validate lists every bad file")
 
 
-def show_batch(root, out, subset, batch_size, input_size, before_crop, seed=0, warm_batches=10):
-    """Writes `batch_picture` of the first batch of `subset` of the dataset at `root` (VOC or a
-    folder dataset) to `out` (PNG); prints the split sizes and the pipeline's images/s in its
-    first epoch and then from the warm cache."""
-    data = datasets.open_root(root)
-    sizes = {name: dataset_size(data, name) for name in dict.fromkeys(("train", "val", "test", subset))}
-    dataset = make_dataset(data, subset, batch_size, input_size, resize_to_before_crop=before_crop,
-                           augmentation=True, shuffle=True, seed=seed, epochs=2)
+def drawing(args):
+    """(dataset, out, subset, batch_size, pipeline settings, seed) from the command line:
+    the config's training pipeline (`--config`), or the flags' defaults, flags overriding."""
+    if args.config is None and args.root is None:
+        raise ValueError("give --config (draw as that config trains) or --voc-root/--data-root")
+    if args.config is None:
+        size = args.input_size or 256
+        settings = {"input_size": (size, size), "augmentation": True, "scale_range": None,
+                    "resize_to_before_crop": args.resize_before_crop or round(size * 444 / 384)}
+        return (datasets.open_root(args.root), args.out, args.subset or "train", args.batch_size or 8,
+                settings, args.seed or 0)
+    config = configs.load_config(args.config)
+    settings = {"input_size": tuple(config.input_size), "augmentation": config.augmentation,
+                "scale_range": config.scale_range, "resize_to_before_crop": config.resize_to_before_crop,
+                "split_seed": config.split_seed}
+    if args.input_size:
+        settings["input_size"] = (args.input_size, args.input_size)
+    if args.resize_before_crop:
+        settings["resize_to_before_crop"] = (args.resize_before_crop, args.resize_before_crop)
+    data = datasets.open_root(args.root) if args.root else datasets.dataset_of(config)
+    return (data, args.out, args.subset or config.train_subset, args.batch_size or config.batch_size,
+            settings, config.seed if args.seed is None else args.seed)
+
+
+def show_batch(data, out, subset, batch_size, settings, seed=0, warm_batches=10):
+    """Writes `batch_picture` of the first batch of `subset` of `data` (a dataset of
+    `research.data.datasets`) to `out` (PNG); prints the split sizes and the pipeline's
+    images/s in its first epoch and then from the warm cache.
+
+    Args:
+      settings: `research.data.pipeline.make_dataset` keywords: input_size (h, w),
+        augmentation, scale_range, resize_to_before_crop [, split_seed].
+    """
+    split_seed = settings.get("split_seed", 0)
+    sizes = {name: dataset_size(data, name, split_seed=split_seed)
+             for name in dict.fromkeys(("train", "val", "test", subset))}
+    dataset = make_dataset(data, subset, batch_size, shuffle=True, seed=seed, epochs=2, **settings)
     print("split sizes: " + ", ".join(f"{name} {count}" for name, count in sizes.items()))
     batches_per_epoch = math.ceil(sizes[subset] / batch_size)
     iterator = iter(dataset)
@@ -102,7 +139,21 @@ def show_batch(root, out, subset, batch_size, input_size, before_crop, seed=0, w
         if warm_images >= warm_batches * batch_size:
             break
     warm = warm_images / (time.perf_counter() - start)
-    print(f"pipeline ({subset}, batch {batch_size}, input {input_size}, resize "
-          f"{before_crop} + crop, flip, colour jitter): first epoch {cold:.1f} images/s "
-          f"(decoding included), then {warm:.1f} images/s (cache warm)")
+    print(f"pipeline ({subset}, batch {batch_size}, {describe(settings)}): first epoch "
+          f"{cold:.1f} images/s (decoding included), then {warm:.1f} images/s (cache warm)")
     print(f"wrote {out}")
+    return 0
+
+
+def describe(settings):
+    """"input 128x128, resize 128x128, scale 0.9-1.25 + crop, flip, colour jitter" and the like."""
+    height, width = settings["input_size"]
+    parts = [f"input {height}x{width}"]
+    before = settings["resize_to_before_crop"]
+    if before:
+        before = (before, before) if isinstance(before, int) else tuple(before)
+        parts.append(f"resize {before[0]}x{before[1]}")
+    if settings["augmentation"]:
+        scale = settings["scale_range"]
+        parts.append((f"scale {scale[0]:g}-{scale[1]:g} + crop" if scale else "crop") + ", flip, colour jitter")
+    return ", ".join(parts)

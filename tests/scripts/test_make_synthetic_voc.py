@@ -160,3 +160,16 @@ def test_demo_flow_show_batch_draws_a_batch(dataset, tmp_path, capsys):
     assert picture.shape[1] == 2 * (2 * 64 + 4) + 3 * 4 and picture.shape[0] > 2 * 68 + 4
     mask_panel = picture[4:68, 4 + 64 + 4:4 + 128 + 4].reshape(-1, 3)
     assert {tuple(c) for c in mask_panel} <= {tuple(c) for c in voc.VOC_PALETTE}
+
+
+def test_show_batch_draws_as_a_config_trains(dataset, tmp_path, capsys):
+    """`make demo` draws the demo config's batch: the config's size, resize, scale range and batch."""
+    _, voc_root = dataset
+    out = tmp_path / "batch.png"
+    assert show_batch.main(["--config", "demo", "--voc-root", voc_root, "--out", str(out), "--batch-size", "4",
+                            "--warm-batches", "1"]) == 0
+    assert ("pipeline (train, batch 4, input 128x128, resize 128x128, scale 0.9-1.25 + crop, flip, "
+            "colour jitter)") in capsys.readouterr().out
+    assert np.asarray(Image.open(out)).shape[1] == 2 * (2 * 128 + 4) + 3 * 4
+    assert show_batch.main(["--out", str(out)]) == 1
+    assert "give --config" in capsys.readouterr().err
