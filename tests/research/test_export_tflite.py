@@ -21,7 +21,7 @@ from research import predict as predict_lib
 INPUT = (64, 64)
 # Share of the photograph's pixels whose class must equal the Keras model's on the same
 # uint8 frame (what the conversion and quantization change) ...
-# The bounds (float32 99.9%, int8 97%) are for trained models and are measured by
+# The design bounds (float32 99.9%, int8 97%) are for trained models and are measured by
 # scripts/tflite_report.py; this 30-step smoke model has many near-tie logits, where
 # quantization noise flips the argmax (int8 gave 0.950 once the fused BatchNorm changed
 # its training round-off), so int8/dynamic get a smoke-model bound here.
