@@ -134,7 +134,9 @@ def _precision_of_the_run(workdir, resolved, device):
     return saved
 
 
-def _check_resumable(workdir, config):
+def _check_resumable(workdir, config, what="a checkpoint"):
+    """Raises ValueError when WORKDIR/config.json is a config `config` may not continue
+    (`research.config.resume_differences`); `what` says what the workdir holds."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
@@ -142,8 +144,22 @@ def _check_resumable(workdir, config):
     differences = config_lib.resume_differences(saved, config)
     if differences:
         details = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in differences)
-        raise ValueError(f"{workdir} holds a checkpoint of a different config ({details}); "
+        raise ValueError(f"{workdir} holds {what} of a different config ({details}); "
                          "use a new --workdir, or the same config to resume")
+
+
+def _earlier_results(workdir):
+    """What of an earlier run's results `workdir` holds: "train_log.csv" when it has rows,
+    "export/" when it exists (a run killed before its first epoch leaves neither)."""
+    found = []
+    log_file = os.path.join(workdir, "train_log.csv")
+    if os.path.isfile(log_file):
+        with open(log_file, encoding="utf-8") as f:
+            if sum(1 for line in f if line.strip()) > 1:
+                found.append("train_log.csv")
+    if os.path.isdir(os.path.join(workdir, "export")):
+        found.append("export/")
+    return found
 
 
 # ---------------------------------------------------------------------------------
@@ -562,6 +578,11 @@ def train_and_evaluate(config, workdir, resume=True, hparam_fields=()):
         raise FileExistsError(f"{workdir} already holds a checkpoint; resume it or use a new --workdir")
     if resume_from:
         _check_resumable(workdir, config)
+    elif _earlier_results(workdir):
+        # No checkpoint, but an earlier run's results: a start from scratch would replace
+        # them, which only a rerun of that same config may do.
+        results = ", ".join(_earlier_results(workdir))
+        _check_resumable(workdir, config, what=f"the results ({results}) but no checkpoint")
     role = runtime.worker_role(config.distribute)
     with _workdir_of(role, workdir, ckpt_dir, resume_from):
         return _train(config, workdir, role, resume_from, hparam_fields)

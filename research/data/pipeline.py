@@ -126,8 +126,9 @@ class _DecodedStore:
     decoding, so decodes run in parallel.
     """
 
-    def __init__(self, dataset, subset, ids, cache, skip_bad, skipped, max_pixels):
+    def __init__(self, dataset, subset, ids, cache, skip_bad, skipped, max_pixels, min_good=1):
         self.read_sample = dataset.read_sample
+        self.min_good = min_good    # good samples an epoch needs for one batch
         self.image_files = [dataset.image_path(i) for i in ids]
         self.mask_files = [dataset.mask_path(i, subset) for i in ids]
         self.cache = cache
@@ -156,12 +157,27 @@ class _DecodedStore:
         return True, sample[0], sample[1]
 
     def report(self, epoch, subset):
-        """Logs the epoch's skip count (runs after the epoch's last sample was fetched)."""
+        """Logs the epoch's skip count (runs after the epoch's last sample was fetched).
+
+        Raises voc.BadFileError (naming a bad file) when the bad samples leave fewer good
+        ones than one batch needs: every epoch would then give no batch, and a pipeline
+        of endless epochs would never yield one.
+        """
         skipped = self.skipped.per_epoch.get(int(epoch), 0)
         if skipped:
             log.warning("epoch %d of %r: skipped %d bad sample(s) of %d; "
                         "see SkippedSamples.problems", epoch, subset.decode(), skipped,
                         len(self.image_files))
+        good = len(self.image_files) - skipped
+        if skipped and good < self.min_good:
+            with self.skipped._lock:
+                first = next(iter(self.skipped.problems))
+            raise voc.BadFileError(
+                first, "too_few_good",
+                f"this and the other bad samples of subset {subset.decode()!r} ({skipped} of "
+                f"{len(self.image_files)}, listed above) leave {good} good sample(s), fewer than "
+                f"one batch needs ({self.min_good}): fix or replace the files "
+                f"(python -m research.data.validate lists them)")
         return np.int64(skipped)
 
 
@@ -371,7 +387,8 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
     if not ids:
         raise ValueError(f"subset {subset!r} of {source.root} has no ids")
     skipped = skipped if skipped is not None else SkippedSamples()
-    store = _DecodedStore(source, subset, ids, cache, skip_bad, skipped, max_pixels)
+    store = _DecodedStore(source, subset, ids, cache, skip_bad, skipped, max_pixels,
+                          min_good=plan.batch_size if plan.drop_remainder else 1)
     prepare = _sample_preparer(store, plan, augmentation, resize_to_before_crop, scale_range)
     if epochs is None:
         epoch_numbers = tf.data.Dataset.counter(start_epoch)

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -183,6 +184,18 @@ def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
 
 
 @pytest.mark.slow
+def test_results_without_a_checkpoint_are_kept_from_a_different_config(straight_run, tmp_path):
+    config, finished, _ = straight_run
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(finished, workdir, ignore=shutil.ignore_patterns("checkpoints"))
+    kept = {name: open(os.path.join(workdir, name), "rb").read()
+            for name in ("train_log.csv", os.path.join("export", "export.json"), "config.json")}
+    with pytest.raises(ValueError, match=r"holds the results \(train_log.csv, export/\) but no checkpoint "
+                                         r"of a different config \(seed: 0 -> 5\)"):
+        train_lib.train_and_evaluate(config.replace(seed=5), workdir)
+    assert kept == {name: open(os.path.join(workdir, name), "rb").read() for name in kept}
+
+
 def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
     config, _, reference = straight_run
     workdir = str(tmp_path / "interrupted")

@@ -282,6 +282,24 @@ def test_skip_bad_leaves_out_and_counts_bad_samples(tmp_path, caplog):
     assert len(file_reports) == len(names)                              # each file logged once
 
 
+@pytest.mark.parametrize("good_ids,settings,phrase", [
+    (("good 1", "good_ü"), dict(batch_size=3, drop_remainder=True), "leave 2 good sample(s), fewer than one batch needs (3)"),
+    ((), dict(batch_size=2), "leave 0 good sample(s), fewer than one batch needs (1)"),
+    ((), dict(batch_size=2, pad_final_batch=True), "leave 0 good sample(s)")])
+def test_skip_bad_with_too_few_good_samples_for_a_batch_stops_naming_a_file(tmp_path, good_ids, settings, phrase):
+    # Endless epochs that never give a batch would otherwise loop for ever.
+    root = str(tmp_path)
+    names = sorted(voc_files.BROKEN)
+    ids = _voc_with_broken(root, names, good_ids=good_ids)
+    dataset = pipeline.make_dataset(root, "train", input_size=16, epochs=None, shuffle=True, skip_bad=True,
+                                    **settings)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        next(iter(dataset))
+    message = pipeline.bad_file_message(error.value)
+    assert any(message.startswith(voc_files.BROKEN[n][1](root, i) + ": ") for n, i in zip(names, ids, strict=True))
+    assert phrase in message and "python -m research.data.validate" in message
+
+
 def test_unusual_but_valid_photos_and_names_pass_through(tmp_path):
     root = str(tmp_path)
     ids = [f"photo {name} ü猫" for name in voc_files.UNUSUAL_PHOTOS]
