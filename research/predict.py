@@ -76,15 +76,17 @@ ORIENTATION_TRANSPOSE = {
 # ---------------------------------------------------------------------------------
 # Inputs: files, names, headers, pixels.
 # ---------------------------------------------------------------------------------
-def find_images(paths):
+def find_images(paths, out_dir=None):
     """Image files named by `paths` (files, or folders walked recursively).
 
     Files given explicitly are kept whatever their extension (a bad one is reported
-    later); in folders only .jpg/.jpeg/.png (case-insensitive) are taken. Duplicates
-    (the same file reached twice) are dropped. Returns a list of str paths in order:
-    arguments in the order given, each folder's files sorted.
+    later); in folders only .jpg/.jpeg/.png (case-insensitive) are taken, and `out_dir`
+    (the masks' folder, when it lies inside one) is not walked. Duplicates (the same file
+    reached twice) are dropped. Returns a list of str paths in order: arguments in the
+    order given, each folder's files sorted.
     """
     found, seen = [], set()
+    skipped = os.path.realpath(out_dir) if out_dir is not None else None
 
     def add(path):
         key = os.path.realpath(path)
@@ -95,7 +97,8 @@ def find_images(paths):
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
             for folder, subfolders, files in os.walk(path):
-                subfolders.sort()
+                subfolders[:] = sorted(name for name in subfolders
+                                       if os.path.realpath(os.path.join(folder, name)) != skipped)
                 for name in sorted(files):
                     if name.lower().endswith(IMAGE_EXTENSIONS):
                         add(os.path.join(folder, name))
@@ -255,6 +258,27 @@ def _read_headers(paths, max_pixels, failed):
     return headers
 
 
+def _refuse_writing_over_inputs(inputs, out_dir, names=None, overlay=False):
+    """Raises ValueError when `out_dir` is an input folder, or (with the output `names` of
+    the input files `inputs`) when a mask or overlay would replace an input."""
+    out = os.path.realpath(out_dir)
+    for path in map(os.fspath, inputs):
+        if os.path.isdir(path) and os.path.realpath(path) == out:
+            raise ValueError(f"--out {out_dir} is the input folder {path}: the masks would replace "
+                             f"its photos; choose another --out")
+    if names is None:
+        return
+    outputs = {}
+    for path, name in zip(inputs, names):
+        outputs[os.path.join(out, name + ".png")] = path
+        if overlay:
+            outputs[os.path.join(out, name + "_overlay.png")] = path
+    for path in inputs:
+        if os.path.realpath(path) in outputs:
+            raise ValueError(f"{path}: an output of --out {out_dir} would replace this input "
+                             f"(the mask of {outputs[os.path.realpath(path)]}); choose another --out")
+
+
 def _write_masks(out_dir, names, kept, images, masks, overlay, palette):
     """Writes each mask (and overlay); returns {index: mask file}."""
     from research import visualize
@@ -293,8 +317,10 @@ def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
     if predictor is None and os.fspath(model_dir).lower().endswith(".tflite"):
         predictor = load_predictor(model_dir, mode)  # a corrupt file fails before any work
     palette = palette_of_model(model_dir)  # a wrong --model fails before any work
-    paths = find_images(inputs)
+    _refuse_writing_over_inputs(inputs, out_dir)
+    paths = find_images(inputs, out_dir)
     names = output_names(paths, overlay)
+    _refuse_writing_over_inputs(paths, out_dir, names, overlay)
     written, failed = {}, {}
     headers = _read_headers(paths, max_pixels, failed)
     if not paths or (failed and not skip_bad):

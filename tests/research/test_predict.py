@@ -156,6 +156,26 @@ def test_same_stem_inputs_get_distinct_outputs(tmp_path, pointwise_export):
     assert len(result["written"]) == 2
 
 
+def test_masks_never_replace_or_join_the_inputs(tmp_path, pointwise_export, capsys):
+    export_dir, _ = pointwise_export
+    Image.fromarray(noise(16, 16, 8)).save(tmp_path / "a.png")
+    photo = (tmp_path / "a.png").read_bytes()
+    assert predict_lib.main(["--model", export_dir, "--out", str(tmp_path), str(tmp_path)]) == 1
+    assert "is the input folder" in capsys.readouterr().err
+    (tmp_path / "out").mkdir()
+    Image.fromarray(noise(16, 16, 9)).save(tmp_path / "out" / "b.png")
+    assert predict_lib.main(["--model", export_dir, "--out", str(tmp_path / "out"),
+                             str(tmp_path / "out" / "b.png")]) == 1
+    assert "b.png: an output of --out" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == photo
+    # --out inside an input folder: its masks are not read back as photos on a rerun.
+    os.remove(tmp_path / "out" / "b.png")
+    for _ in range(2):
+        result = predict_lib.predict(export_dir, [str(tmp_path)], str(tmp_path / "out"))
+        assert list(result["written"]) == [str(tmp_path / "a.png")]
+    assert os.listdir(tmp_path / "out") == ["a.png"]
+
+
 # ---------------------------------------------------------------- bad inputs
 
 @pytest.fixture
