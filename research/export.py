@@ -19,6 +19,7 @@ Reading back: `load_export` (an export folder), and for a whole run `read_run_co
 research.export_tflite both use.
 """
 import dataclasses
+import glob
 import json
 import os
 
@@ -238,6 +239,25 @@ def saved_precision(workdir):
         return None
 
 
+
+# What reading a damaged checkpoint raises: TensorFlow's errors (DataLoss, NotFound, ...)
+# and, for a truncated data file, the reader's IndexError ("Read less bytes than requested").
+CHECKPOINT_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError)
+
+
+def unreadable_checkpoint(path, error):
+    """A ValueError naming checkpoint `path`, the reader's complaint, and the other
+    checkpoints beside it (the user may move the damaged one's files away to use them)."""
+    first_line = (getattr(error, "message", None) or str(error)).strip().splitlines()[0][:300]
+    folder = os.path.dirname(path)
+    others = sorted({os.path.basename(f).split(".")[0] for f in glob.glob(os.path.join(folder, "ckpt-*.index"))}
+                    - {os.path.basename(path)})
+    hint = (f"; the other checkpoints there: {', '.join(others)} (move {os.path.basename(path)}.* away "
+            f"and edit {os.path.join(folder, 'checkpoint')} to name one)" if others else "")
+    return ValueError(f"{path}: the checkpoint cannot be read ({type(error).__name__}: {first_line}): "
+                      f"damaged or incomplete files{hint}")
+
+
 def restore_model(path, config, config_name, precision="float32"):
     """The config's model with the weights of checkpoint `path`: the moving averages
     when the run kept them (`ema_decay`), as its evaluation and export use. `precision`:
@@ -253,7 +273,10 @@ def restore_model(path, config, config_name, precision="float32"):
     if config.ema_decay:   # the averages live in the optimizer; the loop state is not needed
         objects["optimizer"] = optimizer = build.make_optimizer(config, precision)
         optimizer.build(model.trainable_variables)
-    status = tf.train.Checkpoint(**objects).restore(path).expect_partial()
+    try:
+        status = tf.train.Checkpoint(**objects).restore(path).expect_partial()
+    except CHECKPOINT_READ_ERRORS as error:
+        raise unreadable_checkpoint(path, error) from None
     try:
         # Every variable of the rebuilt model (and the averages) must come from the
         # checkpoint: a silent partial restore would evaluate random weights.

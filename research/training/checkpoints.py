@@ -23,6 +23,9 @@ from research.training.steps import all_finite
 log = logging.getLogger("research")
 
 
+
+
+
 class CheckpointFiles:
     """tf.train.CheckpointManager of `directory`, under TF's multi-worker save protocol.
 
@@ -48,8 +51,16 @@ class CheckpointFiles:
         return os.path.join(directory, f"worker{role.index}_temp")
 
     def restore(self, path):
-        """Restores checkpoint `path` (every object it holds must match)."""
-        self._checkpoint.restore(path).assert_existing_objects_matched()
+        """Restores checkpoint `path` (every object it holds must match).
+
+        Raises ValueError naming the checkpoint when its files cannot be read
+        (`research.export.unreadable_checkpoint`).
+        """
+        try:
+            status = self._checkpoint.restore(path)
+        except export_lib.CHECKPOINT_READ_ERRORS as error:
+            raise export_lib.unreadable_checkpoint(path, error) from None
+        status.assert_existing_objects_matched()
 
     @property
     def latest_checkpoint(self):

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 
 import numpy as np
@@ -194,6 +195,21 @@ def test_results_without_a_checkpoint_are_kept_from_a_different_config(straight_
                                          r"of a different config \(seed: 0 -> 5\)"):
         train_lib.train_and_evaluate(config.replace(seed=5), workdir)
     assert kept == {name: open(os.path.join(workdir, name), "rb").read() for name in kept}
+
+
+def test_a_damaged_latest_checkpoint_is_named_with_the_others_beside_it(straight_run, tmp_path):
+    config, finished, _ = straight_run
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(finished, workdir)
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    [data] = glob.glob(latest + ".data-*")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    pattern = rf"{re.escape(latest)}: the checkpoint cannot be read \(.*\): damaged or incomplete files; the other"
+    with pytest.raises(ValueError, match=pattern):
+        train_lib.train_and_evaluate(config, workdir)
+    with pytest.raises(ValueError, match=pattern):
+        export_lib.load_model(workdir, export_lib.read_run_config(workdir), source="checkpoint")
 
 
 def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
