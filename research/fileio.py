@@ -83,8 +83,11 @@ def atomic_directory(path):
     For writers that produce a folder (SavedModel). An existing `path` is moved
     aside first and removed only after the new folder is in place, so at every
     moment one complete version exists (a crash in between leaves `path.old-*`).
+    Raises FileExistsError, before anything is written, when `path` is a file.
     """
     path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is not a folder: it would be replaced by one")
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     prefix, suffix = _temporary_affixes(os.path.basename(path))

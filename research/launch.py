@@ -6,7 +6,7 @@ Starts N workers of tf.distribute.MultiWorkerMirroredStrategy, each with its own
 TF_CONFIG (a cluster of N `localhost:PORT` workers on free ports, this worker's index),
 all running the same research.train arguments with `distribute="multi_worker"` added.
 Worker 0 is the chief: its output (log lines, progress) is streamed here as it comes.
-The other workers' output is kept: written to `--log-dir/worker-<i>.log` when given,
+The other workers' output is kept: appended to `--log-dir/worker-<i>.log` when given,
 and its last lines printed, prefixed `[worker i]`, if that worker fails.
 
 When a worker exits non-zero the launcher names it, gives the others a few seconds to
@@ -84,10 +84,15 @@ class Worker:
             environment["TF_CONFIG"] = tf_config
         # A session of its own: a Ctrl-C in the terminal reaches the launcher only,
         # which passes it on to every worker once.
+        # The log first (a launch that cannot write it starts no process), appended to: a
+        # relaunch to resume keeps what the workers of the crashed launch wrote.
+        self._log = open(log_path, "a", encoding="utf-8") if log_path else None
+        if self._log:
+            self._log.write(f"=== launched {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
+            self._log.flush()
         self.process = subprocess.Popen(list(command), env=environment, cwd=cwd, text=True,
                                         errors="replace", stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self._log = open(log_path, "w", encoding="utf-8") if log_path else None
         self._reader = threading.Thread(target=self._read, args=(on_line,), daemon=True)
         self._reader.start()
 
@@ -228,7 +233,7 @@ def parse_args(argv=None):
         usage="python -m research.launch --workers N [--log-dir DIR] -- <research.train arguments>")
     parser.add_argument("--workers", type=int, required=True, help="number of worker processes (>= 1)")
     parser.add_argument("--log-dir", default=None,
-                        help="also write every worker's output to DIR/worker-<i>.log "
+                        help="also append every worker's output to DIR/worker-<i>.log (a header per launch) "
                              "(default: only the chief's is shown; others' last lines if they fail)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER,
                         help="-- then the research.train arguments (--config, --workdir, --set ...)")

@@ -48,6 +48,15 @@ def test_atomic_directory_swaps_whole_folders(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["saved_model"]
 
 
+def test_atomic_directory_never_replaces_a_file(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt exists and is not a folder"):
+        with atomic_directory(target):
+            pass
+    assert target.read_text() == "mine" and os.listdir(tmp_path) == ["notes.txt"]
+
+
 def test_outputs_get_normal_permissions(tmp_path):
     # mkstemp/mkdtemp create 0600/0700 files; outputs must be readable like open() makes them.
     old = os.umask(0o022)

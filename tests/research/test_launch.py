@@ -49,6 +49,19 @@ def test_a_failing_worker_stops_the_others_and_is_named():
     assert launch.exit_status(workers[1]) == 3
 
 
+def test_worker_logs_are_appended_launch_after_launch(tmp_path):
+    for launch_number in (1, 2):
+        script = f"print('launch {launch_number}', flush=True)"
+        workers = launch.start_workers([[sys.executable, "-c", script]], log_dir=str(tmp_path))
+        try:
+            assert launch.supervise(workers, fail_grace=0.5, stop_grace=5.0, timeout=60, report=print) is None
+        finally:
+            launch.stop_workers(workers, grace=0.0)
+    lines = (tmp_path / "worker-0.log").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("=== launched ")] == ["launch 1", "launch 2"]
+    assert sum(line.startswith("=== launched ") for line in lines) == 2
+
+
 @pytest.mark.parametrize("stopping", [False, True])
 def test_a_worker_stopped_as_asked_is_no_failure(tmp_path, stopping):
     # After a forwarded Ctrl-C every worker exits 130 once its stop checkpoint is written;
