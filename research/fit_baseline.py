@@ -39,6 +39,8 @@ class CeDiceLoss(keras.losses.Loss):
         self.num_classes, self.ignore_label, self.smooth = num_classes, ignore_label, smooth
 
     def call(self, y_true, y_pred):
+        """y_true int [B, H, W] (ignore_label = no class), y_pred float logits [B, H, W, C]
+        -> float32 scalar, the batch's loss."""
         # A scalar for the whole batch: Keras' "sum_over_batch_size" leaves it unchanged.
         return kernels.reference_ce_dice_loss(y_true, y_pred, self.num_classes,
                                               ignore_label=self.ignore_label, smooth=self.smooth)
@@ -62,6 +64,8 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
                                            dtype="int64", aggregation="sum", name="confusion")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        """Adds a batch: y_true int [B, H, W] (ignore_label pixels not counted), y_pred float
+        logits or scores [B, H, W, C] (their argmax is the prediction); sample_weight unused."""
         predictions = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
         counts = kernels.reference_confusion_matrix(y_true, predictions, self.num_classes,
                                                     ignore_label=self.ignore_label)

@@ -64,6 +64,8 @@ class Preprocessing(keras.layers.Layer):
         self.mode = mode
 
     def call(self, images):
+        """images [B, H, W, 3] RGB in [0, 255] (any real dtype) -> float32 [B, H, W, 3] as the
+        backbone's weights expect (`mode`)."""
         images = tf.cast(images, "float32")
         if self.mode == "caffe":
             return images[..., ::-1] - tf.constant(IMAGENET_BGR_MEAN, "float32")
