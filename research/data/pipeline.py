@@ -385,7 +385,9 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
     source = datasets.as_dataset(voc_root)
     ids = source.split(subset, split_seed)
     if not ids:
-        raise ValueError(f"subset {subset!r} of {source.root} has no ids")
+        halves = (" (without a test list, val and test are the two halves of the val list, "
+                  "which then needs 2 ids or more)" if subset in ("val", "test") else "")
+        raise ValueError(f"subset {subset!r} of {source.root} has no ids: its split list is empty{halves}")
     skipped = skipped if skipped is not None else SkippedSamples()
     store = _DecodedStore(source, subset, ids, cache, skip_bad, skipped, max_pixels,
                           min_good=plan.batch_size if plan.drop_remainder else 1)

@@ -130,6 +130,8 @@ def _read_lists(paths, optional, report):
             report.problems.append(Problem("split_list", path, str(error)))
             continue
         report.split_sizes[name] = len(lists[name])
+        if not lists[name]:
+            report.problems.append(Problem("split_list", path, f"{path}: lists no ids"))
     return lists
 
 
@@ -160,10 +162,16 @@ def _check_voc_trainval(voc_root, lists, report):
                                     f"(e.g. {extra[:5]})"))
 
 
-def _halves(source, lists, report, split_seed):
+def _halves(source, lists, paths, report, split_seed):
+    """Without a test list, val and test are the halves of the val list: one id leaves val
+    empty, which training refuses (a warning: evaluating the test half alone still works)."""
     if "val" in lists and "test" not in lists:
         report.split_sizes["val half"] = len(source.split("val", split_seed))
         report.split_sizes["test half"] = len(source.split("test", split_seed))
+        if len(lists["val"]) == 1:
+            report.warnings.append(f"{paths['val']}: 1 id; val and test are its two halves (there is "
+                                   f"no test list), so val is empty and training, which evaluates on "
+                                   f"val, refuses it: add ids or a test list")
 
 
 # ---------------------------------------------------------------- samples
@@ -254,7 +262,7 @@ def validate_voc(voc_root, subsets=None, split_seed=0, progress=True, max_pixels
     lists = _read_lists(paths, _OPTIONAL_LISTS, report)
     _check_overlaps(lists, paths, voc.TRAIN_SUBSETS, ("val",), report)
     _check_voc_trainval(voc_root, lists, report)
-    _halves(source, lists, report, split_seed)
+    _halves(source, lists, paths, report, split_seed)
     _check_samples(source, _samples(source, lists, subsets, split_seed), report, progress, max_pixels)
     return report
 
@@ -287,7 +295,7 @@ def validate_folder(root, subsets=None, split_seed=0, progress=True, max_pixels=
     lists = _read_lists(paths, _FOLDER_OPTIONAL_LISTS, report)
     _check_overlaps(lists, paths, ("train",), ("val", "test"), report)
     _check_overlaps(lists, paths, ("val",), ("test",), report)
-    _halves(source, lists, report, split_seed)
+    _halves(source, lists, paths, report, split_seed)
     _check_samples(source, _samples(source, lists, subsets, split_seed), report, progress, max_pixels)
     return report
 

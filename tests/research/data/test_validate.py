@@ -97,6 +97,19 @@ def test_a_clean_folder_dataset_passes(tmp_path, capsys):
     assert "folder dataset" in capsys.readouterr().out
 
 
+def test_lists_that_leave_a_subset_empty_are_problems(tmp_path):
+    # What training would refuse: no training ids, or one val id for two halves.
+    root = str(tmp_path)
+    folder_files.make_folder_dataset(root, train=("a", "b"), val=("c",))
+    folder_files.write_split(root, "train", [])
+    splits = os.path.join(root, "splits")
+    report = validate.validate(root, progress=False)
+    assert [(p.path, p.message) for p in report.problems] == [
+        (os.path.join(splits, "train.txt"), os.path.join(splits, "train.txt") + ": lists no ids")]
+    assert [w for w in report.warnings if w.startswith(os.path.join(splits, "val.txt") + ": 1 id; val and test "
+                                                       "are its two halves")]
+
+
 def test_a_folder_dataset_without_classes_json_is_told_so(tmp_path):
     folder_files.make_folder_dataset(str(tmp_path))
     os.remove(tmp_path / "classes.json")
@@ -121,8 +134,8 @@ def test_a_value_outside_the_classes_fails_with_one_line_naming_file_and_value(t
 
 def test_binary_masks_saved_as_0_255_get_the_warning(tmp_path, capsys):
     root = str(tmp_path)
-    folder_files.make_folder_dataset(root, names=("background", "object"), train=("a", "b"), val=("c",))
-    for image_id in ("a", "b", "c"):
+    folder_files.make_folder_dataset(root, names=("background", "object"), train=("a", "b"), val=("c", "d"))
+    for image_id in ("a", "b", "c", "d"):
         mask = np.zeros((24, 32), np.uint8)
         mask[:, 8:] = 255                   # the object, saved as 255 instead of 1
         folder_files.write_sample(root, image_id, np.zeros((24, 32, 3), np.uint8), mask)
