@@ -22,7 +22,7 @@ ERROR_STATUS = 1
 INTERRUPTED_STATUS = 130     # as a shell reports a Ctrl-C (128 + SIGINT)
 # `bad_file_hint`s: how to leave bad samples out, for a new run and for a finished one.
 SKIP_BAD_SET = "--set skip_bad=true leaves bad samples out"
-SKIP_BAD_RUN = "a run whose config has skip_bad true leaves bad samples out"
+SKIP_BAD_RUN = "--skip-bad leaves bad samples out"
 
 
 def bad_file_message(error):

@@ -572,7 +572,7 @@ def _metrics_report(confusion, per_image, subset, loaded, config, data, inferenc
 
 def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolution=False,
              flip=False, scales=(1.0,), samples=8, hardest=8, seed=0, source="auto", out_dir=None,
-             tflite=None, mode=None, window=None, stride=None, data_root=None):
+             tflite=None, mode=None, window=None, stride=None, data_root=None, skip_bad=False):
     """Evaluates a run's model on a whole subset and writes the outputs (module doc).
 
     Args:
@@ -598,11 +598,13 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
       mode, window, stride: "whole" or "slide" and the slide's (h, w) window and stride
         (module doc); None: the run config's eval_mode, eval_window, eval_stride.
       data_root: where the run's dataset is now (VOC or folder); default the config's.
+      skip_bad: leave bad samples out (logged, not scored) also when the run's config
+        does not; default the config's skip_bad.
     Returns:
       dict: the contents of metrics.json, plus "output_dir".
     """
     out = _output_folder(workdir, subset, out_dir, tflite)
-    config = export_lib.read_run_config(workdir, voc_root, data_root)
+    config = export_lib.read_run_config(workdir, voc_root, data_root, skip_bad)
     data = datasets.dataset_of(config)
     data.check_root()       # before the model loads: a wrong folder fails fast
     inference = Inference(*_inference_mode(config, mode, window, stride, tflite), bool(flip), scales,
@@ -679,6 +681,8 @@ def parse_args(argv=None):
     parser.add_argument("--source", default="auto", choices=("auto", "export", "checkpoint"),
                         help="which model: export/model.keras, the latest checkpoint, or "
                              "auto (export if present; default)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave bad samples out (logged, not scored); default: as the run's config says")
     return parser.parse_args(argv)
 
 
@@ -691,7 +695,7 @@ def main(argv=None):
                  full_resolution=args.full_resolution, flip=args.flip, scales=args.scales,
                  samples=args.samples, hardest=args.hardest, seed=args.seed, source=args.source,
                  out_dir=args.out, tflite=args.tflite, mode=args.mode, window=args.window,
-                 stride=args.stride, data_root=args.data_root)
+                 stride=args.stride, data_root=args.data_root, skip_bad=args.skip_bad)
 
     return cli.run_main(work, bad_file_hint=cli.SKIP_BAD_RUN)
 

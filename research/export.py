@@ -171,7 +171,7 @@ class LoadedModel:
     source: dict
 
 
-def read_run_config(workdir, voc_root=None, data_root=None):
+def read_run_config(workdir, voc_root=None, data_root=None, skip_bad=False):
     """The `Config` saved in `WORKDIR/config.json`, with where its data is now replaced.
 
     Args:
@@ -179,6 +179,8 @@ def read_run_config(workdir, voc_root=None, data_root=None):
       voc_root: a VOC run's voc_root (ValueError for a run on a folder dataset).
       data_root: where the run's dataset is now, whatever its kind: replaces data_root
         for a folder dataset, voc_root for VOC.
+      skip_bad: True leaves bad samples out also when the run did not (its config's
+        skip_bad otherwise).
     """
     config = config_lib.load_config_file(os.path.join(workdir, "config.json"))
     if voc_root:
@@ -189,6 +191,8 @@ def read_run_config(workdir, voc_root=None, data_root=None):
     if data_root:
         field = "voc_root" if config.dataset == "voc" else "data_root"
         config = config.replace(**{field: os.fspath(data_root)})
+    if skip_bad:
+        config = config.replace(skip_bad=True)
     return config
 
 

@@ -101,7 +101,7 @@ def representative_images(config, input_size, count):
 
     The calibration set of int8 quantization: the same decoding and bilinear resize as
     evaluation, rounded to uint8 as the file's input is. Bad files are left out when the
-    run's config has skip_bad, as in its evaluation; otherwise the first one raises
+    run's config (or --skip-bad) says skip_bad, as in its evaluation; otherwise the first one raises
     tf.errors.InvalidArgumentError (`pipeline.bad_file_message` reads its file and problem).
     """
     from research.data import datasets, pipeline
@@ -371,7 +371,7 @@ def default_output(workdir, quantize, input_size):
 
 
 def export_tflite(workdir, quantize="none", input_size=None, out=None, calibration_images=100,
-                  logits=False, source="auto", voc_root=None, data_root=None):
+                  logits=False, source="auto", voc_root=None, data_root=None, skip_bad=False):
     """Converts a run's model (export or latest checkpoint) to a .tflite file.
 
     Args:
@@ -384,13 +384,14 @@ def export_tflite(workdir, quantize="none", input_size=None, out=None, calibrati
       source: "auto", "export" or "checkpoint" (`research.export.load_model`).
       voc_root: a VOC run's calibration data; default the run config's.
       data_root: where the run's dataset (VOC or folder) is now; default the config's.
+      skip_bad: leave bad calibration images out also when the run's config does not.
     Returns:
       the path written (str).
     """
     from research import export
     from research.fileio import atomic_write_bytes
 
-    config = export.read_run_config(workdir, voc_root, data_root)
+    config = export.read_run_config(workdir, voc_root, data_root, skip_bad)
     loaded = export.load_model(workdir, config, source)
     size = tuple(int(s) for s in (input_size or loaded.input_size))
     if len(size) != 2 or min(size) < 1:
@@ -427,6 +428,8 @@ def parse_args(argv=None):
                         help="where the run's dataset (calibration images) is now: its VOC2012 folder or "
                              "folder dataset's root; default the run config's")
     parser.add_argument("--voc-root", default=None, help="a VOC run's calibration data (as --data-root)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave bad calibration images out; default: as the run's config says")
     args = parser.parse_args(argv)
     if args.calibration_images < 1:
         parser.error("--calibration-images must be positive")
@@ -440,7 +443,7 @@ def main(argv=None):
     def work():
         path = export_tflite(args.workdir, args.quantize, args.input_size, args.out,
                              args.calibration_images, args.logits, args.source, args.voc_root,
-                             args.data_root)
+                             args.data_root, args.skip_bad)
         print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.quantize})")
 
     return cli.run_main(work, errors=(TFLiteExportError,), bad_file_hint=cli.SKIP_BAD_RUN)

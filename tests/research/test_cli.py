@@ -63,5 +63,4 @@ def test_a_bad_sample_that_stopped_a_pipeline_is_named_with_the_hint(capsys):
     bad = voc.BadFileError("data/JPEGImages/b.jpg", "too_large", "refused, too many pixels")
     assert cli.run_main(_raise(bad), bad_file_hint=cli.SKIP_BAD_RUN) == 1
     assert capsys.readouterr().err == (
-        "error: data/JPEGImages/b.jpg: refused, too many pixels (a run whose config has skip_bad true "
-        "leaves bad samples out)\n")
+        "error: data/JPEGImages/b.jpg: refused, too many pixels (--skip-bad leaves bad samples out)\n")

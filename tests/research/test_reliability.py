@@ -384,8 +384,13 @@ def test_evaluate_fails_naming_the_first_bad_file(corpus, model, tmp_path, capsy
         assert evaluate_lib.main(["--workdir", run, "--subset", "train", *extra]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and errors[0].startswith(f"error: {first_bad.path}: "), errors
-        assert first_bad.phrase in errors[0] and "skip_bad true" in errors[0]
+        assert first_bad.phrase in errors[0] and "--skip-bad leaves bad samples out" in errors[0]
         assert not os.path.exists(os.path.join(run, "eval_train"))
+    # The hint works: --skip-bad scores the good images of a run that did not skip.
+    assert evaluate_lib.main(["--workdir", run, "--subset", "train", "--skip-bad", "--samples", "0",
+                              "--hardest", "0"]) == 0
+    with open(os.path.join(run, "eval_train", "metrics.json"), encoding="utf-8") as f:
+        assert json.load(f)["num_images"] == len(corpus.good_in("train"))
 
 
 def test_evaluate_with_skip_bad_scores_exactly_the_good_images(corpus, model, tmp_path, caplog):
