@@ -463,8 +463,8 @@ def test_int8_export_names_a_bad_calibration_file_or_calibrates_on_the_good_ones
     assert export_tflite.main(["--workdir", run, "--quantize", "int8", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {first_bad.path}: ") and first_bad.phrase in err, err
-    assert "Traceback" not in err and "skip_bad true" in err and not out.exists()
-    # skip_bad in the run's config: calibration reads exactly the good train images
+    assert "Traceback" not in err and "--skip-bad leaves bad samples out" in err and not out.exists()
+    # skip_bad in the run's config (or --skip-bad): calibration reads exactly the good train images
     config = configs.load_config("smoke").replace(voc_root=corpus.voc_root, skip_bad=True)
     frames = export_tflite.representative_images(config, (24, 24), 100)
     assert len(frames) == len(corpus.good_in("train"))
