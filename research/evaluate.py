@@ -502,6 +502,8 @@ def _output_folder(workdir, subset, out_dir, tflite):
         out_dir = os.path.join(workdir, f"eval_tflite_{stem}" if subset == "test"
                                else f"eval_tflite_{subset}_{stem}")
     out = os.fspath(out_dir or output_dir(workdir, subset))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"{out} exists and is not a folder: refusing to replace it by one")
     if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "metrics.json")):
         # The folder is replaced whole: never one that holds something else.
         raise ValueError(f"{out} exists and is not an evaluation folder (no metrics.json); "

@@ -246,7 +246,8 @@ def saved_precision(workdir):
 
 # What reading a damaged checkpoint raises: TensorFlow's errors (DataLoss, NotFound, ...)
 # and, for a truncated data file, the reader's IndexError ("Read less bytes than requested").
-CHECKPOINT_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError)
+# Not ValueError: that is a checkpoint of another model (shapes), said as such elsewhere.
+CHECKPOINT_READ_ERRORS = (tf.errors.OpError, IndexError)
 
 
 def unreadable_checkpoint(path, error):
@@ -254,7 +255,7 @@ def unreadable_checkpoint(path, error):
     checkpoints beside it (the user may move the damaged one's files away to use them)."""
     first_line = (getattr(error, "message", None) or str(error)).strip().splitlines()[0][:300]
     folder = os.path.dirname(path)
-    others = sorted({os.path.basename(f).split(".")[0] for f in glob.glob(os.path.join(folder, "ckpt-*.index"))}
+    others = sorted({os.path.basename(f).split(".")[0] for f in glob.glob(os.path.join(glob.escape(folder), "ckpt-*.index"))}
                     - {os.path.basename(path)})
     hint = (f"; the other checkpoints there: {', '.join(others)} (move {os.path.basename(path)}.* away "
             f"and edit {os.path.join(folder, 'checkpoint')} to name one)" if others else "")

@@ -76,17 +76,15 @@ ORIENTATION_TRANSPOSE = {
 # ---------------------------------------------------------------------------------
 # Inputs: files, names, headers, pixels.
 # ---------------------------------------------------------------------------------
-def find_images(paths, out_dir=None):
+def find_images(paths):
     """Image files named by `paths` (files, or folders walked recursively).
 
     Files given explicitly are kept whatever their extension (a bad one is reported
-    later); in folders only .jpg/.jpeg/.png (case-insensitive) are taken, and `out_dir`
-    (the masks' folder, when it lies inside one) is not walked. Duplicates (the same file
-    reached twice) are dropped. Returns a list of str paths in order: arguments in the
-    order given, each folder's files sorted.
+    later); in folders only .jpg/.jpeg/.png (case-insensitive) are taken. Duplicates
+    (the same file reached twice) are dropped. Returns a list of str paths in order:
+    arguments in the order given, each folder's files sorted.
     """
     found, seen = [], set()
-    skipped = os.path.realpath(out_dir) if out_dir is not None else None
 
     def add(path):
         key = os.path.realpath(path)
@@ -97,8 +95,7 @@ def find_images(paths, out_dir=None):
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
             for folder, subfolders, files in os.walk(path):
-                subfolders[:] = sorted(name for name in subfolders
-                                       if os.path.realpath(os.path.join(folder, name)) != skipped)
+                subfolders.sort()
                 for name in sorted(files):
                     if name.lower().endswith(IMAGE_EXTENSIONS):
                         add(os.path.join(folder, name))
@@ -259,24 +256,31 @@ def _read_headers(paths, max_pixels, failed):
 
 
 def _refuse_writing_over_inputs(inputs, out_dir, names=None, overlay=False):
-    """Raises ValueError when `out_dir` is an input folder, or (with the output `names` of
-    the input files `inputs`) when a mask or overlay would replace an input."""
-    out = os.path.realpath(out_dir)
+    """Raises ValueError when `out_dir` is (or lies inside) an input folder, or (with the
+    output `names` of the input files `inputs`) when a mask or overlay would replace an
+    input. Paths are compared as given and with links resolved."""
+    def forms(path):
+        return {os.path.abspath(path), os.path.realpath(path)}
+
+    out = forms(out_dir)
     for path in map(os.fspath, inputs):
-        if os.path.isdir(path) and os.path.realpath(path) == out:
-            raise ValueError(f"--out {out_dir} is the input folder {path}: the masks would replace "
-                             f"its photos; choose another --out")
+        if os.path.isdir(path) and any(o == f or o.startswith(f.rstrip(os.sep) + os.sep)
+                                       for o in out for f in forms(path)):
+            raise ValueError(f"--out {out_dir} is or lies inside the input folder {path}: the masks "
+                             f"could replace its photos and be read as photos next time; choose an "
+                             f"--out outside the inputs")
     if names is None:
         return
     outputs = {}
     for path, name in zip(inputs, names):
-        outputs[os.path.join(out, name + ".png")] = path
-        if overlay:
-            outputs[os.path.join(out, name + "_overlay.png")] = path
+        for suffix in (".png", "_overlay.png") if overlay else (".png",):
+            for folder in out:
+                outputs[os.path.join(folder, name + suffix)] = path
     for path in inputs:
-        if os.path.realpath(path) in outputs:
+        replaced = forms(path) & set(outputs)
+        if replaced:
             raise ValueError(f"{path}: an output of --out {out_dir} would replace this input "
-                             f"(the mask of {outputs[os.path.realpath(path)]}); choose another --out")
+                             f"(the mask of {outputs[replaced.pop()]}); choose another --out")
 
 
 def _write_masks(out_dir, names, kept, images, masks, overlay, palette):
@@ -318,7 +322,7 @@ def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
         predictor = load_predictor(model_dir, mode)  # a corrupt file fails before any work
     palette = palette_of_model(model_dir)  # a wrong --model fails before any work
     _refuse_writing_over_inputs(inputs, out_dir)
-    paths = find_images(inputs, out_dir)
+    paths = find_images(inputs)
     names = output_names(paths, overlay)
     _refuse_writing_over_inputs(paths, out_dir, names, overlay)
     written, failed = {}, {}

@@ -134,9 +134,9 @@ def _precision_of_the_run(workdir, resolved, device):
     return saved
 
 
-def _check_resumable(workdir, config, what="a checkpoint"):
+def _check_resumable(workdir, config):
     """Raises ValueError when WORKDIR/config.json is a config `config` may not continue
-    (`research.config.resume_differences`); `what` says what the workdir holds."""
+    (`research.config.resume_differences`)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
@@ -144,8 +144,25 @@ def _check_resumable(workdir, config, what="a checkpoint"):
     differences = config_lib.resume_differences(saved, config)
     if differences:
         details = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in differences)
-        raise ValueError(f"{workdir} holds {what} of a different config ({details}); "
+        raise ValueError(f"{workdir} holds a checkpoint of a different config ({details}); "
                          "use a new --workdir, or the same config to resume")
+
+
+def _check_restartable(workdir, config):
+    """No checkpoint, but an earlier run's results (`_earlier_results`): a start from
+    scratch replaces them, which only a rerun of that same config may do (any field but
+    the name; a resume may change more, `resume_differences`, since it continues the run).
+    Raises ValueError naming the differences."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    saved, current = config_lib.load_config_file(path).to_dict(), config.to_dict()
+    differences = sorted(k for k in saved if saved[k] != current[k] and k != "name")
+    if differences:
+        details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in differences)
+        raise ValueError(f"{workdir} holds the results ({', '.join(_earlier_results(workdir))}) but "
+                         f"no checkpoint of a different config ({details}); use a new --workdir, or "
+                         "the same config to start it again")
 
 
 def _earlier_results(workdir):
@@ -579,10 +596,7 @@ def train_and_evaluate(config, workdir, resume=True, hparam_fields=()):
     if resume_from:
         _check_resumable(workdir, config)
     elif _earlier_results(workdir):
-        # No checkpoint, but an earlier run's results: a start from scratch would replace
-        # them, which only a rerun of that same config may do.
-        results = ", ".join(_earlier_results(workdir))
-        _check_resumable(workdir, config, what=f"the results ({results}) but no checkpoint")
+        _check_restartable(workdir, config)
     role = runtime.worker_role(config.distribute)
     with _workdir_of(role, workdir, ckpt_dir, resume_from):
         return _train(config, workdir, role, resume_from, hparam_fields)

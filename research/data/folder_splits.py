@@ -75,12 +75,26 @@ def paired_ids(root):
                         f".jpeg or .png)")
     ids = []
     for stem in sorted((set(photos) & set(masks)) - ambiguous):
-        if stem != stem.strip():
-            problems.append(f"{photos[stem]}: its id {stem!r} starts or ends with a space, which a "
-                            f"split list (one id per line) cannot hold: rename the photo and its mask")
+        problem = _unlistable(stem)
+        if problem:
+            problems.append(f"{photos[stem]}: its id {stem!r} {problem}, which a split list (one id "
+                            f"per line, UTF-8) cannot hold: rename the photo and its mask")
         else:
             ids.append(stem)
     return ids, problems
+
+
+def _unlistable(stem):
+    """Why a split list cannot hold id `stem` (the rules of `voc.read_id_list`), or None."""
+    if stem != stem.strip():
+        return "starts or ends with a space"
+    if len(stem.splitlines()) != 1 or any(c in stem for c in "/\\\0") or stem in (".", ".."):
+        return "holds a line break, a slash or a backslash"
+    try:
+        stem.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
 
 
 def split_ids(ids, val_fraction, test_fraction=0.0, seed=0):
@@ -90,7 +104,7 @@ def split_ids(ids, val_fraction, test_fraction=0.0, seed=0):
       ids: list of str.
       val_fraction: share of the ids for val, in (0, 1).
       test_fraction: share for test, in [0, 1); 0 writes no test list (then the val and
-        test subsets are the two halves of val.txt).
+        test subsets are the two halves of val.txt, which so gets 2 ids at least).
       seed: the shuffle's seed: the same ids and seed give the same lists.
     Returns:
       {"train": [...], "val": [...], "test": [...]} (sorted ids; "test" empty for 0).
@@ -101,7 +115,7 @@ def split_ids(ids, val_fraction, test_fraction=0.0, seed=0):
         raise ValueError(f"--val-fraction must be in (0, 1), --test-fraction in [0, 1) and their sum "
                          f"below 1 (the rest trains); got {val_fraction} and {test_fraction}")
     shuffled = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-    num_val = max(1, round(len(ids) * val_fraction))
+    num_val = max(1 if test_fraction else 2, round(len(ids) * val_fraction))
     num_test = max(1, round(len(ids) * test_fraction)) if test_fraction else 0
     if len(ids) - num_val - num_test < 1:
         raise ValueError(f"{len(ids)} paired photo(s) and mask(s) leave no training image after "
@@ -111,28 +125,34 @@ def split_ids(ids, val_fraction, test_fraction=0.0, seed=0):
 
 
 def _checked_classes(root, names, ignore_label):
-    """The Classes to write (None: classes.json exists and agrees with `names`)."""
+    """The Classes to write (None: classes.json exists and agrees with `names` and
+    `ignore_label`, where given)."""
     path = folder.classes_file(root)
     if os.path.exists(path):
         existing = folder.read_classes(root)
         if names is not None and tuple(names) != existing.names:
             raise ValueError(f"{path}: its names {list(existing.names)} differ from --classes "
                              f"{list(names)}: edit the file, or leave --classes out to keep it")
+        if ignore_label is not None and ignore_label != existing.ignore_label:
+            raise ValueError(f"{path}: its ignore_label {existing.ignore_label} differs from "
+                             f"--ignore-label {ignore_label}: edit the file, or leave the flag out")
         return None
     if names is None:
         raise ValueError(f"{path} does not exist: give the class names, in index order, with "
                          f"--classes (e.g. --classes background,road,obstacle)")
-    return folder.checked_classes(path, list(names), ignore_label)
+    return folder.checked_classes(path, list(names),
+                                  voc.IGNORE_LABEL if ignore_label is None else ignore_label)
 
 
-def write_splits(root, splits, names=None, ignore_label=voc.IGNORE_LABEL, overwrite=False):
+def write_splits(root, splits, names=None, ignore_label=None, overwrite=False):
     """Writes ROOT/splits/<split>.txt and, when it does not exist, ROOT/classes.json.
 
     Args:
       root: the folder dataset's root.
       splits: {"train": [...], "val": [...], "test": [...]} from `split_ids`.
       names: class names in index order, or None to keep an existing classes.json.
-      ignore_label: the mask value that is never trained on or scored (names only).
+      ignore_label: the mask value that is never trained on or scored (default 255 for a
+        new classes.json; an existing file's must equal it when given).
       overwrite: replace existing split lists (a test.txt the new split has none of is
         removed, so no stale list remains).
     Raises:
@@ -145,9 +165,10 @@ def write_splits(root, splits, names=None, ignore_label=voc.IGNORE_LABEL, overwr
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists already: --overwrite replaces the split lists")
     os.makedirs(os.path.join(root, folder.SPLIT_FOLDER), exist_ok=True)
+    texts = {split: "".join(f"{i}\n" for i in ids) for split, ids in splits.items() if ids}
     for split in SPLITS:
-        if splits[split]:
-            atomic_write_text(paths[split], "".join(f"{i}\n" for i in splits[split]))
+        if split in texts:
+            atomic_write_text(paths[split], texts[split])
         elif os.path.exists(paths[split]):
             os.remove(paths[split])
     if classes is not None:
@@ -165,7 +186,7 @@ def main(argv=None):
     parser.add_argument("--classes", type=lambda text: [n.strip() for n in text.split(",")],
                         help="class names in index order, comma-separated (mask value i is the i-th); "
                              "needed when ROOT/classes.json does not exist")
-    parser.add_argument("--ignore-label", type=int, default=voc.IGNORE_LABEL,
+    parser.add_argument("--ignore-label", type=int, default=None,
                         help="the mask value never trained on or scored, written with --classes (default 255)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of the ids for val (default 0.2)")
     parser.add_argument("--test-fraction", type=float, default=0.0,

@@ -51,6 +51,7 @@ from collections import Counter
 import numpy as np
 import tensorflow as tf
 
+from research import cli
 from research.data import datasets, voc
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,13 @@ class _DecodedStore:
         good = len(self.image_files) - skipped
         if skipped and good < self.min_good:
             with self.skipped._lock:
-                first = next(iter(self.skipped.problems))
+                first = min(self.skipped.problems)     # the same file whatever the thread order
             raise voc.BadFileError(
                 first, "too_few_good",
-                f"this and the other bad samples of subset {subset.decode()!r} ({skipped} of "
-                f"{len(self.image_files)}, listed above) leave {good} good sample(s), fewer than "
-                f"one batch needs ({self.min_good}): fix or replace the files "
-                f"(python -m research.data.validate lists them)")
+                f"this and the other {cli.ALREADY_SKIPPED} of subset {subset.decode()!r} "
+                f"({skipped} of {len(self.image_files)}, listed above) leave {good} good "
+                f"sample(s), fewer than one batch needs ({self.min_good}): fix or replace the "
+                f"files (python -m research.data.validate lists them)")
         return np.int64(skipped)
 
 
@@ -387,7 +388,7 @@ def make_dataset(voc_root, subset, batch_size, input_size, *, resize_to_before_c
     if not ids:
         halves = (" (without a test list, val and test are the two halves of the val list, "
                   "which then needs 2 ids or more)" if subset in ("val", "test") else "")
-        raise ValueError(f"subset {subset!r} of {source.root} has no ids: its split list is empty{halves}")
+        raise ValueError(f"subset {subset!r} of {source.root} has no ids{halves}")
     skipped = skipped if skipped is not None else SkippedSamples()
     store = _DecodedStore(source, subset, ids, cache, skip_bad, skipped, max_pixels,
                           min_good=plan.batch_size if plan.drop_remainder else 1)

@@ -227,6 +227,19 @@ def test_scales_run_on_the_grid_of_the_training_size():
     assert evaluate_lib.scaled_size((32, 32), 0.75, 16) == (32, 32)  # a tie (24 between 16 and 32) rounds up
 
 
+def test_an_out_that_holds_something_else_is_refused_before_scoring(pointwise_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate_lib.datasets, "dataset_of", lambda config: pytest.fail("scored"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt exists and is not a folder"):
+        evaluate_lib.evaluate(pointwise_run, out_dir=str(notes))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="is not an evaluation folder"):
+        evaluate_lib.evaluate(pointwise_run, out_dir=str(tmp_path / "photos"))
+    assert notes.read_text() == "mine" and os.listdir(tmp_path / "photos") == ["a.jpg"]
+
+
 def test_parse_scales():
     assert evaluate_lib.parse_scales("0.75,1,1.25") == (0.75, 1.0, 1.25)
     for bad in ("", "0,1", "a,b", "-1"):

@@ -149,31 +149,30 @@ def test_same_stem_inputs_get_distinct_outputs(tmp_path, pointwise_export):
     export_dir, model = pointwise_export
     Image.fromarray(noise(16, 16, 8)).save(tmp_path / "a.jpg")
     Image.fromarray(noise(16, 16, 9)).save(tmp_path / "a.png")
-    result = predict_lib.predict(export_dir, [str(tmp_path)], str(tmp_path / "out"))
-    assert sorted(os.listdir(tmp_path / "out")) == ["a_jpg.png", "a_png.png"]
-    png_mask = read_output(tmp_path / "out" / "a_png.png")
+    result = predict_lib.predict(export_dir, [str(tmp_path)], str(tmp_path.parent / (tmp_path.name + "_out")))
+    assert sorted(os.listdir(tmp_path.parent / (tmp_path.name + "_out"))) == ["a_jpg.png", "a_png.png"]
+    png_mask = read_output(tmp_path.parent / (tmp_path.name + "_out") / "a_png.png")
     np.testing.assert_array_equal(png_mask, expected_mask(model, noise(16, 16, 9)))
     assert len(result["written"]) == 2
 
 
 def test_masks_never_replace_or_join_the_inputs(tmp_path, pointwise_export, capsys):
     export_dir, _ = pointwise_export
-    Image.fromarray(noise(16, 16, 8)).save(tmp_path / "a.png")
-    photo = (tmp_path / "a.png").read_bytes()
-    assert predict_lib.main(["--model", export_dir, "--out", str(tmp_path), str(tmp_path)]) == 1
-    assert "is the input folder" in capsys.readouterr().err
-    (tmp_path / "out").mkdir()
-    Image.fromarray(noise(16, 16, 9)).save(tmp_path / "out" / "b.png")
-    assert predict_lib.main(["--model", export_dir, "--out", str(tmp_path / "out"),
-                             str(tmp_path / "out" / "b.png")]) == 1
-    assert "b.png: an output of --out" in capsys.readouterr().err
-    assert (tmp_path / "a.png").read_bytes() == photo
-    # --out inside an input folder: its masks are not read back as photos on a rerun.
-    os.remove(tmp_path / "out" / "b.png")
-    for _ in range(2):
-        result = predict_lib.predict(export_dir, [str(tmp_path)], str(tmp_path / "out"))
-        assert list(result["written"]) == [str(tmp_path / "a.png")]
-    assert os.listdir(tmp_path / "out") == ["a.png"]
+    photos = tmp_path / "photos"
+    (photos / "cam1").mkdir(parents=True)
+    Image.fromarray(noise(16, 16, 8)).save(photos / "a.png")
+    Image.fromarray(noise(16, 16, 9)).save(photos / "cam1" / "a.png")
+    kept = {p: p.read_bytes() for p in (photos / "a.png", photos / "cam1" / "a.png")}
+    for out in (photos, photos / "cam1", photos / "new"):           # the folder, inside it
+        assert predict_lib.main(["--model", export_dir, "--out", str(out) + "/", str(photos)]) == 1
+        assert "is or lies inside the input folder" in capsys.readouterr().err
+    (tmp_path / "linked").mkdir()
+    os.symlink(photos / "a.png", tmp_path / "linked" / "a.png")       # a link to a photo
+    for given in (tmp_path / "linked" / "a.png", photos / "cam1" / "a.png"):
+        assert predict_lib.main(["--model", export_dir, "--out", str(given.parent), str(given)]) == 1
+        assert "a.png: an output of --out" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not (photos / "new").exists()
 
 
 # ---------------------------------------------------------------- bad inputs

@@ -184,7 +184,6 @@ def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
         np.testing.assert_array_equal(a, w.numpy())
 
 
-@pytest.mark.slow
 def test_results_without_a_checkpoint_are_kept_from_a_different_config(straight_run, tmp_path):
     config, finished, _ = straight_run
     workdir = str(tmp_path / "copy")
@@ -194,6 +193,8 @@ def test_results_without_a_checkpoint_are_kept_from_a_different_config(straight_
     with pytest.raises(ValueError, match=r"holds the results \(train_log.csv, export/\) but no checkpoint "
                                          r"of a different config \(seed: 0 -> 5\)"):
         train_lib.train_and_evaluate(config.replace(seed=5), workdir)
+    with pytest.raises(ValueError, match=r"early_stop_patience: 10 -> 3"):     # one a resume may change
+        train_lib.train_and_evaluate(config.replace(early_stop_patience=3), workdir)
     assert kept == {name: open(os.path.join(workdir, name), "rb").read() for name in kept}
 
 
@@ -212,6 +213,7 @@ def test_a_damaged_latest_checkpoint_is_named_with_the_others_beside_it(straight
         export_lib.load_model(workdir, export_lib.read_run_config(workdir), source="checkpoint")
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
     config, _, reference = straight_run
     workdir = str(tmp_path / "interrupted")

@@ -45,7 +45,9 @@ def test_the_same_seed_gives_the_same_lists_and_another_seed_others(tmp_path):
     assert first == folder_splits.split_ids(ids, 0.2, seed=3)
     assert first["val"] != folder_splits.split_ids(ids, 0.2, seed=4)["val"]
     assert (len(first["train"]), len(first["val"]), first["test"]) == (40, 10, [])
-    assert folder_splits.split_ids(ids[:3], 0.1)["val"] != []               # never an empty val
+    # Without a test list val and test are val.txt's halves: val.txt gets 2 ids at least.
+    assert [len(folder_splits.split_ids(ids[:n], 0.2)["val"]) for n in (3, 7, 10, 20)] == [2, 2, 2, 4]
+    assert len(folder_splits.split_ids(ids[:5], 0.1, 0.2)["val"]) == 1     # a test list: 1 is enough
 
 
 @pytest.mark.parametrize("val,test", [(0.0, 0.0), (1.0, 0.0), (0.5, 0.5), (0.2, -0.1)])
@@ -107,10 +109,21 @@ def test_classes_must_be_given_once_and_agree_with_an_existing_file(tmp_path, ca
     assert folder.read_classes(tmp_path).names == ("sky", "road", "car")
 
 
-def test_an_id_a_list_cannot_hold_and_missing_folders_are_named(tmp_path, capsys):
+def test_ids_a_list_cannot_hold_and_missing_folders_are_named(tmp_path, capsys):
     assert folder_splits.main([str(tmp_path), "--classes", "a,b"]) == 1
     assert os.path.join(str(tmp_path), "images") + " does not exist" in capsys.readouterr().err
     image, mask = folder_files.sample(2, seed=0)
-    folder_files.write_sample(str(tmp_path), "s0 ", image, mask)
+    for stem in ("s0 ", "back\\slash", "line\u2028break", "ok"):
+        folder_files.write_sample(str(tmp_path), stem, image, mask)
     ids, problems = folder_splits.paired_ids(str(tmp_path))
-    assert ids == [] and "starts or ends with a space" in problems[0]
+    assert ids == ["ok"] and len(problems) == 3
+    assert ["starts or ends with a space" in p for p in problems].count(True) == 1
+    assert ["a line break, a slash or a backslash" in p for p in problems].count(True) == 2
+
+
+def test_an_ignore_label_that_disagrees_with_classes_json_is_refused(tmp_path, capsys):
+    photos_and_masks(tmp_path)
+    assert folder_splits.main([str(tmp_path), "--classes", "a,b,c", "--ignore-label", "9"]) == 0
+    assert folder.read_classes(tmp_path).ignore_label == 9
+    assert folder_splits.main([str(tmp_path), "--ignore-label", "255", "--overwrite"]) == 1
+    assert "its ignore_label 9 differs from --ignore-label 255" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from research import cli
 from research.data import pipeline, voc
 from tests.research.data import voc_files
 
@@ -286,7 +287,8 @@ def test_skip_bad_leaves_out_and_counts_bad_samples(tmp_path, caplog):
     (("good 1", "good_ü"), dict(batch_size=3, drop_remainder=True), "leave 2 good sample(s), fewer than one batch needs (3)"),
     ((), dict(batch_size=2), "leave 0 good sample(s), fewer than one batch needs (1)"),
     ((), dict(batch_size=2, pad_final_batch=True), "leave 0 good sample(s)")])
-def test_skip_bad_with_too_few_good_samples_for_a_batch_stops_naming_a_file(tmp_path, good_ids, settings, phrase):
+def test_skip_bad_with_too_few_good_samples_for_a_batch_stops_naming_a_file(tmp_path, good_ids, settings, phrase,
+                                                                            capsys):
     # Endless epochs that never give a batch would otherwise loop for ever.
     root = str(tmp_path)
     names = sorted(voc_files.BROKEN)
@@ -298,6 +300,11 @@ def test_skip_bad_with_too_few_good_samples_for_a_batch_stops_naming_a_file(tmp_
     message = pipeline.bad_file_message(error.value)
     assert any(message.startswith(voc_files.BROKEN[n][1](root, i) + ": ") for n, i in zip(names, ids, strict=True))
     assert phrase in message and "python -m research.data.validate" in message
+    assert message.startswith(min(voc_files.BROKEN[n][1](root, i) for n, i in zip(names, ids, strict=True)))
+    # Skipping led here: the command line adds no "--skip-bad ..." hint.
+    assert cli.run_main(lambda: next(iter(dataset)), bad_file_hint=cli.SKIP_BAD_RUN) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "leaves bad samples out" not in err
 
 
 def test_unusual_but_valid_photos_and_names_pass_through(tmp_path):
