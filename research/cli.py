@@ -23,9 +23,13 @@ INTERRUPTED_STATUS = 130     # as a shell reports a Ctrl-C (128 + SIGINT)
 # `bad_file_hint`s: how to leave bad samples out, for a new run and for a finished one.
 SKIP_BAD_SET = "--set skip_bad=true leaves bad samples out"
 SKIP_BAD_RUN = "--skip-bad leaves bad samples out"
-# In a bad-sample message that comes with skip_bad on (too few good samples were left):
-# no hint is appended then, skipping being what led there.
-ALREADY_SKIPPED = "bad samples already left out"
+
+
+def _skipped_already(message):
+    """Whether a bad-sample message comes with skip_bad on (`voc.ALREADY_SKIPPED`: too few
+    good samples were left), where a hint on how to skip would mislead."""
+    voc = sys.modules.get("research.data.voc")
+    return voc is not None and voc.ALREADY_SKIPPED in message
 
 
 def bad_file_message(error):
@@ -65,7 +69,7 @@ def run_main(work, errors=(), interrupted=(), bad_file_hint=None):
             return INTERRUPTED_STATUS
         message = bad_file_message(error)
         if message is not None:
-            hint = f" ({bad_file_hint})" if bad_file_hint and ALREADY_SKIPPED not in message else ""
+            hint = f" ({bad_file_hint})" if bad_file_hint and not _skipped_already(message) else ""
             print(f"error: {message}{hint}", file=sys.stderr, flush=True)
             return ERROR_STATUS
         if isinstance(error, KNOWN_ERRORS + tuple(errors)):

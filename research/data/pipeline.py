@@ -51,7 +51,6 @@ from collections import Counter
 import numpy as np
 import tensorflow as tf
 
-from research import cli
 from research.data import datasets, voc
 
 log = logging.getLogger(__name__)
@@ -175,7 +174,7 @@ class _DecodedStore:
                 first = min(self.skipped.problems)     # the same file whatever the thread order
             raise voc.BadFileError(
                 first, "too_few_good",
-                f"this and the other {cli.ALREADY_SKIPPED} of subset {subset.decode()!r} "
+                f"this and the other {voc.ALREADY_SKIPPED} of subset {subset.decode()!r} "
                 f"({skipped} of {len(self.image_files)}, listed above) leave {good} good "
                 f"sample(s), fewer than one batch needs ({self.min_good}): fix or replace the "
                 f"files (python -m research.data.validate lists them)")

@@ -61,6 +61,11 @@ VOC_PALETTE = _voc_colormap()
 VOC_PALETTE.flags.writeable = False
 
 
+# In a BadFileError's problem when skip_bad was on and the bad samples left too few good
+# ones: command lines then add no hint on how to leave bad samples out (research.cli).
+ALREADY_SKIPPED = "bad samples already left out"
+
+
 class BadFileError(ValueError):
     """A data file that cannot be used; the message is ``"<path>: <problem>"``.
 
