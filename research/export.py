@@ -243,20 +243,28 @@ def saved_precision(workdir):
         return None
 
 
-
 # What reading a damaged checkpoint raises: TensorFlow's errors (DataLoss, NotFound, ...)
 # and, for a truncated data file, the reader's IndexError ("Read less bytes than requested").
 # Not ValueError: that is a checkpoint of another model (shapes), said as such elsewhere.
-CHECKPOINT_READ_ERRORS = (tf.errors.OpError, IndexError)
+_CHECKPOINT_READ_ERRORS = (tf.errors.OpError, IndexError)
 
 
-def unreadable_checkpoint(path, error):
+def restore_checkpoint(checkpoint, path):
+    """`checkpoint.restore(path)` (a tf.train.Checkpoint; returns its status), raising a
+    ValueError that names `path` when the files cannot be read (`_unreadable_checkpoint`)."""
+    try:
+        return checkpoint.restore(path)
+    except _CHECKPOINT_READ_ERRORS as error:
+        raise _unreadable_checkpoint(path, error) from None
+
+
+def _unreadable_checkpoint(path, error):
     """A ValueError naming checkpoint `path`, the reader's complaint, and the other
     checkpoints beside it (the user may move the damaged one's files away to use them)."""
     first_line = (getattr(error, "message", None) or str(error)).strip().splitlines()[0][:300]
     folder = os.path.dirname(path)
-    others = sorted({os.path.basename(f).split(".")[0] for f in glob.glob(os.path.join(glob.escape(folder), "ckpt-*.index"))}
-                    - {os.path.basename(path)})
+    indexes = glob.glob(os.path.join(glob.escape(folder), "ckpt-*.index"))
+    others = sorted({os.path.basename(f).split(".")[0] for f in indexes} - {os.path.basename(path)})
     hint = (f"; the other checkpoints there: {', '.join(others)} (move {os.path.basename(path)}.* away "
             f"and edit {os.path.join(folder, 'checkpoint')} to name one)" if others else "")
     return ValueError(f"{path}: the checkpoint cannot be read ({type(error).__name__}: {first_line}): "
@@ -278,10 +286,7 @@ def restore_model(path, config, config_name, precision="float32"):
     if config.ema_decay:   # the averages live in the optimizer; the loop state is not needed
         objects["optimizer"] = optimizer = build.make_optimizer(config, precision)
         optimizer.build(model.trainable_variables)
-    try:
-        status = tf.train.Checkpoint(**objects).restore(path).expect_partial()
-    except CHECKPOINT_READ_ERRORS as error:
-        raise unreadable_checkpoint(path, error) from None
+    status = restore_checkpoint(tf.train.Checkpoint(**objects), path).expect_partial()
     try:
         # Every variable of the rebuilt model (and the averages) must come from the
         # checkpoint: a silent partial restore would evaluate random weights.

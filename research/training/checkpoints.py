@@ -23,9 +23,6 @@ from research.training.steps import all_finite
 log = logging.getLogger("research")
 
 
-
-
-
 class CheckpointFiles:
     """tf.train.CheckpointManager of `directory`, under TF's multi-worker save protocol.
 
@@ -54,13 +51,9 @@ class CheckpointFiles:
         """Restores checkpoint `path` (every object it holds must match).
 
         Raises ValueError naming the checkpoint when its files cannot be read
-        (`research.export.unreadable_checkpoint`).
+        (`research.export.restore_checkpoint`).
         """
-        try:
-            status = self._checkpoint.restore(path)
-        except export_lib.CHECKPOINT_READ_ERRORS as error:
-            raise export_lib.unreadable_checkpoint(path, error) from None
-        status.assert_existing_objects_matched()
+        export_lib.restore_checkpoint(self._checkpoint, path).assert_existing_objects_matched()
 
     @property
     def latest_checkpoint(self):
