@@ -390,6 +390,14 @@ def resume_differences(saved, current):
     return sorted(differences)
 
 
+def restart_differences(saved, current):
+    """Names of fields that differ between two configs, the name aside: what a start from
+    scratch may not change over an earlier run's results (a resume may change more,
+    `resume_differences`, since it continues that run)."""
+    a, b = saved.to_dict(), current.to_dict()
+    return sorted(k for k in a if a[k] != b[k] and k != "name")
+
+
 def monitor_mode(config):
     """"min" or "max" for the monitored column (auto: min when it names a loss)."""
     if config.monitor_mode != "auto":

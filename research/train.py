@@ -134,35 +134,20 @@ def _precision_of_the_run(workdir, resolved, device):
     return saved
 
 
-def _check_resumable(workdir, config):
-    """Raises ValueError when WORKDIR/config.json is a config `config` may not continue
-    (`research.config.resume_differences`)."""
+def _refuse_another_config(workdir, config, differences, holds, remedy):
+    """Raises ValueError when WORKDIR/config.json differs from `config` in fields that
+    `differences(saved, config)` names (`research.config.resume_differences` for a
+    checkpoint to continue, `restart_differences` for results a fresh start replaces);
+    `holds` says what the workdir holds, `remedy` what the same config would do."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
     saved = config_lib.load_config_file(path)
-    differences = config_lib.resume_differences(saved, config)
-    if differences:
-        details = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in differences)
-        raise ValueError(f"{workdir} holds a checkpoint of a different config ({details}); "
-                         "use a new --workdir, or the same config to resume")
-
-
-def _check_restartable(workdir, config):
-    """No checkpoint, but an earlier run's results (`_earlier_results`): a start from
-    scratch replaces them, which only a rerun of that same config may do (any field but
-    the name; a resume may change more, `resume_differences`, since it continues the run).
-    Raises ValueError naming the differences."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    saved, current = config_lib.load_config_file(path).to_dict(), config.to_dict()
-    differences = sorted(k for k in saved if saved[k] != current[k] and k != "name")
-    if differences:
-        details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in differences)
-        raise ValueError(f"{workdir} holds the results ({', '.join(_earlier_results(workdir))}) but "
-                         f"no checkpoint of a different config ({details}); use a new --workdir, or "
-                         "the same config to start it again")
+    names = differences(saved, config)
+    if names:
+        details = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in names)
+        raise ValueError(f"{workdir} holds {holds} of a different config ({details}); "
+                         f"use a new --workdir, or the same config to {remedy}")
 
 
 def _earlier_results(workdir):
@@ -593,10 +578,14 @@ def train_and_evaluate(config, workdir, resume=True, hparam_fields=()):
     resume_from = tf.train.latest_checkpoint(ckpt_dir)  # the run's one look-up
     if resume_from and not resume:
         raise FileExistsError(f"{workdir} already holds a checkpoint; resume it or use a new --workdir")
+    results = None if resume_from else _earlier_results(workdir)
     if resume_from:
-        _check_resumable(workdir, config)
-    elif _earlier_results(workdir):
-        _check_restartable(workdir, config)
+        _refuse_another_config(workdir, config, config_lib.resume_differences, "a checkpoint", "resume")
+    elif results:
+        # No checkpoint, but results a start from scratch would replace: only a rerun of
+        # that same run may.
+        _refuse_another_config(workdir, config, config_lib.restart_differences,
+                               f"the results ({', '.join(results)}) but no checkpoint", "start it again")
     role = runtime.worker_role(config.distribute)
     with _workdir_of(role, workdir, ckpt_dir, resume_from):
         return _train(config, workdir, role, resume_from, hparam_fields)
