@@ -88,7 +88,7 @@ def _unlistable(stem):
     """Why a split list cannot hold id `stem` (the rules of `voc.read_id_list`), or None."""
     if stem != stem.strip():
         return "starts or ends with a space"
-    if len(stem.splitlines()) != 1 or any(c in stem for c in "/\\\0") or stem in (".", ".."):
+    if len(stem.splitlines()) != 1 or voc.id_problem(stem):
         return "holds a line break, a slash or a backslash"
     try:
         stem.encode("utf-8")

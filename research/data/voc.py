@@ -208,6 +208,14 @@ def check_voc_root(voc_root):
                                 f"folder); did you mean {below}?")
 
 
+def id_problem(image_id):
+    """Why `image_id` (str) cannot name an image's and a mask's files (a slash, a
+    backslash, a NUL, "." or ".."), or None when it can."""
+    if any(c in image_id for c in "/\\\0") or image_id in (".", ".."):
+        return "is not a file name (ids name the image and mask files)"
+    return None
+
+
 def read_id_list(path):
     """Reads one split list: ids in file order, blank lines and outer spaces dropped.
 
@@ -229,9 +237,9 @@ def read_id_list(path):
         image_id = line.strip()
         if not image_id:
             continue
-        if any(c in image_id for c in "/\\\0") or image_id in (".", ".."):
-            raise ValueError(f"{path}: line {line_number}: {image_id!r} is not a file name "
-                             f"(ids name the image and mask files)")
+        problem = id_problem(image_id)
+        if problem:
+            raise ValueError(f"{path}: line {line_number}: {image_id!r} {problem}")
         if image_id in first_line:
             duplicates.append(f"{image_id!r} (lines {first_line[image_id]} and {line_number})")
             continue
