@@ -74,7 +74,8 @@ from research import export as export_lib
 from research import sliding_window
 from research import visualize, window_options
 from research.data import datasets, pipeline, voc
-from research.fileio import atomic_directory, atomic_write_json, atomic_write_text
+from research.fileio import (atomic_directory, atomic_write_json, atomic_write_text,
+                            refuse_file_in_place_of_folder)
 from research.progress import ProgressBar
 
 log = logging.getLogger("research")
@@ -502,8 +503,7 @@ def _output_folder(workdir, subset, out_dir, tflite):
         out_dir = os.path.join(workdir, f"eval_tflite_{stem}" if subset == "test"
                                else f"eval_tflite_{subset}_{stem}")
     out = os.fspath(out_dir or output_dir(workdir, subset))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise FileExistsError(f"{out} exists and is not a folder: refusing to replace it by one")
+    refuse_file_in_place_of_folder(out)   # before scoring, not when writing
     if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "metrics.json")):
         # The folder is replaced whole: never one that holds something else.
         raise ValueError(f"{out} exists and is not an evaluation folder (no metrics.json); "

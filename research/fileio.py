@@ -76,6 +76,13 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=True) + "\n")
 
 
+def refuse_file_in_place_of_folder(path):
+    """Raises FileExistsError when `path` exists and is not a folder: a folder written
+    there (`atomic_directory`) would replace it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is not a folder: refusing to replace it by one")
+
+
 @contextlib.contextmanager
 def atomic_directory(path):
     """Yields a temporary folder beside `path`; on success it takes `path`'s place.
@@ -86,8 +93,7 @@ def atomic_directory(path):
     Raises FileExistsError, before anything is written, when `path` is a file.
     """
     path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{path} exists and is not a folder: it would be replaced by one")
+    refuse_file_in_place_of_folder(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     prefix, suffix = _temporary_affixes(os.path.basename(path))
