@@ -255,29 +255,30 @@ def _read_headers(paths, max_pixels, failed):
     return headers
 
 
-def _refuse_writing_over_inputs(inputs, out_dir, names=None, overlay=False):
-    """Raises ValueError when `out_dir` is (or lies inside) an input folder, or (with the
-    output `names` of the input files `inputs`) when a mask or overlay would replace an
-    input. Paths are compared as given and with links resolved."""
-    def forms(path):
-        return {os.path.abspath(path), os.path.realpath(path)}
+def _path_forms(path):
+    """A path as given (absolute) and with links resolved: both name the same file."""
+    return {os.path.abspath(path), os.path.realpath(path)}
 
-    out = forms(out_dir)
+
+def _refuse_out_inside_inputs(inputs, out_dir):
+    """Raises ValueError when `out_dir` is, or lies inside, an input folder."""
+    out = _path_forms(out_dir)
     for path in map(os.fspath, inputs):
         if os.path.isdir(path) and any(o == f or o.startswith(f.rstrip(os.sep) + os.sep)
-                                       for o in out for f in forms(path)):
+                                       for o in out for f in _path_forms(path)):
             raise ValueError(f"--out {out_dir} is or lies inside the input folder {path}: the masks "
                              f"could replace its photos and be read as photos next time; choose an "
                              f"--out outside the inputs")
-    if names is None:
-        return
-    outputs = {}
-    for path, name in zip(inputs, names):
-        for suffix in (".png", "_overlay.png") if overlay else (".png",):
-            for folder in out:
-                outputs[os.path.join(folder, name + suffix)] = path
-    for path in inputs:
-        replaced = forms(path) & set(outputs)
+
+
+def _refuse_outputs_over_inputs(paths, out_dir, names, overlay):
+    """Raises ValueError when a mask or overlay (`names`, the outputs of the input files
+    `paths`) would replace one of those inputs."""
+    suffixes = (".png", "_overlay.png") if overlay else (".png",)
+    outputs = {os.path.join(folder, name + suffix): path for path, name in zip(paths, names)
+               for suffix in suffixes for folder in _path_forms(out_dir)}
+    for path in paths:
+        replaced = _path_forms(path) & set(outputs)
         if replaced:
             raise ValueError(f"{path}: an output of --out {out_dir} would replace this input "
                              f"(the mask of {outputs[replaced.pop()]}); choose another --out")
@@ -321,10 +322,10 @@ def predict(model_dir, inputs, out_dir, overlay=False, batch_size=8,
     if predictor is None and os.fspath(model_dir).lower().endswith(".tflite"):
         predictor = load_predictor(model_dir, mode)  # a corrupt file fails before any work
     palette = palette_of_model(model_dir)  # a wrong --model fails before any work
-    _refuse_writing_over_inputs(inputs, out_dir)
+    _refuse_out_inside_inputs(inputs, out_dir)
     paths = find_images(inputs)
     names = output_names(paths, overlay)
-    _refuse_writing_over_inputs(paths, out_dir, names, overlay)
+    _refuse_outputs_over_inputs(paths, out_dir, names, overlay)
     written, failed = {}, {}
     headers = _read_headers(paths, max_pixels, failed)
     if not paths or (failed and not skip_bad):
