@@ -196,8 +196,9 @@ def make_predictor(model, input_size, flip=False, scales=(1.0,), mode="whole", w
     """`images float32 [B,H,W,3] -> logits float32 [B,H,W,C]`.
 
     mode "whole": a tf.function of `tta_logits` (scales on the `feature_stride` grid),
-    traced once for every image size (the signature leaves B, H, W open). mode "slide": `sliding_window.make_slide_predictor`
-    with `window` (default `input_size`) and `stride` (default 2/3 of the window).
+    traced once for every image size (the signature leaves B, H, W open). mode "slide":
+    `sliding_window.make_slide_predictor` with `window` (default `input_size`) and
+    `stride` (default 2/3 of the window).
     """
     if mode == "slide":
         return sliding_window.make_slide_predictor(model, window or input_size, stride, flip, scales)
@@ -617,15 +618,16 @@ def evaluate(workdir, subset="test", voc_root=None, batch_size=None, full_resolu
     ids = data.split(subset, split_seed=config.split_seed)
     if not ids:
         raise ValueError(f"{data.root}: subset {subset!r} is empty")
+    grid = feature_stride(config)   # the scales' sizes: here, in run_sizes, and when run
     if inference.mode == "slide":
         run_sizes = [inference.window]
     else:
-        run_sizes = check_scales(loaded.input_size, inference.scales, feature_stride(config))
+        run_sizes = check_scales(loaded.input_size, inference.scales, grid)
     if tflite:
         predict = loaded.model.scores
     else:
         predict = make_predictor(loaded.model, loaded.input_size, inference.flip, inference.scales,
-                                 inference.mode, inference.window, inference.stride, feature_stride(config))
+                                 inference.mode, inference.window, inference.stride, grid)
     if inference.full_resolution:
         stream, names = _full_resolution_stream(config, data, subset, ids, predict)
     else:

@@ -109,6 +109,11 @@ class SkippedSamples:
         with self._lock:
             return len(self.problems)
 
+    def first_path(self):
+        """The first bad file in sorted order (the same whatever the threads' order), or None."""
+        with self._lock:
+            return min(self.problems, default=None)
+
     def record(self, epoch, error):
         """Notes that `error` (a voc.BadFileError) made the pipeline skip a sample in `epoch`."""
         with self._lock:
@@ -170,10 +175,8 @@ class _DecodedStore:
                         len(self.image_files))
         good = len(self.image_files) - skipped
         if skipped and good < self.min_good:
-            with self.skipped._lock:
-                first = min(self.skipped.problems)     # the same file whatever the thread order
             raise voc.BadFileError(
-                first, "too_few_good",
+                self.skipped.first_path(), "too_few_good",
                 f"this and the other {voc.ALREADY_SKIPPED} of subset {subset.decode()!r} "
                 f"({skipped} of {len(self.image_files)}, listed above) leave {good} good "
                 f"sample(s), fewer than one batch needs ({self.min_good}): fix or replace the "
