@@ -63,6 +63,21 @@ def test_matches_reference(options, mode):
                                 [logits], mode)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("options", [{}, {"class_weighted": False, "smooth": 0.5}],
+                         ids=["default", "unweighted"])
+def test_matches_reference_with_given_normalizers(options, mode):
+    # The training step's form: normalizers of a larger (global or accumulated) batch,
+    # here this batch's scaled per component, so that they differ from the ones the loss
+    # would compute itself.
+    labels, logits = _batch()
+    weighted = options.get("class_weighted", True)
+    normalizers = loss_normalizers(labels, C, class_weighted=weighted) * tf.constant([2.0, 1.5, 3.0])
+    fast, reference = _loss_pair(normalizers=normalizers, **options)
+    assert_same_value_and_grads(lambda z: fast(z, labels), lambda z: reference(z, labels),
+                                [logits], mode)
+
+
 @pytest.mark.parametrize("label_dtype", [tf.uint8, tf.int64])
 def test_label_dtypes(label_dtype):
     labels, logits = _batch(ignored=(255, 21, 254))

@@ -41,7 +41,10 @@ FAULT_TRAIN = (sys.executable, "-m", "research.reliability.fault_train")
 SETS = ("epochs=2", "steps_per_epoch=3", "checkpoint_every_steps=2", "tensorboard_images=0",
         "batch_size=4", "eval_batch_size=4", "learning_rate=1e-4")
 RUN_TIMEOUT = 600          # a whole 2-worker run, on a busy 2-core machine
-FAIL_FAST_BOUND = 60       # s from a SIGKILL to the other's exit (README: measured 1.1-18.2 s; TF heartbeat 10 s)
+# A hang guard, not a speed goal: how long the launcher waits, after one worker failed,
+# for the other to exit by itself (it notices through TF's 10 s coordination heartbeat)
+# before stopping it, which fails the test.
+FAIL_FAST_BOUND = 60
 
 
 def _train_args(workdir, voc_root):
@@ -55,8 +58,7 @@ def _train_args(workdir, voc_root):
 def run_workers(workdir, voc_root, kill_at=None, timeout=RUN_TIMEOUT):
     """Two workers; `kill_at` (worker, "point:n") SIGKILLs that worker at a kill point.
 
-    Returns (workers, failed index or None, seconds from the first exit to the last).
-    Fails when a worker had to be stopped: still running FAIL_FAST_BOUND s after the other
+    Returns (workers, failed index or None). Fails when a worker had to be stopped: still running FAIL_FAST_BOUND s after the other
     failed (a hang), or after `timeout`.
     """
     commands = []
@@ -72,8 +74,7 @@ def run_workers(workdir, voc_root, kill_at=None, timeout=RUN_TIMEOUT):
     finally:
         launch.stop_workers(workers, grace=0.0)
     assert not any(w.stopped_by_launcher for w in workers), "; ".join(messages) + "\n" + _output(workers)
-    exits = [w.exited_at for w in workers]
-    return workers, failed, max(exits) - min(exits)
+    return workers, failed
 
 
 def _output(workers):
@@ -93,7 +94,7 @@ def _files(workdir):
 @pytest.fixture(scope="module")
 def two_worker_run(synthetic_voc_root, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("mw") / "run")
-    workers, failed, _ = run_workers(workdir, synthetic_voc_root)
+    workers, failed = run_workers(workdir, synthetic_voc_root)
     assert failed is None, _output(workers)
     return workdir
 
@@ -121,14 +122,13 @@ def test_a_killed_worker_stops_the_other_and_a_relaunch_finishes_equal(two_worke
                                                                        tmp_path):
     workdir = str(tmp_path / "killed")
     # Worker 1 dies after its 5th optimizer step (epoch 2, mid-epoch; last checkpoint: 4).
-    workers, failed, spread = run_workers(workdir, synthetic_voc_root, kill_at=(1, "step:5"))
+    workers, failed = run_workers(workdir, synthetic_voc_root, kill_at=(1, "step:5"))
     assert workers[1].process.returncode == -signal.SIGKILL, _output(workers)
     assert workers[0].process.returncode not in (0, None), _output(workers)
     assert not workers[0].stopped_by_launcher, _output(workers)
-    assert spread < FAIL_FAST_BOUND, _output(workers)
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-4")
 
-    workers, failed, _ = run_workers(workdir, synthetic_voc_root)
+    workers, failed = run_workers(workdir, synthetic_voc_root)
     assert failed is None, _output(workers)
     assert any("resumed from" in line and "ckpt-4: step 4" in line for line in workers[0].tail) or \
         "ckpt-4: step 4" in open(os.path.join(workdir, "train.log")).read()
