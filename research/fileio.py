@@ -76,6 +76,19 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path):
+    """The JSON value in file `path`.
+
+    Raises FileNotFoundError when it is missing, and ValueError naming the file when it is
+    not UTF-8 JSON (a half-written or hand-edited file).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
 def refuse_file_in_place_of_folder(path):
     """Raises FileExistsError when `path` exists and is not a folder: a folder written
     there (`atomic_directory`) would replace it."""

@@ -40,11 +40,12 @@ research.tools.compare_runs.compare:
 
 Standard library only.
 """
+import csv
 import json
 import os
 
 from research import provenance as provenance_lib
-from research.fileio import atomic_write_json
+from research.fileio import atomic_write_json, read_json
 
 RESULTS_DIR = os.path.join("benchmarks", "results")
 BASELINES_DIR = os.path.join("benchmarks", "baselines")
@@ -72,17 +73,32 @@ def write_results(path, results, command):
 def read_results(path):
     """Reads a results file; raises ValueError naming the file when it is not JSON or its
     provenance block lacks a key."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     block = data.get("provenance") if isinstance(data, dict) else None
     missing = [k for k in provenance_lib.PROVENANCE_KEYS if not isinstance(block, dict) or k not in block]
     if missing:
         raise ValueError(f"{path}: the provenance block lacks {', '.join(missing)} "
                          "(save results with research.results.write_results)")
     return data
+
+
+def read_train_log(path, as_numbers=True):
+    """The rows of a run's train_log.csv (one dict per epoch, keyed by column).
+
+    Every value must be a number: with `as_numbers` the rows hold floats, else the
+    strings as written (for printing them back). Raises FileNotFoundError when the file
+    is missing and ValueError naming the file when a value is not a number or a row is
+    short.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    numbers = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            numbers.append({k: float(v) for k, v in row.items()})
+        except (TypeError, ValueError) as error:  # a short row holds None
+            raise ValueError(f"{path}: line {line} is not a row of numbers ({error})") from None
+    return numbers if as_numbers else rows
 
 
 def training_summary(history):

@@ -53,7 +53,7 @@ from research import cli
 from research import config as config_lib
 from research import configs
 from research import provenance, results
-from research.fileio import atomic_write_json, atomic_write_text
+from research.fileio import atomic_write_json, atomic_write_text, read_json
 from research.progress import format_seconds
 
 # ---------------------------------------------------------------------------------
@@ -284,13 +284,7 @@ def unique_runs(cells):
 def read_history(workdir):
     """Rows of WORKDIR/train_log.csv with numbers as floats ([] when there is none)."""
     path = os.path.join(workdir, "train_log.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        try:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: not a train_log.csv of numbers ({error})") from None
+    return results.read_train_log(path) if os.path.exists(path) else []
 
 
 def is_finished(workdir, config):
@@ -315,12 +309,17 @@ def _wall_file(workdir):
 
 
 def read_wall_seconds(workdir):
-    """Seconds spent in train_and_evaluate for this run so far (over resumed sessions), or None."""
+    """Seconds spent in train_and_evaluate for this run so far (over resumed sessions), or
+    None before its first. Raises ValueError naming the file when it is damaged."""
+    path = _wall_file(workdir)
     try:
-        with open(_wall_file(workdir)) as f:
-            return float(json.load(f)["wall_seconds"])
+        saved = read_json(path)
     except FileNotFoundError:
         return None
+    try:
+        return float(saved["wall_seconds"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: no number under \"wall_seconds\" ({error!r})") from None
 
 
 def train_cell(config, workdir, hparam_fields=()):

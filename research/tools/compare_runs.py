@@ -13,12 +13,11 @@ budget; the clock is train_log.csv's epoch_seconds, which leaves out evaluation)
 `main` is the command line of scripts/compare_runs.py.
 """
 import argparse
-import csv
-import json
 import os
 
 from research import cli, provenance, results
 from research import config as config_lib
+from research.fileio import read_json
 
 
 def read_run(workdir):
@@ -30,18 +29,14 @@ def read_run(workdir):
     try:
         # Through the config loader: a run of an older version gets today's defaults.
         config = config_lib.load_config_file(config_path).to_dict()
-        with open(log_path, newline="") as f:
-            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        history = results.read_train_log(log_path)
     except FileNotFoundError as e:
         missing = e.filename or config_path    # the config loader's error names no filename
         raise FileNotFoundError(f"{missing}: not found (train the run with research.train first)") from None
     if not history:
         raise ValueError(f"{log_path}: no finished epoch yet")
     metrics_path = os.path.join(workdir, "eval", "metrics.json")
-    metrics = None
-    if os.path.isfile(metrics_path):
-        with open(metrics_path, encoding="utf-8") as f:
-            metrics = json.load(f)
+    metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None
     return config, history, metrics
 
 

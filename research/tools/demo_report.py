@@ -11,8 +11,6 @@ useful scores about that.
 `main` is the command line of scripts/demo_report.py.
 """
 import argparse
-import csv
-import json
 import os
 import time
 
@@ -21,7 +19,7 @@ import numpy as np
 from research import cli, provenance, results
 from research.config import DEEPLAB_MODELS, Config
 from research.data.voc import CLASS_NAMES
-from research.fileio import atomic_write_text
+from research.fileio import atomic_write_text, read_json
 
 
 def majority_baseline(confusion):
@@ -50,9 +48,28 @@ def class_names(num_classes):
     return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
 
 
-def read_history(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+# What the report reads from eval/metrics.json (written by research.evaluate).
+METRICS_KEYS = ("confusion_matrix", "model", "num_images", "pixel_accuracy", "mean_accuracy", "mean_iou")
+
+
+def read_metrics(path):
+    """eval/metrics.json as a dict; ValueError naming the file when it is not JSON or
+    lacks a key the report reads (`METRICS_KEYS`)."""
+    metrics = read_json(path)
+    missing = [k for k in METRICS_KEYS if not isinstance(metrics, dict) or k not in metrics]
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)} (write it with research.evaluate)")
+    return metrics
+
+
+def read_config(path):
+    """The "config" dict of a run's config.json, or None when the run has none."""
+    if not os.path.exists(path):
+        return None
+    saved = read_json(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise ValueError(f'{path}: no "config" object (written by research.train)')
+    return saved["config"]
 
 
 def recipe_text(config):
@@ -153,22 +170,15 @@ def write_report(workdir, wall_seconds=None, json_path=None, command=None):
     log_path = os.path.join(workdir, "train_log.csv")
     metrics_path = os.path.join(workdir, "eval", "metrics.json")
     try:
-        history = read_history(log_path)
-        with open(metrics_path) as f:
-            metrics = json.load(f)
+        history = results.read_train_log(log_path, as_numbers=False)
+        if not history:
+            raise ValueError(f"{log_path}: no finished epoch yet (header only)")
+        metrics = read_metrics(metrics_path)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e.filename}: not found (train with research.train and evaluate with "
                                 "research.evaluate --subset test first)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{metrics_path}: not valid JSON ({e})") from None
-    if not history:
-        raise ValueError(f"{log_path}: no finished epoch yet (header only)")
     baseline = majority_baseline(metrics["confusion_matrix"])
-    config = None
-    config_file = os.path.join(workdir, "config.json")
-    if os.path.exists(config_file):
-        with open(config_file) as f:
-            config = json.load(f)["config"]
+    config = read_config(os.path.join(workdir, "config.json"))
     text = report_text(workdir, history, metrics, baseline, wall_seconds, config)
     atomic_write_text(os.path.join(workdir, "REPORT.md"), text)
     print(text)

@@ -490,8 +490,7 @@ def main(argv=None):
     out = args.out or results.results_path("memory", info["machine"], root=ROOT)
     measured = {}
     if os.path.exists(out):
-        with open(out) as f:
-            measured = json.load(f).get("runs", {})
+        measured = results.read_results(out).get("runs", {})
     runs = measured.get(args.label, {}).get("runs", {})
     for name, settings in experiment_settings(args.experiments, args.batches, args.steps).items():
         print(f"{name}: {json.dumps(settings)}", flush=True)

@@ -255,3 +255,14 @@ def test_a_cell_that_cannot_run_here_is_reported_failed_and_the_grid_goes_on(tmp
         ablate.markdown_table([row])
     row["status"] = "failed: "                      # an error without a message
     assert "| xla-on (failed) |" in ablate.markdown_table([row])
+
+
+def test_a_damaged_wall_time_file_is_named(tmp_path):
+    path = tmp_path / "ablation_wall.json"
+    assert ablate.read_wall_seconds(str(tmp_path)) is None
+    for text, phrase in (('{"wall_sec', "not valid JSON"), ('{"seconds": 3}', 'no number under "wall_seconds"')):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^{path}: {phrase}"):
+            ablate.read_wall_seconds(str(tmp_path))
+    path.write_text('{"wall_seconds": 3.5}')
+    assert ablate.read_wall_seconds(str(tmp_path)) == 3.5

@@ -49,3 +49,18 @@ def test_saved_with_provenance_and_missing_runs_are_named(tmp_path, capsys):
     assert "missing/config.json: not found" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no finished epoch"):
         compare_runs.compare([fake_run(str(tmp_path / "empty"), "demo", "deeplab_v3", [], [])])
+
+
+def test_damaged_run_files_are_named(tmp_path, capsys):
+    run = fake_run(str(tmp_path / "a"), "demo", "deeplab_v3", [5, 6], [0.1, 0.2], 0.3)
+    metrics = os.path.join(run, "eval", "metrics.json")
+    with open(metrics, "w") as f:
+        f.write('{"mean_iou": 0.')                               # cut short
+    assert compare_runs.main([run]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {metrics}: not valid JSON")
+    os.remove(metrics)
+    log = os.path.join(run, "train_log.csv")
+    with open(log, "a") as f:
+        f.write("3,30,abc,7\n")
+    assert compare_runs.main([run]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {log}: line 4 is not a row of numbers")

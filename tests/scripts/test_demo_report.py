@@ -1,5 +1,6 @@
 """scripts/demo_report.py (research.tools.demo_report): the recipe line and the schedule
 table of REPORT.md."""
+import json
 import os
 
 from research import configs
@@ -54,3 +55,25 @@ def test_missing_or_unfinished_run_is_one_line_naming_the_file(tmp_path, capsys)
     assert report.main(["--workdir", workdir]) == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'train_log.csv'}: no finished epoch yet (header only)"
     assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_damaged_metrics_or_config_is_named(tmp_path, capsys):
+    (tmp_path / "train_log.csv").write_text(
+        "epoch,step,loss,val_loss,val_mean_iou,learning_rate,epoch_seconds,images_per_second\n"
+        "1,10,0.5,0.6,0.3,0.001,4.0,20.0\n")
+    os.makedirs(tmp_path / "eval")
+    metrics = tmp_path / "eval" / "metrics.json"
+    metrics.write_text('{"mean_iou": 0.3}')                             # no confusion matrix
+    assert report.main(["--workdir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {metrics}: lacks confusion_matrix, model, num_images, pixel_accuracy, mean_accuracy "
+        "(write it with research.evaluate)")
+    metrics.write_text(json.dumps({"confusion_matrix": [[3, 1], [0, 2]], "model": {"source": "export"},
+                                   "num_images": 1, "pixel_accuracy": 0.8, "mean_accuracy": 0.8,
+                                   "mean_iou": 0.6}))
+    (tmp_path / "config.json").write_text("{not json")
+    assert report.main(["--workdir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'config.json'}: not valid JSON")
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"name": "demo"}}))
+    assert report.main(["--workdir", str(tmp_path)]) == 0
+    assert (tmp_path / "REPORT.md").exists()
