@@ -175,7 +175,8 @@ def _taps_conv(x, kernel, rate, cut_rows, cut_cols):
     Why not autodiff: it turns every slice of the forward pass into a full-size zero
     buffer with the slice written into it. `kernel[i, j]` alone gave each tap a
     StridedSliceGrad of the whole [KH, KW, Cin, Cout] kernel (15.5% of a DeepLab v3 train
-    step's op time on the Intel machine, NOTES.md). The gradient here is the adjoint of
+    step's op time on vm-Intel-R-Xeon-R-Processor-2cpu, by TensorFlow's profiler through
+    `scripts/profile_train.py`). The gradient here is the adjoint of
     each forward op, built from forward ops: a crop's adjoint is a pad, a pad's is a
     crop, the channel split's is a concat; per group dx_g = dz @ K_g^T and
     dK_g = x_g^T @ dz, and the kernel gradient is assembled once.
@@ -245,9 +246,9 @@ def _choose(x, kernel, rate):
 
     Measured (scripts/atrous_rule_table.py) forward + backward at [4, 24, 24, 2048] ->
     256, 3x3, seconds of CPU time with one intra-op thread (two threads scale all
-    formulations alike, within ~10%), on the 2-core AMD EPYC Zen 3 (AVX2, no AVX-512)
-    with the hand-written gradient (2026-11-29; the machine was heavily shared, load ~10
-    on 2 cores: CPU time is the stable measure there, but treat the numbers as +-15%):
+    formulations alike, within ~10%), on vm-AMD-EPYC-2cpu (Zen 3, AVX2, no AVX-512), a
+    heavily shared machine then (load ~10 on 2 cores: CPU time is the stable measure
+    there, but treat the numbers as +-15%):
 
         rate                      2     6     12    18
         live fraction f         .89   .69   .44   .25   (share of tap work "taps" does)
@@ -276,38 +277,6 @@ def _choose(x, kernel, rate):
     Not measured: the Intel Xeon with AVX-512 (oneDNN on by TF's default there), where
     oneDNN's AVX-512 convolution may move the crossover or let "native" win; measure
     there with `python scripts/atrous_rule_table.py` before changing the rule for it.
-
-    Before the hand-written gradient (autodiff through the taps' slices), same machine
-    quiet, 2026-11-23 (the rule then: threshold 0.6 with oneDNN or XLA, 0.75 without):
-
-        rate                      1     2     6     12    18
-        live fraction f         .95   .89   .69   .44   .25   (share of tap work "taps" does)
-        oneDNN off  Keras Conv2D 1.13  1.24  2.42   -     -    (not run: 8-18 s with 2 threads)
-                    native      1.29    (no CPU gradient for rate > 1)
-                    gemm        1.26  1.21  1.10  1.14  1.05
-                    rows        1.28  1.07  0.96  0.85  0.71
-                    taps        1.60  1.23  0.91  0.63  0.41
-        oneDNN on   Keras Conv2D 1.09  1.03  1.61  3.58  8.53
-                    native      1.15  1.02  0.93  0.71  0.58
-                    gemm        1.10  1.02  1.05  1.03  1.05
-                    rows        1.06  1.00  0.94  0.74  0.62
-                    taps        1.32  1.32  1.06  0.70  0.48
-        XLA, oneDNN off native  1.02  1.10  1.06  1.03  0.99
-                    gemm        1.02  1.10  1.04  0.97  1.03
-                    rows        1.10  1.05  0.85  0.67  0.52
-                    taps        1.28  1.22  0.95  0.57  0.41
-        XLA, oneDNN on  native  1.00  1.08  1.02  0.96  0.94
-                    rows        0.90  1.07  0.78  0.63  0.44
-                    taps        1.05  1.11  0.77  0.47  0.26
-
-    End to end then (benchmarks/bench_atrous.py, AtrousConv2D "auto" vs Keras Conv2D,
-    2 threads, wall seconds, quiet machine):
-
-        rate                      1     2     6     12    18
-        oneDNN off  Keras       0.68  1.11  1.36  7.55  17.6
-                    auto        0.75  0.68  0.64  0.45  0.31   (r=1 is the same op as Keras)
-        oneDNN on   Keras       0.64  0.62  0.89  1.75  4.99
-                    auto        0.61  0.53  0.51  0.45  0.27
     """
     kh, kw = kernel.shape[:2]
     if rate == 1 or (kh == 1 and kw == 1) or _on_gpu(x):

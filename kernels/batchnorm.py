@@ -3,7 +3,7 @@
 Why this file exists: Keras 3's `BatchNormalization` on TensorFlow computes the moments
 (`tf.nn.moments`) and the normalization (`tf.nn.batch_normalization`) as separate
 elementwise ops, forward and backward: about 14% of a DeepLab v3 train step's op time
-on the Intel machine (NOTES.md). `tf.raw_ops.FusedBatchNormV3` and its gradient do the
+on vm-Intel-R-Xeon-R-Processor-2cpu (TensorFlow's profiler, `scripts/profile_train.py`). `tf.raw_ops.FusedBatchNormV3` and its gradient do the
 same work in one kernel each way (Eigen's or oneDNN's on CPU, cuDNN's on GPU).
 
 Semantics kept from Keras (keras/src/layers/normalization/batch_normalization.py):

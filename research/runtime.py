@@ -157,15 +157,13 @@ def resolve_jit_compile(jit_compile, device, precision, num_replicas, determinis
         if device == "gpu":
             use, reason = True, "auto: GPU"
         else:
-            # Measured on vm-AMD-EPYC-2cpu with bench_train_step (DeepLab v3, 384 px, batch 2,
-            # s/step XLA off vs on): oneDNN on 2.76 vs 3.43 (2026-11-23), 2.61 vs 3.83 and
-            # 2.37 vs 3.48 (2026-11-29, two runs); oneDNN off 3.13 vs 4.55, 2.96 vs 4.80 and
-            # 2.67 vs 3.81; the demo config with oneDNN off 43.5 vs 23.2 images/s. XLA:CPU
-            # compiles its own convolutions (bypassing oneDNN's), and the project's kernels
-            # (atrous taps with a hand-written backward, fused BatchNorm, FusedAdam) leave it
-            # little to fuse. This rule was "on without oneDNN", from a Keras-layers step
-            # before those kernels (1.68 vs 1.89 s). Intel AVX-512 (VNNI): TF turns oneDNN on
-            # itself, so off there.
+            # XLA:CPU compiles its own convolutions (bypassing oneDNN's), and the project's
+            # kernels (atrous taps with a hand-written backward, fused BatchNorm, FusedAdam)
+            # leave it little to fuse. Measured slower on both CPU kinds: vm-AMD-EPYC-2cpu,
+            # bench_train_step (DeepLab v3, 384 px, batch 2, s/step XLA off vs on): oneDNN
+            # on 2.61 vs 3.83 and 2.37 vs 3.48, oneDNN off 2.96 vs 4.80 and 2.67 vs 3.81;
+            # vm-Intel-R-Xeon-R-Processor-2cpu (oneDNN on, TF's default there),
+            # scripts/memory_breakdown.py at batch 8: 5.1 vs 12.3 s.
             use, reason = False, "auto: CPU (XLA:CPU measured slower, with and without oneDNN)"
     else:
         use, reason = bool(jit_compile), "config"

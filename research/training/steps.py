@@ -20,9 +20,9 @@ def global_normalizers(labels, config, num_replicas):
 
     Call in a replica context. Each replica counts its own labels; with several replicas
     the counts are summed across all of them (one all-reduce), so each replica's loss is
-    its share of the loss one device computes on the global batch (NOTES: our CE divides
-    by the valid-pixel count and dice is a ratio of sums: neither is a mean of
-    per-replica values).
+    its share of the loss one device computes on the global batch (the CE divides by the
+    valid-pixel count and dice is a ratio of sums: neither is a mean of per-replica
+    values).
     """
     local = kernels.loss_normalizers(labels, config.num_classes, config.ignore_label,
                                      class_weighted=config.class_weighted)
