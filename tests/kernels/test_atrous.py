@@ -7,7 +7,7 @@ from tensorflow.python.util import _pywrap_util_port
 
 from kernels import AtrousConv2D, atrous_conv2d, reference_atrous_conv2d
 from kernels import atrous
-from tests.kernels._modes import MODES, assert_close, assert_same_value_and_grads, value_and_grads
+from tests.kernels._modes import MODES, assert_close, assert_same_value_and_grads, in_mode, value_and_grads
 
 FORMULATIONS = ("gemm", "rows", "taps")
 
@@ -145,13 +145,16 @@ def test_unknown_spatial_size_at_trace_time(implementation, jit_compile):
         assert_close(g, w, 1e-5)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
 @pytest.mark.parametrize("implementation", FORMULATIONS + ("auto",))
-def test_low_precision_inputs(dtype, implementation):
+def test_low_precision_inputs(dtype, implementation, mode):
     # Compared with the float32 reference on the same (rounded) inputs: the error is
     # the low-precision accumulation, about 1e-3 (float16) / 1e-2 (bfloat16) relative.
+    # Every mode: mixed precision under XLA is the GPU's default training path.
     x, kernel = (tf.cast(t, dtype) for t in _inputs())
-    got, (gx, gk) = value_and_grads(lambda x, k: atrous_conv2d(x, k, 2, implementation), x, kernel)
+    got, (gx, gk) = in_mode(lambda x, k: value_and_grads(
+        lambda x, k: atrous_conv2d(x, k, 2, implementation), x, k), mode)(x, kernel)
     want, (wx, wk) = value_and_grads(lambda x, k: reference_atrous_conv2d(x, k, 2),
                                      tf.cast(x, tf.float32), tf.cast(kernel, tf.float32))
     assert got.dtype == gx.dtype == gk.dtype == dtype
@@ -234,16 +237,17 @@ def _layer_value_and_grads(layer, x):
     return y, tape.gradient(loss, [x] + layer.trainable_variables)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("rate", [1, 2, 6])
-def test_layer_matches_keras_conv2d_both_ways(rate, use_bias):
+def test_layer_matches_keras_conv2d_both_ways(rate, use_bias, mode):
     x, _ = _inputs()
     ours, keras_conv = _layer_pair(rate, use_bias)
     assert [w.shape for w in ours.weights] == [w.shape for w in keras_conv.weights]
     for source, target in [(keras_conv, ours), (ours, keras_conv)]:
         source.set_weights([w * 1.5 for w in source.get_weights()])  # fresh values each way
         target.set_weights(source.get_weights())
-        got, got_grads = _layer_value_and_grads(ours, x)
+        got, got_grads = in_mode(lambda x: _layer_value_and_grads(ours, x), mode)(x)
         want, want_grads = _layer_value_and_grads(keras_conv, x)
         assert_close(got, want, 1e-5)
         for g, w in zip(got_grads, want_grads, strict=True):
