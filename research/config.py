@@ -14,6 +14,8 @@ import json
 import math
 import typing
 
+from research.training.loop_state import CSV_COLUMNS
+
 
 @dataclasses.dataclass
 class Config:
@@ -282,6 +284,16 @@ def _check_size_fields(values):
         if size is not None and (len(size) != 2 or any(not isinstance(s, int) or isinstance(s, bool)
                                                        or s <= 0 for s in size)):
             raise ValueError(f"{name} must be two positive integers (height, width); got {size!r}")
+    if values["augmentation"] and scale_range is None:
+        # The pipeline's random crop (research/data/pipeline.py) cuts input_size out of an
+        # image resized to resize_to_before_crop; without a scale range that is the only size.
+        before = values["resize_to_before_crop"]
+        if before is None:
+            raise ValueError("augmentation=true without scale_range needs resize_to_before_crop "
+                             "(the size to resize to before a random crop of input_size)")
+        if any(b < i for b, i in zip(before, values["input_size"])):
+            raise ValueError(f"resize_to_before_crop {list(before)} is smaller than input_size "
+                             f"{list(values['input_size'])}: the crop must fit in both sides")
     steps = values["profile_steps"]
     if steps is not None and (len(steps) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
                               or not 0 <= steps[0] <= steps[1]):
@@ -289,7 +301,10 @@ def _check_size_fields(values):
 
 
 def _check_data_fields(values):
-    """The dataset fields and the sliding window agree with each other."""
+    """The dataset fields and the sliding window agree with each other, and the monitored
+    value is a column of train_log.csv."""
+    if values["monitor"] not in CSV_COLUMNS:
+        raise ValueError(f"monitor {values['monitor']!r} is not a train_log.csv column: {', '.join(CSV_COLUMNS)}")
     if values["dataset"] == "folder":
         if not values["data_root"]:
             raise ValueError('dataset "folder" needs data_root (the folder holding classes.json, '

@@ -25,7 +25,8 @@ def test_book_recipe_values():
 def test_overrides_parse_json_and_strings():
     config = config_lib.apply_overrides(
         configs.load_config("smoke"),
-        ["input_size=[64, 48]", "model=unet", "weights=null", "jit_compile=true", "learning_rate=1"])
+        ["input_size=[64, 48]", "resize_to_before_crop=[72, 56]", "model=unet", "weights=null",
+         "jit_compile=true", "learning_rate=1"])
     assert config.input_size == (64, 48)
     assert config.model == "unet" and config.weights is None and config.jit_compile is True
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
@@ -58,6 +59,10 @@ def test_overrides_parse_json_and_strings():
     ("min_learning_rate=-1", "min_learning_rate must be a number >= 0"),
     ('profile_steps=["a", 2]', "profile_steps must be \\[first, last\\], integers"),
     ("profile_steps=[5, 2]", "0 <= first <= last"),
+    # refused at the start of training before; an ablation grid would find out mid-grid
+    ("monitor=val_miou", "monitor 'val_miou' is not a train_log.csv column"),
+    ("input_size=[64, 64]", r"resize_to_before_crop \[40, 40\] is smaller than input_size \[64, 64\]"),
+    ("resize_to_before_crop=null", "augmentation=true without scale_range needs resize_to_before_crop"),
 ])
 def test_bad_overrides_are_refused(override, message):
     with pytest.raises(ValueError, match=message):

@@ -86,6 +86,15 @@ def test_cells_the_base_refuses_stop_the_grid_before_anything_trains(smoke_confi
     # A step larger than the train split (8 images here) fails training at once: refused up front.
     with pytest.raises(ValueError, match=r"accumulate_steps-8: one step's 16 images .* outnumber the 8 listed"):
         ablate.make_cells(smoke_config, [], 4, 2, field_axes=["accumulate_steps=1,8"])
+    # A crop larger than the resized image, an unknown monitored column: training refused
+    # them at its start, after the earlier cells had trained.
+    with pytest.raises(ValueError, match="refuses these cells") as raised:
+        ablate.make_cells(smoke_config, [], 4, 2, field_axes=["input_size=[32,32],[48,48]",
+                                                               "monitor=val_mean_iou,val_miou"])
+    message = str(raised.value)
+    assert "input_size-[48,48]: resize_to_before_crop [40, 40] is smaller than input_size" in message
+    assert "monitor-val_miou: monitor 'val_miou' is not a train_log.csv column" in message
+    assert "input_size-[32,32]" not in message and "monitor-val_mean_iou:" not in message
 
 
 def test_no_deterministic_turns_determinism_off(smoke_config):
