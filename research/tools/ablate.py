@@ -23,9 +23,9 @@ differs from the base only by its override.
 
 Budget: each cell trains exactly `--steps` steps in `--evals` epochs of steps/evals
 steps, and is evaluated on val after each. Early stopping and the plateau LR schedule
-are switched off (a fixed budget at the base learning rate; the loss cells would
-otherwise schedule on val losses that are not comparable), and the best model is not
-exported. `--set` overrides apply after the budget and before the cell's own changes.
+are switched off (a fixed budget under the base's learning-rate schedule, which a poly
+or cosine base runs over the budget; the loss cells would otherwise schedule on val
+losses that are not comparable), and the best model is not exported. `--set` overrides apply after the budget and before the cell's own changes.
 
 Outputs (written atomically, rewritten after every cell):
   OUT/ablation.csv  one row per cell: results at the end of the budget and at the best eval
@@ -55,6 +55,7 @@ from research import configs
 from research import provenance, results
 from research.fileio import atomic_write_json, atomic_write_text, read_json
 from research.progress import format_seconds
+from research.training import schedules
 
 # ---------------------------------------------------------------------------------
 # The grid: axis -> [(cell name, config overrides)]. Each cell changes the base config
@@ -422,8 +423,9 @@ def describe_base(base):
             f"momentum {base.bn_momentum}, input {base.input_size[0]}x{base.input_size[1]}, batch "
             f"{base.batch_size}, ce_weight {base.ce_weight}, dice_weight {base.dice_weight}, class_weighted "
             f"{str(base.class_weighted).lower()}, precision {base.precision}, XLA "
-            f"{'on' if base.jit_compile else 'off'}. Each cell trains {base.epochs * every} steps at "
-            f"learning rate {base.learning_rate:g} and is evaluated on val every {every} steps.")
+            f"{'on' if base.jit_compile else 'off'}. Each cell trains {base.epochs * every} steps, "
+            f"{schedules.schedule_text(base, schedules.schedule_steps(base, every))}, and is "
+            f"evaluated on val every {every} steps.")
 
 
 def seed_spread(rows):

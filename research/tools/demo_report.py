@@ -20,6 +20,7 @@ from research import cli, provenance, results
 from research.config import DEEPLAB_MODELS, Config
 from research.data.voc import CLASS_NAMES
 from research.fileio import atomic_write_text, read_json
+from research.training import schedules
 
 
 def majority_baseline(confusion):
@@ -79,10 +80,6 @@ def recipe_text(config):
     default, so the defaults live in research/config.py only.
     """
     config = {**Config().to_dict(), **config}
-    schedule = config["lr_schedule"]
-    if schedule == "poly":
-        schedule = f"poly (power {config['poly_power']:g})"
-    warmup = config["warmup_steps"]
     steps = config["total_steps"] or config["epochs"] * (config["steps_per_epoch"] or 0) or "all"
     optimizer = config["optimizer"]
     if optimizer == "sgd":
@@ -95,8 +92,7 @@ def recipe_text(config):
     if config["model"] in DEEPLAB_MODELS and config["head"] == "aspp":
         rates = ", ".join(str(r) for r in config["aspp_rates"])
         stride += f", ASPP rates ({rates}) x {config['aspp_filters']} channels"
-    return (f"Recipe: {optimizer}, learning rate {config['learning_rate']:g} with schedule {schedule}"
-            f"{f', {warmup} warmup steps' if warmup else ''} over {steps} steps, weight decay "
+    return (f"Recipe: {optimizer}, {schedules.schedule_text(config, steps)}, weight decay "
             f"{config['weight_decay']:g}, batch {config['batch_size']}, input "
             f"{config['input_size'][0]}x{config['input_size'][1]}, {augmentation}, {stride}, BatchNorm "
             f"momentum {config['bn_momentum']}, deterministic {str(config['deterministic']).lower()}.")

@@ -14,6 +14,19 @@ def schedule_steps(config, steps_per_epoch):
     return config.total_steps or config.epochs * steps_per_epoch
 
 
+def schedule_text(config, steps):
+    """The schedule in words, e.g. "learning rate 0.007 with schedule poly (power 0.9),
+    50 warmup steps over 400 steps"; `config` a Config or its dict, `steps` the horizon
+    (a number, or a word such as "all")."""
+    get = config.get if isinstance(config, dict) else lambda name: getattr(config, name)
+    schedule = get("lr_schedule")
+    if schedule == "poly":
+        schedule = f"poly (power {get('poly_power'):g})"
+    warmup = get("warmup_steps")
+    return (f"learning rate {get('learning_rate'):g} with schedule {schedule}"
+            f"{f', {warmup} warmup steps' if warmup else ''} over {steps} steps")
+
+
 def learning_rate_at(config, step, total_steps, base=None):
     """The learning rate of optimizer step `step` (0-based), a Python float.
 
