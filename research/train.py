@@ -535,8 +535,7 @@ def _train(config, workdir, role, resume_from, hparam_fields):
     checkpointer = Checkpointer(train, rt, config, os.path.join(workdir, "checkpoints"))
     state = checkpointer.initial_state()
     outputs.write_csv(state.history)  # as of the checkpoint
-    if not resume_from:
-        outputs.write_hparams()
+    outputs.write_hparams()
     learning_rate = LearningRate(config, train.optimizer, data.steps_per_epoch)
     with StopRequest() as stop, StepProfiler(config, workdir, role.is_chief) as profiler:
         run = Run(config, config_lib.monitor_mode(config), rt, data, train, checkpointer,

@@ -492,6 +492,8 @@ def run_grid(base, cells, out, command="", train=train_cell):
     runs = unique_runs(cells)
     steps = base.epochs * base.steps_per_epoch
     axes = sorted({field for cell in cells for field in cell.overrides})
+    # Before anything is written: a folder holding another grid's runs is refused here.
+    finished = {run: is_finished(os.path.join(out, "cells", run), config) for run, config in runs.items()}
     write_experiment(out, runs.values(), axes)
     statuses, histories = {}, {}
     trained_steps, trained_seconds = 0, 0.0
@@ -504,12 +506,11 @@ def run_grid(base, cells, out, command="", train=train_cell):
         workdir = os.path.join(out, "cells", run)
         shared = [c.name for c in cells if c.run == run and c.name != run]
         names = f" (= {', '.join(shared)})" if shared else ""
-        if is_finished(workdir, config):
+        if finished[run]:
             statuses[run] = "done before"
             print(f"[{index}/{len(runs)}] {run}{names}: finished earlier, skipped", flush=True)
         else:
-            remaining = sum(1 for r in list(runs)[index - 1:]
-                            if not is_finished(os.path.join(out, "cells", r), runs[r]))
+            remaining = sum(1 for r in list(runs)[index - 1:] if not finished[r])
             eta = (format_seconds(remaining * steps * trained_seconds / trained_steps)
                    if trained_steps else "after the first run")
             print(f"[{index}/{len(runs)}] {run}{names}: {steps} steps; grid ETA {eta}", flush=True)

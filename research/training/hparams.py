@@ -57,10 +57,34 @@ def named_config_of(config):
     return None
 
 
+# The event files of a session and of an experiment description carry these suffixes, so
+# that a rewrite can remove the one it replaces.
+SESSION_SUFFIX = ".hparams_session"
+EXPERIMENT_SUFFIX = ".hparams_experiment"
+
+
+def _write_replacing(logdir, suffix, write):
+    """Runs `write()` into a new event file in `logdir` named with `suffix`, then removes
+    the older files with that suffix. TensorBoard keeps the first session (or experiment)
+    it reads in a folder, so a rewritten one must be the only one there. Until the old
+    file is removed both exist: a kill in between keeps the old settings, not none."""
+    older = tf.io.gfile.glob(os.path.join(logdir, "*" + suffix))
+    writer = tf.summary.create_file_writer(logdir, filename_suffix=suffix)
+    with writer.as_default():
+        write()
+    writer.close()
+    for path in older:
+        tf.io.gfile.remove(path)
+
+
 def write_session(logdir, config, trial_id, extra_fields=()):
-    """Writes the run's HParams session (its settings, `run_hparams`) into `logdir`."""
-    with tf.summary.create_file_writer(logdir).as_default():
-        hp.hparams(run_hparams(config, named_config_of(config), extra_fields), trial_id=trial_id)
+    """Writes the run's HParams session (its settings, `run_hparams`) into `logdir`,
+    replacing one written before (a resumed run may change its epochs or patience).
+
+    `trial_id` names the run in the dashboard's table; TensorBoard averages the metrics of
+    sessions that share one, so it must differ between runs (the workdir's path)."""
+    _write_replacing(logdir, SESSION_SUFFIX, lambda: hp.hparams(
+        run_hparams(config, named_config_of(config), extra_fields), trial_id=trial_id))
 
 
 def write_final_metrics(logdir, last_row, best, step):
@@ -77,7 +101,8 @@ def write_final_metrics(logdir, last_row, best, step):
 
 def write_experiment(logdir, configs, extra_fields=(), metrics=FINAL_METRICS):
     """Describes an experiment (a parent folder of runs) for the HParams tab: every
-    hparam the runs write, with every value they take, and the metric columns.
+    hparam the runs write, with every value they take, and the metric columns; replaces
+    the description written before (a grid rerun with more axes).
 
     Args:
       logdir: the parent folder; configs: the runs' Configs; extra_fields: as in
@@ -88,8 +113,8 @@ def write_experiment(logdir, configs, extra_fields=(), metrics=FINAL_METRICS):
         for name, value in run_hparams(config, named_config_of(config), extra_fields).items():
             values.setdefault(name, set()).add(value)
     hparams = [hp.HParam(name, hp.Discrete(sorted(found, key=str))) for name, found in sorted(values.items())]
-    with tf.summary.create_file_writer(logdir).as_default():
-        hp.hparams_config(hparams=hparams, metrics=[hp.Metric(tag) for tag in metrics])
+    _write_replacing(logdir, EXPERIMENT_SUFFIX, lambda: hp.hparams_config(
+        hparams=hparams, metrics=[hp.Metric(tag) for tag in metrics]))
 
 
 def read_session(logdir):

@@ -70,11 +70,11 @@ class RunOutputs:
                               {"config": self.config.to_dict(), "runtime": runtime_info})
 
     def write_hparams(self):
-        """The run's HParams session (its settings) in WORKDIR/tensorboard/."""
+        """The run's HParams session (its settings) in WORKDIR/tensorboard/, rewritten at
+        every start: a resume may change fields such as epochs."""
         if self.is_chief:
             hparams.write_session(os.path.join(self.workdir, "tensorboard"), self.config,
-                                  trial_id=os.path.basename(os.path.abspath(self.workdir)),
-                                  extra_fields=self.hparam_fields)
+                                  trial_id=os.path.abspath(self.workdir), extra_fields=self.hparam_fields)
 
     def write_final_metrics(self, state):
         """The run's final metrics for the HParams tab (last epoch's val, best monitored)."""

@@ -252,6 +252,8 @@ def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeyp
     extended = train_lib.train_and_evaluate(config.replace(epochs=4, export_best=False), workdir)
     assert [r["epoch"] for r in extended["history"]] == [1, 2, 3, 4]
     assert extended["history"][:3] == rows
+    # The HParams tab shows the settings the run finished with.
+    assert hparams.read_session(os.path.join(workdir, "tensorboard"))["epochs"] == 4
 
 
 @pytest.mark.slow

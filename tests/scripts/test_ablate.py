@@ -197,8 +197,10 @@ def test_finished_runs_are_skipped_and_another_config_is_refused(smoke_config, t
     assert {r["run"]: r["status"] for r in rows}[ablate.BASE_RUN] == "done before"
 
     other_base, other_cells = ablate.make_cells(smoke_config, ["model"], steps=6, evals=2)
+    experiment = sorted(os.listdir(tmp_path / "tensorboard"))
     with pytest.raises(ValueError, match="different config.*steps_per_epoch"):
         ablate.run_grid(other_base, other_cells, str(tmp_path), train=train)
+    assert sorted(os.listdir(tmp_path / "tensorboard")) == experiment   # refused before writing
 
 
 @pytest.mark.slow

@@ -48,3 +48,34 @@ def test_experiment_lists_every_value_the_runs_take(tmp_path):
     batch = next(h for h in experiment.hparam_infos if h.name == "batch_size")
     assert sorted(v.number_value for v in batch.domain_discrete.values) == [2, 4]
     assert [m.name.tag for m in experiment.metric_infos] == list(hparams.FINAL_METRICS)
+
+
+def test_a_rewritten_session_or_experiment_replaces_the_first(tmp_path):
+    # TensorBoard keeps the first session it reads in a folder: a resumed run that changed
+    # its epochs, or a grid rerun with another axis, must leave only the new one.
+    logdir = str(tmp_path)
+    config = smoke.get_config()
+    hparams.write_session(logdir, config.replace(epochs=1), trial_id="/runs/a")
+    hparams.write_final_metrics(logdir, {"val_mean_iou": 0.25}, best=0.25, step=3)
+    hparams.write_session(logdir, config.replace(epochs=5), trial_id="/runs/a")
+    assert hparams.read_session(logdir)["epochs"] == 5
+    assert len(tf.io.gfile.glob(f"{logdir}/*{hparams.SESSION_SUFFIX}")) == 1
+    assert "final/val_mean_iou" in _tags(logdir)               # other events are kept
+    hparams.write_experiment(logdir, [config], extra_fields=["ce_weight"])
+    hparams.write_experiment(logdir, [config], extra_fields=["ce_weight", "bn_momentum"])
+    assert "bn_momentum" in _experiment_hparams(logdir)
+
+
+def _tags(logdir):
+    events = event_accumulator.EventAccumulator(logdir, size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    return set(events.Tags()["tensors"])
+
+
+def _experiment_hparams(logdir):
+    from tensorboard.plugins.hparams import metadata
+
+    events = event_accumulator.EventAccumulator(logdir)
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG]
+    return {h.name for h in metadata.parse_experiment_plugin_data(content).hparam_infos}
