@@ -52,14 +52,29 @@ def at_budget(history, budget_seconds):
     return reached
 
 
+def run_names(workdirs):
+    """A name per run folder: its last path component, or as many of its last components
+    as tell it from the others (runs/a/demo and runs/b/demo -> a/demo, b/demo). The same
+    folder twice keeps one name (it is one run)."""
+    parts = [os.path.abspath(w).split(os.sep) for w in workdirs]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        folders = {}
+        for name, path in zip(names, parts, strict=True):
+            folders.setdefault(name, set()).add(tuple(path))
+        if all(len(paths) == 1 for paths in folders.values()):
+            return names
+    return names
+
+
 def compare(workdirs):
     """The `comparison` results (research/results.py) of the runs in `workdirs`."""
     runs = [(workdir, *read_run(workdir)) for workdir in workdirs]
     budget = min(sum(r["epoch_seconds"] for r in history) for _, _, history, _ in runs)
     rows = []
-    for workdir, config, history, metrics in runs:
+    for name, (workdir, config, history, metrics) in zip(run_names(workdirs), runs, strict=True):
         rows.append({
-            "run": os.path.basename(os.path.normpath(workdir)), "config": config["name"],
+            "run": name, "config": config["name"],
             "model": config["model"], "backbone": config["backbone"],
             "batch": f"{config['batch_size']} x {config['accumulate_steps']}",
             "bn_policy": config["bn_policy"], "epochs": len(history),

@@ -64,3 +64,11 @@ def test_damaged_run_files_are_named(tmp_path, capsys):
         f.write("3,30,abc,7\n")
     assert compare_runs.main([run]) == 1
     assert capsys.readouterr().err.startswith(f"error: {log}: line 4 is not a row of numbers")
+
+
+def test_runs_with_the_same_folder_name_are_told_apart():
+    assert compare_runs.run_names(["runs/demo", "runs/demo_b4x2"]) == ["demo", "demo_b4x2"]
+    assert compare_runs.run_names(["x/abl1/cells/base", "y/abl1/cells/base", "x/abl1/cells/seed-1"]) == \
+        ["x/abl1/cells/base", "y/abl1/cells/base", "x/abl1/cells/seed-1"]
+    assert compare_runs.run_names(["a/demo", "b/demo/"]) == ["a/demo", "b/demo"]
+    assert compare_runs.run_names(["runs/demo", "runs/./demo"]) == ["demo", "demo"]     # one run twice
