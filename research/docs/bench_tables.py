@@ -1,35 +1,34 @@
 """Tables from the saved pytest-benchmark runs, `benchmarks/baselines/<machine>/<python>/*.json`.
 
-Each machine's latest saved run (`make bench` saves one; pytest-benchmark numbers the files,
-so the highest number is the latest) gives one table per block, under its provenance line.
+For each block, each machine's latest saved run that measured that block's benchmark file
+gives its table, under its provenance line (`make bench` saves a run; pytest-benchmark
+numbers the files, so the highest number is the latest; a run of some files only, such as
+`make bench BENCH_FLAGS='-k loss'`, leaves the other blocks at the run before it).
 Every time is the MINIMUM over rounds (benchmarks/conftest.py says why), per step where a
 call runs several steps.
 """
 import glob
-import json
 import os
 
 from research import results as results_lib
 from research.docs import tables
+from research.fileio import read_json
 
 SAVE_COMMAND = "make bench"
 
 
-def saved_runs(root):
-    """[(machine, python folder, path, run dict)] of each machine's latest saved run, by machine."""
+def saved_runs(root, file_name):
+    """[(machine, python folder, path, run dict)], by machine: each machine's latest saved
+    run that holds benchmarks/<file_name>."""
     runs = []
     pattern = os.path.join(root, results_lib.BASELINES_DIR, "*", "*")
     for folder in sorted(p for p in glob.glob(pattern) if os.path.isdir(p)):
-        files = sorted(glob.glob(os.path.join(folder, "*.json")))
-        if not files:
-            continue
-        try:
-            with open(files[-1], encoding="utf-8") as f:
-                run = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{files[-1]}: not valid JSON ({e})") from None
-        machine = os.path.basename(os.path.dirname(folder))
-        runs.append((machine, os.path.basename(folder), files[-1], run))
+        for path in sorted(glob.glob(os.path.join(folder, "*.json")), reverse=True):
+            run = read_json(path)
+            if benchmarks_of(run, file_name):
+                machine = os.path.basename(os.path.dirname(folder))
+                runs.append((machine, os.path.basename(folder), path, run))
+                break
     return runs
 
 
@@ -58,13 +57,11 @@ def benchmarks_of(run, file_name):
 
 
 def per_machine(root, file_name, render):
-    """One section per machine whose latest run holds benchmarks/<file_name>: its provenance
+    """One section per machine with a run of benchmarks/<file_name> (its latest): its provenance
     line and `render(benchmarks)`; one line saying how to save a run when none does."""
     sections = []
-    for machine, _, _, run in saved_runs(root):
-        found = benchmarks_of(run, file_name)
-        if found:
-            sections.append(tables.with_provenance(run_provenance(machine, run), render(found)))
+    for machine, _, _, run in saved_runs(root, file_name):
+        sections.append(tables.with_provenance(run_provenance(machine, run), render(benchmarks_of(run, file_name))))
     if not sections:
         return tables.missing(f"benchmark run with {file_name}", SAVE_COMMAND,
                               f"{results_lib.BASELINES_DIR}/<machine>/")

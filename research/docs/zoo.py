@@ -146,10 +146,11 @@ def bench_network(case, configs):
 
 
 def train_step_figures(root, configs):
-    """{name: {"step": [Figure], "memory": [Figure]}} from each machine's latest bench run."""
+    """{name: {"step": [Figure], "memory": [Figure]}} from each machine's latest bench run
+    of bench_train_step.py."""
     networks = {name: network(config) for name, config in configs.items()}
     figures = {}
-    for machine, _, path, run in bench_tables.saved_runs(root):
+    for machine, _, path, run in bench_tables.saved_runs(root, "bench_train_step.py"):
         artifact = os.path.relpath(path, root).replace(os.sep, "/")
         source = bench_tables.run_provenance(machine, run)
         for bench in bench_tables.benchmarks_of(run, "bench_train_step.py"):
@@ -184,7 +185,7 @@ def tflite_figures(root, configs):
     for machine, saved in result_tables.saved_results(root, "tflite"):
         add_latency(figures, configs, saved.get("latency", []), "mean",
                     results_artifact(machine, "tflite"), saved["provenance"])
-    for machine, _, path, run in bench_tables.saved_runs(root):
+    for machine, _, path, run in bench_tables.saved_runs(root, "bench_tflite.py"):
         rows = bench_latency_rows(bench_tables.benchmarks_of(run, "bench_tflite.py"))
         add_latency(figures, configs, rows, "min", os.path.relpath(path, root).replace(os.sep, "/"),
                     bench_tables.run_provenance(machine, run))

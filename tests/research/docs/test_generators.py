@@ -171,6 +171,18 @@ def test_each_machines_latest_run_is_shown_named(tmp_path):
     assert "**deeplab_v3 custom loop, oneDNN on, XLA off (project default on CPU)**" in full
 
 
+def test_a_run_of_some_benchmark_files_leaves_the_others_at_the_run_before(tmp_path):
+    # `make bench BENCH_FLAGS='-k loss'` saves a run of the loss benchmarks only.
+    root = str(tmp_path)
+    save_run(root, "vm-A", 1, train_cases(6.0))
+    save_run(root, "vm-A", 2, [bench("reference-plain", "ce+dice", 0.4), bench("fused-plain", "ce+dice", 0.1)])
+    train = bench_tables.per_machine(root, "bench_train_step.py", bench_tables.train_step_summary)
+    assert "| 2.00 | 10.00 | 4.00 | 5.00x | 2.00x |" in train
+    assert "| ce+dice | `fused-plain` |" in bench_tables.per_machine(root, "bench_losses.py", bench_tables.loss_table)
+    [(_, _, path, _)] = bench_tables.saved_runs(root, "bench_train_step.py")
+    assert os.path.basename(path).startswith("0001")
+
+
 def test_train_step_table_compares_with_fit_at_the_same_batch_and_shows_memory(tmp_path):
     root = str(tmp_path)
     batch8 = bench("deeplab_v3-custom-onednn_on-xla_off-bn_policy_frozen-batch_8", "train step batch 8", 12.0,
