@@ -147,6 +147,20 @@ RESUMABLE_FIELDS = frozenset({
 
 DEEPLAB_MODELS = ("deeplab_v3", "deeplab_v3_plus")
 BN_POLICIES = ("sync", "train", "frozen")
+# The fields that make a network what it is (its weights' shapes and its computation per
+# image), by model family: results record them so that a figure can be matched to a
+# config's network as it is today.
+DEEPLAB_NETWORK = ("model", "backbone", "head", "output_stride", "backbone_blocks", "backbone_width",
+                   "aspp_rates", "aspp_filters", "num_classes")
+UNET_NETWORK = ("model", "backbone", "backbone_blocks", "backbone_width", "num_classes")
+
+
+def network_of(config):
+    """{field: value} of the fields that make `config`'s network (`DEEPLAB_NETWORK` or
+    `UNET_NETWORK`), tuples as lists: what a results file records, as JSON."""
+    fields = DEEPLAB_NETWORK if config.model in DEEPLAB_MODELS else UNET_NETWORK
+    return {name: list(value) if isinstance(value, (list, tuple)) else value
+            for name in fields for value in [getattr(config, name)]}
 
 _CHOICES = {
     "dataset": ("voc", "folder"),

@@ -7,7 +7,8 @@ table. The schemas, by name and producer:
 
 demo (`python scripts/demo_report.py --workdir runs/demo --json`; `make demo
 DEMO_REPORT_FLAGS=--json`), built by `demo_results`:
-    {"config": "demo", "model": {"source", "step"},
+    {"config": "demo", "network": {field: value} (research.config.network_of) or null,
+     "model": {"source", "step"},
      "test": {"images", "pixel_accuracy", "mean_accuracy", "mean_iou"},
      "majority_class": {"name", "pixel_accuracy", "mean_accuracy", "mean_iou"},
      "training": {"epochs", "steps", "seconds", "images_per_second_last_epoch",
@@ -28,11 +29,13 @@ speedups (`python scripts/check_speedups.py`):
                        "onednn_baseline"}}}
 models (`python -m research.models --json`):
     {"rows": [{"config", "model", "backbone", "head", "output_stride", "input_size": [h, w],
-               "parameters", "trainable", "non_trainable", "gflops", ...}]}
+               "network": {field: value} (research.config.network_of), "parameters", "trainable", "non_trainable", "gflops", ...}]}
 compare_<name> (`python scripts/compare_runs.py RUN RUN ... --name NAME --json`), built by
 research.tools.compare_runs.compare:
     {"budget_seconds": the shortest run's training seconds,
-     "runs": [{"run" (the workdir's name), "config" (its config's name), "model", "backbone",
+     "runs": [{"run" (the workdir's name, with as many parent folders as tell it from the
+               others'), "config" (its config's name), "network" (research.config.network_of),
+               "model", "backbone",
                "batch" ("<batch_size> x <accumulate_steps>"), "bn_policy", "epochs", "steps",
                "train_seconds", "final_val_mean_iou", "best_val_mean_iou",
                "test_mean_iou" (null without eval/metrics.json),
@@ -114,11 +117,12 @@ def training_summary(history):
             "best_val_mean_iou": float(best["val_mean_iou"]), "best_epoch": int(best["epoch"])}
 
 
-def demo_results(config_name, history, metrics, majority, majority_name, wall_seconds):
+def demo_results(config_name, history, metrics, majority, majority_name, wall_seconds, network=None):
     """The `demo` schema from a run's train_log.csv rows (dicts of strings), its
-    eval/metrics.json, and the majority-class baseline (scripts/demo_report.py)."""
+    eval/metrics.json, the majority-class baseline and its network
+    (`research.config.network_of`, None when unknown) (scripts/demo_report.py)."""
     return {
-        "config": config_name,
+        "config": config_name, "network": network,
         "model": {"source": metrics["model"].get("source"), "step": metrics["model"].get("step")},
         "test": {"images": metrics["num_images"],
                  **{k: metrics[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iou")}},

@@ -10,9 +10,8 @@ lists one per machine.
 
 Sources:
   parameters, GFLOPs   the newest models.json of any machine (`python -m research.models
-                       --json`): counts, the same on every machine; a row whose model,
-                       backbone, head, output stride or input size is not the config's any
-                       more is left out
+                       --json`): counts, the same on every machine; a row whose recorded
+                       network or input size is not the config's any more is left out
   CPU train step,      each machine's latest `make bench` run: benchmarks/bench_train_step.py's
   peak memory          cases of the project's default step on a CPU (custom loop, oneDNN on,
                        XLA off, nothing switched off; `bench_tables.is_default_case`), which
@@ -28,9 +27,10 @@ Sources:
                        the config's input, 1 and 2 interpreter threads
   mIoU, embedded data  demo.json (`make demo`) for its config, and the rows of every
                        compare_<name>.json (scripts/compare_runs.py) that are a named config's
-                       own run: its config's name, model, backbone, batch x accumulate_steps
-                       and bn_policy (a run with other overrides would still pass: compare_runs
-                       records no more of its config)
+                       own run: its config's name, network, batch x accumulate_steps and
+                       bn_policy (files written before results recorded the network: model
+                       and backbone instead of the network)
+Results record the network they measured (`research.config.network_of`).
 Nothing here reads real-dataset mIoU or GPU figures: the zoo says "not measured" there.
 """
 import dataclasses
@@ -44,10 +44,6 @@ from research import results as results_lib
 from research.docs import bench_tables, result_tables, tables
 
 NOT_MEASURED = "not measured"
-# The fields that make a network what it is (its weights' shapes and its computation).
-DEEPLAB_NETWORK = ("model", "backbone", "head", "output_stride", "backbone_blocks", "backbone_width",
-                   "aspp_rates", "aspp_filters", "num_classes")
-UNET_NETWORK = ("model", "backbone", "backbone_blocks", "backbone_width", "num_classes")
 FULL_BACKBONES = {"resnet50": ((3, 4, 6, 3), 64), "mobilenet_v2": ((1, 2, 3, 4, 3, 3, 1), 32)}
 # bench_train_step builds this named config unless a case names another.
 BENCH_TRAIN_STEP_CONFIG = "deeplabv3_voc"
@@ -63,9 +59,12 @@ TFLITE_NETWORKS = {
 def network(config):
     """The network of a `Config` as a hashable tuple of (field, value): equal tuples build
     the same network (the same weights' shapes and the same computation per image)."""
-    fields = DEEPLAB_NETWORK if config.model in config_lib.DEEPLAB_MODELS else UNET_NETWORK
-    return tuple((name, tuple(value) if isinstance(value, (list, tuple)) else value)
-                 for name in fields for value in [getattr(config, name)])
+    return recorded_network(config_lib.network_of(config))
+
+
+def recorded_network(fields):
+    """`network`'s tuple from a results file's "network" record ({field: value})."""
+    return tuple((name, tuple(value) if isinstance(value, list) else value) for name, value in fields.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +122,12 @@ def model_summary_figures(root, configs):
 
 
 def summary_row_is_current(row, config):
-    """Whether a models.json row describes what the config builds today (a key the row
-    lacks is not compared: older files did not record num_classes)."""
+    """Whether a models.json row describes what the config builds today: its recorded
+    network and input size (an older file without "network" is compared on the fields
+    it records)."""
+    if "network" in row:
+        return (recorded_network(row["network"]) == network(config)
+                and list(row["input_size"]) == list(config.input_size))
     deeplab = config.model in config_lib.DEEPLAB_MODELS
     expected = {"model": config.model, "backbone": config.backbone, "input_size": list(config.input_size),
                 "head": config.head if deeplab else None, "output_stride": config.output_stride if deeplab else None,
@@ -223,7 +226,8 @@ def miou_figures(root, configs):
     """{name: [Figure]}: test mean IoU on the embedded data of the config's own runs."""
     figures = {}
     for machine, saved in result_tables.saved_results(root, "demo"):
-        if saved["config"] in configs:
+        config, recorded = configs.get(saved["config"]), saved.get("network")
+        if config is not None and (recorded is None or recorded_network(recorded) == network(config)):
             text = f"{saved['test']['mean_iou']:.4f} (test, {saved['test']['images']} images)"
             figures.setdefault(saved["config"], []).append(
                 Figure(text, results_artifact(machine, "demo"), saved["provenance"]))
@@ -243,7 +247,11 @@ def miou_figures(root, configs):
 
 
 def is_own_run(row, config):
-    """Whether a compare_runs row is a run of the named config `config` as it is named."""
+    """Whether a compare_runs row is a run of the named config `config` as it is named:
+    the same network (older files without "network": the same model and backbone) at the
+    same batch x accumulate_steps and bn_policy."""
+    if "network" in row and recorded_network(row["network"]) != network(config):
+        return False
     return (row["model"] == config.model and row["backbone"] == config.backbone
             and row["batch"] == f"{config.batch_size} x {config.accumulate_steps}"
             and row.get("bn_policy", "sync") == config.bn_policy)

@@ -106,7 +106,7 @@ def config_summary(config):
     differs from output_stride).
     """
     from research import build
-    from research.config import DEEPLAB_MODELS
+    from research.config import DEEPLAB_MODELS, network_of
 
     deeplab = config.model in DEEPLAB_MODELS
     model = build.build_model(config, pretrained=False)
@@ -121,7 +121,8 @@ def config_summary(config):
             "head": config.head if deeplab else None,
             "output_stride": config.output_stride if deeplab else None,
             "eval_output_stride": eval_stride, "input_size": [height, width],
-            "num_classes": config.num_classes, "weights": config.weights, "bn_policy": config.bn_policy,
+            "num_classes": config.num_classes, "network": network_of(config), "weights": config.weights,
+            "bn_policy": config.bn_policy,
             "parameters": total, "trainable": trainable, "non_trainable": frozen,
             "gflops": round(conv_flops(model, height, width) / 1e9, 4), "gflops_eval": gflops_eval}
 

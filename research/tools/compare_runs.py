@@ -21,14 +21,14 @@ from research.fileio import read_json
 
 
 def read_run(workdir):
-    """(config dict, train_log.csv rows with floats, test metrics dict or None) of a run.
+    """(Config, train_log.csv rows with floats, test metrics dict or None) of a run.
 
     Raises FileNotFoundError / ValueError naming the file when the run has no finished epoch.
     """
     config_path, log_path = os.path.join(workdir, "config.json"), os.path.join(workdir, "train_log.csv")
     try:
         # Through the config loader: a run of an older version gets today's defaults.
-        config = config_lib.load_config_file(config_path).to_dict()
+        config = config_lib.load_config_file(config_path)
         history = results.read_train_log(log_path)
     except FileNotFoundError as e:
         missing = e.filename or config_path    # the config loader's error names no filename
@@ -74,10 +74,10 @@ def compare(workdirs):
     rows = []
     for name, (workdir, config, history, metrics) in zip(run_names(workdirs), runs, strict=True):
         rows.append({
-            "run": name, "config": config["name"],
-            "model": config["model"], "backbone": config["backbone"],
-            "batch": f"{config['batch_size']} x {config['accumulate_steps']}",
-            "bn_policy": config["bn_policy"], "epochs": len(history),
+            "run": name, "config": config.name, "network": config_lib.network_of(config),
+            "model": config.model, "backbone": config.backbone,
+            "batch": f"{config.batch_size} x {config.accumulate_steps}",
+            "bn_policy": config.bn_policy, "epochs": len(history),
             "steps": int(history[-1]["step"]), "train_seconds": sum(r["epoch_seconds"] for r in history),
             "final_val_mean_iou": history[-1]["val_mean_iou"],
             "best_val_mean_iou": max(r["val_mean_iou"] for r in history),

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from research import cli, provenance, results
-from research.config import DEEPLAB_MODELS, Config
+from research.config import DEEPLAB_MODELS, Config, config_from_dict, network_of
 from research.data.voc import CLASS_NAMES
 from research.fileio import atomic_write_text, read_json
 from research.training import schedules
@@ -181,6 +181,7 @@ def write_report(workdir, wall_seconds=None, json_path=None, command=None):
     print(f"report: {os.path.join(workdir, 'REPORT.md')}")
     if json_path:
         majority_name = metrics_class_names(metrics)[baseline["class"]]
+        network = network_of(config_from_dict(config)) if config else None
         saved = results.demo_results((config or {}).get("name", "custom"), history, metrics, baseline,
-                                     majority_name, wall_seconds)
+                                     majority_name, wall_seconds, network)
         print(f"result: {results.write_results(json_path, saved, command)}")

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from research import config as config_lib
 from research import results
 from research.configs import load_config
 from research.docs import generate, result_tables, zoo
@@ -190,3 +191,27 @@ def test_the_comparison_blocks_read_compare_runs_schema(tmp_path):
             "| 0.6000 | 0.6000 | 0.6045 |") in text
     assert "| `demo_b4x2` | `demo` | deeplab_v3 | resnet50 | 4 x 2 | sync | 3 | 2,100 | 400 | - |" in text
     assert text.rstrip().endswith("| 0.6000 | 0.6000 | - |")
+
+
+def test_a_figure_of_another_network_than_the_configs_is_left_out(tmp_path, configs):
+    # The config's blocks, width or ASPP changed after the measurement: same model,
+    # backbone, head, stride and size, another network.
+    demo = configs["demo"]
+    other = config_lib.network_of(demo.replace(backbone_width=32, aspp_filters=64))
+    summary = {"config": "demo", "model": "deeplab_v3", "backbone": "resnet50", "head": "aspp",
+               "output_stride": 16, "input_size": [128, 128], "parameters": 2878997, "gflops": 0.4123}
+    save(tmp_path, "vm-A", "models", {"rows": [dict(summary, network=other)]}, "python -m research.models --json")
+    result = {"config": "demo", "network": other, "model": {"source": "export", "step": 2100},
+              "test": {"images": 120, "pixel_accuracy": 0.9, "mean_accuracy": 0.7, "mean_iou": 0.6045},
+              "majority_class": {"name": "background", "pixel_accuracy": 0.7, "mean_accuracy": 0.05,
+                                 "mean_iou": 0.03}, "training": {}, "wall_seconds": None}
+    save(tmp_path, "vm-A", "demo", result, "make demo")
+    save(tmp_path, "vm-A", "compare_decoder", {"budget_seconds": 400.0, "runs": [
+        dict(comparison_row("demo", "demo", "deeplab_v3", test=0.7), network=other)]})
+    text = zoo.model_zoo(str(tmp_path), configs)
+    assert row_of(text, "demo")[0][4:6] == ["not measured", "not measured"]
+    assert row_of(text, "demo")[1][1] == "not measured"
+    # Recorded as the config is today: shown.
+    save(tmp_path, "vm-A", "models", {"rows": [dict(summary, network=config_lib.network_of(demo))]},
+         "python -m research.models --json")
+    assert zoo.model_zoo(str(tmp_path), configs).count("2,878,997") == 1
