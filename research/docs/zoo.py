@@ -63,8 +63,9 @@ def network(config):
 
 
 def recorded_network(fields):
-    """`network`'s tuple from a results file's "network" record ({field: value})."""
-    return tuple((name, tuple(value) if isinstance(value, list) else value) for name, value in fields.items())
+    """`network`'s tuple from a results file's "network" record ({field: value}), in
+    field-name order (results files are written with sorted keys)."""
+    return tuple(sorted((name, tuple(value) if isinstance(value, list) else value) for name, value in fields.items()))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ def save(root, machine, name, body, command="python x", date="2026-12-01T10:00:0
     os.makedirs(os.path.dirname(path), exist_ok=True)
     provenance = {"machine": machine, "tensorflow": "2.21.0", "commit": "abcdef0", "date": date, "command": command}
     with open(path, "w") as f:
-        json.dump({"provenance": provenance, **body}, f)
+        json.dump({"provenance": provenance, **body}, f, sort_keys=True)   # as write_results writes
 
 
 def save_bench(root, machine, benchmarks):
