@@ -1,4 +1,6 @@
-"""Performance kernels for segmentation training: each has a plain `reference_*` twin.
+"""Performance kernels for segmentation training, each beside a plain twin it is tested
+against: a `reference_*` function here, or the Keras class it replaces
+(`keras.layers.BatchNormalization`, `keras.optimizers.Adam` and `SGD`).
 
 - `atrous_conv2d`, `AtrousConv2D`: exact, fast dilated convolution, stride 1, SAME
   padding (kernels/atrous.py)

@@ -359,6 +359,8 @@ class AtrousConv2D(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
 
     def build(self, input_shape):
+        """Creates `kernel` [KH, KW, Cin, filters] and `bias` [filters] (float32 under
+        mixed precision), named as Keras' Conv2D names them."""
         cin = int(input_shape[-1])
         self.kernel = self.add_weight(
             name="kernel", shape=self.kernel_size + (cin, self.filters),
@@ -370,6 +372,7 @@ class AtrousConv2D(keras.layers.Layer):
                 regularizer=self.bias_regularizer)
 
     def call(self, x):
+        """x [B, H, W, Cin] in the compute dtype -> [B, H, W, filters], same dtype."""
         # Keras has already cast x to the compute dtype; cast the float32 variables too.
         y = atrous_conv2d(x, tf.cast(self.kernel, x.dtype), self.dilation_rate,
                           implementation=self.implementation)
@@ -378,9 +381,11 @@ class AtrousConv2D(keras.layers.Layer):
         return y
 
     def compute_output_shape(self, input_shape):
+        """[B, H, W, Cin] -> [B, H, W, filters] (stride 1, SAME padding)."""
         return tuple(input_shape[:-1]) + (self.filters,)
 
     def get_config(self):
+        """Conv2D's arguments this layer takes, plus `implementation`."""
         config = super().get_config()
         config.update(
             filters=self.filters, kernel_size=self.kernel_size,

@@ -156,10 +156,19 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def _uses_fused_kernel(self, inputs, mask):
+        """Whether the fused kernel computes Keras' numbers here (module docstring)."""
         return (mask is None and not self.synchronized and not self.renorm
                 and len(inputs.shape) == 4 and self.axis in (-1, 3) and not _in_xla())
 
     def call(self, inputs, training=None, mask=None):
+        """inputs [B, H, W, C] (any float dtype) -> the same shape in the compute dtype.
+
+        Which path runs: Keras' own code where the fused kernel does not apply
+        (`_uses_fused_kernel`); training a trainable layer: the fused training kernel and
+        the moving statistics' update; training a frozen layer: `frozen_batch_norm`
+        (no gradient for its variables, nothing kept for the backward); inference: the
+        fused kernel with the moving statistics.
+        """
         if not self._uses_fused_kernel(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]

@@ -336,6 +336,9 @@ class LearningRate:
 # ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Run:
+    """What stays fixed for one training run: its config, device choices, data, model
+    and optimizer, checkpoint files, learning rate, outputs, stop request and profiler.
+    The loop's steps read it; what changes is in `LoopState` and `Cursor`."""
     config: config_lib.Config
     mode: str                 # "min" or "max" for config.monitor
     runtime: Runtime

@@ -21,6 +21,10 @@ CSV_COLUMNS = (
 
 @dataclasses.dataclass
 class LoopState:
+    """The loop's bookkeeping, saved as JSON in every checkpoint: steps and epochs done,
+    train_log.csv's rows, the monitored best and the schedules' waits, the running
+    epoch's sums and the data position. Changed only by the functions below, so a resumed
+    run continues exactly where the checkpoint was written."""
     step: int = 0                 # optimizer steps taken (global)
     epoch: int = 0                # epochs finished
     history: list = dataclasses.field(default_factory=list)  # rows of train_log.csv

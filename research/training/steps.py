@@ -23,6 +23,9 @@ def global_normalizers(labels, config, num_replicas):
     its share of the loss one device computes on the global batch (the CE divides by the
     valid-pixel count and dice is a ratio of sums: neither is a mean of per-replica
     values).
+
+    Args: labels int [B, H, W] (this replica's); config: the run's Config; num_replicas:
+    replicas in sync. Returns float32 [3]: `kernels.loss_normalizers`' (M, S, R).
     """
     local = kernels.loss_normalizers(labels, config.num_classes, config.ignore_label,
                                      class_weighted=config.class_weighted)
@@ -164,7 +167,9 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
 
 
 def make_eval_step(model, strategy, config, confusion, use_xla):
-    """A tf.function `(images, labels) -> loss` that also updates `confusion`."""
+    """A tf.function `(images float32 [B, H, W, 3], labels int32 [B, H, W]) -> loss`
+    (float32 scalar, the global batch's) that also adds the batch's predictions to
+    `confusion` (a `kernels.StreamingConfusionMatrix`)."""
     loss_fn, loss_kwargs = build.loss_function(config)
     num_replicas = strategy.num_replicas_in_sync
 
