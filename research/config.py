@@ -128,6 +128,7 @@ class Config:
         return check_config(dataclasses.replace(self, **changes))
 
     def to_dict(self):
+        """{field: value} of every field (tuples kept; config.json holds this)."""
         return dataclasses.asdict(self)
 
 

@@ -258,6 +258,7 @@ class ImageResult:
     prediction: np.ndarray = None  # uint8 [H, W]
 
     def caption(self):
+        """The image's id and scores, as the sample pictures label it."""
         return (f"{self.image_id}   loss {self.loss:.3f}   pixel acc {self.pixel_accuracy:.3f}"
                 f"   mean IoU {self.mean_iou:.3f}")
 

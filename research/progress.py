@@ -44,10 +44,12 @@ class ProgressBar:
 
     @property
     def elapsed(self):
+        """Seconds since the bar started."""
         return time.perf_counter() - self.start
 
     @property
     def items_per_second(self):
+        """Items (images) per second since the bar started; 0 before any time passed."""
         elapsed = self.elapsed
         return (self.count - self.initial) * self.items_per_step / elapsed if elapsed > 0 else 0.0
 

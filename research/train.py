@@ -181,6 +181,7 @@ class Runtime:
 
     @property
     def loss_scaling(self):
+        """Whether the loss is scaled (mixed_float16 only: bfloat16 has float32's range)."""
         return self.precision == "mixed_float16"
 
 
@@ -376,6 +377,7 @@ def start_epoch_progress(run, state, cursor):
 
 
 def close_epoch_progress(cursor):
+    """Ends the running epoch's progress bar, if one is shown."""
     if cursor.bar is not None:
         cursor.bar.close()
         cursor.bar = None

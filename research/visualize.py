@@ -172,6 +172,7 @@ class GridLayout:
 
     @property
     def width(self):
+        """The picture's width in pixels: the columns, gaps and margins."""
         return 2 * self.margin + self.columns * self.cell_width + (self.columns - 1) * self.gap
 
     @property
@@ -261,6 +262,7 @@ class HeatmapLayout:
 
     @classmethod
     def for_names(cls, class_names, cell=28):
+        """A layout whose label column fits the longest class name."""
         longest = max(text_size(name, 12)[0] for name in class_names)
         return cls(num_classes=len(class_names), label_width=longest + 8, cell=cell)
 

@@ -50,9 +50,12 @@ class VocDataset:
         return voc.read_split(self.root, subset, split_seed)
 
     def image_path(self, image_id):
+        """JPEGImages/<id>.jpg under the dataset root."""
         return voc.image_path(self.root, image_id)
 
     def mask_path(self, image_id, subset=None):
+        """The id's mask as `subset` reads it: SegmentationClassAug/<id>.png for
+        train_aug, else SegmentationClass/<id>.png."""
         return voc.mask_path(self.root, image_id, subset)
 
     def read_sample(self, image_file, mask_file, max_pixels=voc.DEFAULT_MAX_PIXELS):

@@ -58,6 +58,7 @@ class Classes:
         return palette
 
     def to_json(self):
+        """classes.json's content: names, ignore label and palette (when given)."""
         data = {"names": list(self.names), "ignore_label": self.ignore_label}
         if self.colours is not None:
             data["palette"] = self.colours.tolist()

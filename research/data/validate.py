@@ -78,6 +78,7 @@ class ValidationReport:
 
     @property
     def ok(self):
+        """True when no problem was found (warnings allowed)."""
         return not self.problems
 
     def by_kind(self):

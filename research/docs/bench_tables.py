@@ -47,6 +47,7 @@ def seconds(bench):
 
 
 def items_per_second(bench):
+    """Items (images) per second at the minimum time, or None when the case counts none."""
     per_call = bench.get("extra_info", {}).get("items_per_call")
     return per_call / bench["stats"]["min"] if per_call else None
 
@@ -168,18 +169,22 @@ def comparison_table(found, is_baseline=None, baseline_name="baseline"):
 
 
 def atrous_table(found):
+    """A table of bench_atrous.py's cases against Keras' dilated Conv2D (`found`: the run's benchmarks of that file)."""
     return comparison_table(found, lambda p: p.endswith("-keras"), "Keras dilated `Conv2D`")
 
 
 def loss_table(found):
+    """A table of bench_losses.py's cases against the reference loss (`found`: the run's benchmarks of that file)."""
     return comparison_table(found, lambda p: p == "reference-plain", "`reference_ce_dice_loss`")
 
 
 def confusion_table(found):
+    """A table of bench_confusion.py's cases against the reference confusion matrix (`found`: the run's benchmarks of that file)."""
     return comparison_table(found, lambda p: p.startswith("reference"), "the book's per-class masks")
 
 
 def batchnorm_table(found):
+    """A table of bench_batchnorm.py's cases against Keras' BatchNormalization (`found`: the run's benchmarks of that file)."""
     return comparison_table(found, lambda p: p.startswith("keras"), "Keras `BatchNormalization`")
 
 

@@ -118,4 +118,5 @@ def named_configs_table():
 
 
 def field_names():
+    """The Config fields' names, in declaration order."""
     return [f.name for f in dataclasses.fields(config_lib.Config)]

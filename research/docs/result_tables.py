@@ -42,6 +42,7 @@ def per_machine(root, name, what, render):
 
 
 def demo_table(results):
+    """The demo schema's results (research/results.py) as the demo-result table."""
     test, majority, training = results["test"], results["majority_class"], results["training"]
     wall = results.get("wall_seconds")
     rows = [
@@ -60,6 +61,7 @@ def demo_table(results):
 
 
 def tflite_accuracy_table(results):
+    """The tflite schema's accuracy rows as a table: size, test mean IoU, agreement with Keras."""
     rows = [[r["model"], r["file"], tables.number(r["file_bytes"] / 1e6 if r["file_bytes"] else None),
              tables.number(r["test_mean_iou"], 4), tables.number(r["vs_keras_points"], suffix=" points"),
              tables.number(100 * r["agreement_same_frame"], suffix="%"),
@@ -70,6 +72,7 @@ def tflite_accuracy_table(results):
 
 
 def ablation_table(results):
+    """The ablation schema: its base sentence, noise floor and per-cell table."""
     floor = results.get("noise_floor")
     lines = [results["base"]]
     if floor:
@@ -86,6 +89,7 @@ def ablation_table(results):
 
 
 def speedups_table(results):
+    """The speedups schema: each check's measured ratio against its floor."""
     def onednn(value):  # "on"/"off", or a bool
         return value if isinstance(value, str) else ("on" if value else "off")
 
@@ -175,6 +179,7 @@ def memory_peak_table(results):
 
 
 def models_table(results):
+    """The models schema's rows as a table: network, parameters and GFLOPs per config."""
     rows = [[f"`{r['config']}`", r["model"], r["backbone"], r.get("head") or "-", r.get("output_stride") or "-",
              "x".join(str(s) for s in r["input_size"]), f"{r['parameters']:,}", f"{r['non_trainable']:,}",
              tables.number(r["gflops"], 2),

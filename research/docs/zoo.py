@@ -83,6 +83,7 @@ class Footnotes:
         self._numbers, self._notes = {}, []
 
     def mark(self, figure):
+        """The mark "[n]" of `figure`'s artifact, numbered at the artifact's first citation."""
         if figure.artifact not in self._numbers:
             self._numbers[figure.artifact] = len(self._numbers) + 1
             self._notes.append(f"[{self._numbers[figure.artifact]}] "
@@ -95,10 +96,12 @@ class Footnotes:
         return "<br>".join(f"{f.text} {self.mark(f)}" for f in figures) or NOT_MEASURED
 
     def markdown(self):
+        """The footnotes as a Markdown list, in number order."""
         return "\n".join(f"- {note}" for note in self._notes)
 
 
 def results_artifact(machine, name):
+    """benchmarks/results/<machine>/<name>.json, with "/" separators (a footnote's path)."""
     return "/".join((results_lib.RESULTS_DIR.replace(os.sep, "/"), machine, f"{name}.json"))
 
 
@@ -270,6 +273,7 @@ def describe_backbone(config):
 
 
 def describe_model(config):
+    """The model column: "deeplab_v3, aspp, OS16", or the model alone (U-Net)."""
     if config.model in config_lib.DEEPLAB_MODELS:
         return f"{config.model}, {config.head}, OS{config.output_stride}"
     return config.model

@@ -107,6 +107,7 @@ class ResizeLike(keras.layers.Layer):
     """
 
     def call(self, inputs):
+        """[x [B, h, w, C], reference [B, H, W, ...]] -> x resized to [B, H, W, C]."""
         x, reference = inputs
         size = tf.shape(reference)[1:3]
         # tf.image.resize returns float32 for half-precision inputs: cast back.

@@ -125,6 +125,7 @@ class Kill:
 
     @property
     def signum(self):
+        """The signal this kill sends: SIGTERM, SIGINT, or SIGKILL for every other kind."""
         return {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT}.get(self.kind, signal.SIGKILL)
 
 
@@ -142,6 +143,7 @@ class Launch:
 
     @property
     def killed(self):
+        """Whether the launch ended by SIGKILL."""
         return self.returncode == -signal.SIGKILL
 
     @property
@@ -154,6 +156,7 @@ class Launch:
         return self.killed
 
     def tail(self, count=15):
+        """The launch's last `count` output lines, as one text."""
         return "\n".join(self.lines[-count:])
 
 
@@ -276,6 +279,7 @@ class Windows:
         self.record(reference_launch)
 
     def record(self, result):
+        """Adds a launch's timings (setup, and steps of a finished run) to the windows."""
         if result.first_progress_seconds is not None:
             self.setup = (self.setup + [result.first_progress_seconds])[-self.keep:]
             if result.returncode == 0:

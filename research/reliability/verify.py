@@ -18,6 +18,8 @@ import os
 import re
 import signal
 
+from research.training.loop_state import CSV_COLUMNS  # pure Python: no TensorFlow
+
 STOPPED_LINE = re.compile(r"stopped by (SIG\w+) at step (\d+); checkpoint (\S+)")
 RELATIVE_TOLERANCE = 1e-3
 CSV_EXACT = ("epoch", "step", "learning_rate", "skipped_steps")
@@ -38,16 +40,11 @@ def require(condition, message):
 # ---------------------------------------------------------------------------------
 # Reading a run's state.
 # ---------------------------------------------------------------------------------
-def csv_columns():
-    from research.training.loop_state import CSV_COLUMNS
-    return CSV_COLUMNS
-
-
 def read_train_log(path):
     """Strictly parses train_log.csv: the exact header, then one complete row per finished
     epoch, epochs 1..k in order, every value a number. Returns the rows as dicts of
     floats (epoch and step as ints)."""
-    columns = csv_columns()
+    columns = CSV_COLUMNS
     with open(path, "rb") as f:
         data = f.read()
     require(data.endswith(b"\n"), f"{path}: does not end with a newline (torn write)")
@@ -73,6 +70,7 @@ def read_train_log(path):
 
 
 def latest_checkpoint(workdir):
+    """Path prefix of WORKDIR/checkpoints' latest checkpoint, or None."""
     import tensorflow as tf
     return tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
 
@@ -182,6 +180,8 @@ class Reference:
 
     @classmethod
     def from_workdir(cls, workdir):
+        """The Reference of a finished run in `workdir`: its latest checkpoint's loop state,
+        variables and learning rate, its train_log.csv and its export's info."""
         path = latest_checkpoint(workdir)
         require(path is not None, f"reference run {workdir} has no checkpoint")
         ckpt = read_checkpoint(path)
@@ -194,6 +194,7 @@ class Reference:
                    ckpt["loop_state"], ckpt["learning_rate"], ckpt["shapes"], info)
 
     def summary(self):
+        """One line: the reference run's steps, epochs, early stop and learning rates."""
         s = self.state
         lrs = ", ".join(f"{r['learning_rate']:.3g}" for r in self.rows)
         return (f"step {s['step']}, {len(self.rows)} epochs (stopped early: {s['stopped_early']}), "

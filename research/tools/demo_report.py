@@ -110,6 +110,8 @@ def metrics_class_names(metrics):
 
 
 def report_text(workdir, history, metrics, baseline, wall_seconds, config=None):
+    """REPORT.md's Markdown: the recipe, the test metrics against the majority-class
+    baseline, the training at a glance and the per-epoch table."""
     names = metrics_class_names(metrics)
     model = metrics["model"]
     training = results.training_summary(history)

@@ -49,10 +49,12 @@ class LoopState:
     base_learning_rate: float = None  # after plateau drops and NaN restores (None: the config's)
 
     def to_json(self):
+        """The state as one JSON text (the checkpoint holds it)."""
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text):
+        """The state `to_json` wrote."""
         return cls(**json.loads(text))
 
 

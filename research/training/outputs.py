@@ -116,6 +116,7 @@ class RunOutputs:
             export_lib.export_model(model, os.path.join(self.workdir, "export"), self.config, info)
 
     def flush(self):
+        """Writes the TensorBoard events buffered so far."""
         for writer in self._writers.values():
             writer.flush()
 
