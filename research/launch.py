@@ -24,6 +24,7 @@ with that host's TF_CONFIG (docs/distributed.md).
 """
 import argparse
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -251,6 +252,26 @@ def main(argv=None):
     return cli.run_main(lambda: run(args.workers, args.train_args, args.log_dir))
 
 
+@contextlib.contextmanager
+def _forwarding_signals(workers, report):
+    """While open, SIGINT and SIGTERM to the launcher go to every worker instead; yields a
+    threading.Event set once one came. The previous handlers are put back on exit."""
+    forwarded = threading.Event()
+
+    def forward(signum, frame):
+        report(f"received {signal.Signals(signum).name}: passing it to every worker")
+        forwarded.set()
+        for worker in workers:
+            worker.signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield forwarded
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(count, train_args, log_dir=None):
     """Runs `research.train train_args` on `count` local workers (module doc); returns the
     launcher's exit status."""
@@ -272,22 +293,12 @@ def run(count, train_args, log_dir=None):
     report(f"{count} worker(s), pids {', '.join(str(w.process.pid) for w in workers)}; "
            f"streaming worker 0 (chief)" + (f"; all logs in {log_dir}" if log_dir else ""))
 
-    forwarded = threading.Event()
-
-    def forward(signum, frame):
-        report(f"received {signal.Signals(signum).name}: passing it to every worker")
-        forwarded.set()
-        for worker in workers:
-            worker.signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        failed = supervise(workers, report=report, stopping=forwarded.is_set)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if any(w.process.poll() is None for w in workers):
-            stop_workers(workers, grace=0.0)
+    with _forwarding_signals(workers, report) as forwarded:
+        try:
+            failed = supervise(workers, report=report, stopping=forwarded.is_set)
+        finally:
+            if any(w.process.poll() is None for w in workers):
+                stop_workers(workers, grace=0.0)
     chief = workers[0]
     if failed is not None and failed != 0:
         worker = workers[failed]

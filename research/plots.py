@@ -128,10 +128,17 @@ def line_chart(series, title="", x_label="", y_label="", width=900, height=520, 
     layout = chart_layout(series, width, height, bool(title), y_range, size)
     picture = Image.new("RGB", (width, height), WHITE)
     draw = ImageDraw.Draw(picture)
+    # Grid lines and ticks first, so the data lines are drawn over them.
+    _draw_grid(draw, layout, size)
+    _draw_titles(picture, draw, layout, title, x_label, y_label, size)
+    _draw_series_and_legend(draw, layout, series, size)
+    return np.asarray(picture)
+
+
+def _draw_grid(draw, layout, size):
+    """The y and x grid lines with their ticks and labels, and the plot's frame."""
     x_ticks = nice_ticks(*layout.x_range)
     y_ticks = nice_ticks(*layout.y_range)
-
-    # Grid lines and ticks first, so the data lines are drawn over them.
     for value in y_ticks:
         _, row = layout.to_pixel(layout.x_range[0], value)
         draw.line([(layout.left, row), (layout.right, row)], fill=GRID_COLOUR)
@@ -148,16 +155,22 @@ def line_chart(series, title="", x_label="", y_label="", width=900, height=520, 
                   fill=BLACK, font=font(size))
     draw.rectangle([layout.left, layout.top, layout.right, layout.bottom], outline=BLACK)
 
+
+def _draw_titles(picture, draw, layout, title, x_label, y_label, size):
+    """The title above the plot, the x axis title below it, the y axis title turned left."""
     if title:
         draw.text((layout.left, 10), title, fill=BLACK, font=font(size + 1))
     if x_label:
-        draw.text(((layout.left + layout.right - text_size(x_label, size)[0]) // 2, height - 10 - size - 4),
-                  x_label, fill=BLACK, font=font(size))
+        draw.text(((layout.left + layout.right - text_size(x_label, size)[0]) // 2,
+                   picture.height - 10 - size - 4), x_label, fill=BLACK, font=font(size))
     if y_label:
         axis = _vertical_text(y_label, size, layout.bottom - layout.top)
         top = (layout.top + layout.bottom - axis.height) // 2
         picture.paste(axis, (10, max(layout.top, top)), axis)
 
+
+def _draw_series_and_legend(draw, layout, series, size):
+    """Each series' line and markers, and its entry in the legend right of the plot."""
     legend_x, legend_y = layout.right + 14, layout.top
     for index, (label, xs, ys) in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
@@ -171,4 +184,3 @@ def line_chart(series, title="", x_label="", y_label="", width=900, height=520, 
         draw.line([(legend_x, row + size // 2), (legend_x + 20, row + size // 2)], fill=colour, width=2)
         _marker(draw, shape, legend_x + 10, row + size // 2, colour)
         draw.text((legend_x + 26, row), label, fill=BLACK, font=font(size))
-    return np.asarray(picture)

@@ -250,6 +250,38 @@ def _remove_leftovers(folder):
                 os.remove(os.path.join(folder, name))
 
 
+def _make_masks(voc_root, dataset, ids, voc_masks, progress):
+    """Writes the mask of every id (`_make_mask`), several files at a time.
+
+    Returns (PrepareResult with the ids made and the counts by source, {id: BadFileError}
+    of the ids whose photo or mask is bad)."""
+    result = PrepareResult(ids=[])
+    bad = {}
+    bar = ProgressBar(total=len(ids), desc="train_aug masks", unit="mask") if progress else None
+    # PIL and zlib release the GIL while decoding and encoding: threads overlap files.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    try:
+        outcomes = pool.map(lambda i: _make_mask(voc_root, dataset, i, i in voc_masks), ids)
+        for image_id, outcome in zip(ids, outcomes):
+            if isinstance(outcome, voc.BadFileError):
+                bad[image_id] = outcome
+            else:
+                result.ids.append(image_id)
+                if outcome == "done":
+                    result.already_done += 1
+                elif outcome == "voc":
+                    result.from_voc += 1
+                else:
+                    result.from_sbd += 1
+            if bar:
+                bar.update(1)
+    finally:    # on Ctrl-C, stop at once: what is written is whole (atomic), the rest waits
+        pool.shutdown(wait=True, cancel_futures=True)
+    if bar:
+        bar.close()
+    return result, bad
+
+
 def prepare_train_aug(sbd_root, voc_root, skip_bad=False, progress=True, log=print):
     """Writes SegmentationClassAug/ and train_aug.txt into `voc_root` (module doc).
 
@@ -276,30 +308,7 @@ def prepare_train_aug(sbd_root, voc_root, skip_bad=False, progress=True, log=pri
     # VOC's own mask wins (the 255 band); an id of VOC train must have one.
     voc_masks = set(voc_train) | {i for i in ids if os.path.exists(voc.mask_path(voc_root, i))}
     _remove_leftovers(os.path.join(voc_root, voc.AUG_MASK_FOLDER))
-    result = PrepareResult(ids=[])
-    bad = {}
-    bar = ProgressBar(total=len(ids), desc="train_aug masks", unit="mask") if progress else None
-    # PIL and zlib release the GIL while decoding and encoding: threads overlap files.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
-    try:
-        outcomes = pool.map(lambda i: _make_mask(voc_root, dataset, i, i in voc_masks), ids)
-        for image_id, outcome in zip(ids, outcomes):
-            if isinstance(outcome, voc.BadFileError):
-                bad[image_id] = outcome
-            else:
-                result.ids.append(image_id)
-                if outcome == "done":
-                    result.already_done += 1
-                elif outcome == "voc":
-                    result.from_voc += 1
-                else:
-                    result.from_sbd += 1
-            if bar:
-                bar.update(1)
-    finally:    # on Ctrl-C, stop at once: what is written is whole (atomic), the rest waits
-        pool.shutdown(wait=True, cancel_futures=True)
-    if bar:
-        bar.close()
+    result, bad = _make_masks(voc_root, dataset, ids, voc_masks, progress)
     problems = {error.path: str(error) for error in bad.values()}
     if problems and not skip_bad:
         raise PrepareError(problems)
