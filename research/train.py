@@ -59,7 +59,7 @@ from research.training.distributed import batch_epoch, check_role, distribute_ba
 from research.training.ema import averaged_weights, start_averages
 from research.training.loop_state import (
     CSV_COLUMNS, METRIC_NAMES, LoopState, checks_gradients, close_epoch, data_position, epoch_done,
-    epoch_row, itstime, mid_epoch_save_due, record_step, run_finished, running_loss)
+    epoch_row, is_multiple_of, mid_epoch_save_due, record_step, run_finished, running_loss)
 from research.training.outputs import RunOutputs, StepProfiler
 from research.training.steps import make_eval_step, make_train_step, run_evaluation
 
@@ -449,7 +449,7 @@ def train_one_step(run, state, cursor):
 def report_step(run, state, cursor, loss):
     """The progress bar; on log steps the train mIoU and TensorBoard's step scalars."""
     values = {"loss": running_loss(state)}
-    if itstime(state.step, run.config.log_every_steps):
+    if is_multiple_of(state.step, run.config.log_every_steps):
         train = run.train
         values["mIoU"] = kernels.segmentation_metrics(train.train_confusion.result().numpy())["mean_iou"]
         scalars = {"loss": loss, "learning_rate": run.learning_rate.current(),

@@ -63,7 +63,7 @@ def as_float32(value):
     return float(np.float32(value))
 
 
-def itstime(step, every):
+def is_multiple_of(step, every):
     """True every `every` steps (big_vision's helper); `every` falsy means never."""
     return bool(every) and step % every == 0
 
@@ -81,7 +81,7 @@ def epoch_done(state, steps_per_epoch):
 def mid_epoch_save_due(state, config, steps_per_epoch):
     """Whether the step just taken ends with a checkpoint inside the epoch (the epoch's
     end always saves one of its own)."""
-    return itstime(state.step, config.checkpoint_every_steps) and state.epoch_steps < steps_per_epoch
+    return is_multiple_of(state.step, config.checkpoint_every_steps) and state.epoch_steps < steps_per_epoch
 
 
 def checks_gradients(state, steps_per_epoch, config, loss_scaling):
@@ -96,8 +96,8 @@ def checks_gradients(state, steps_per_epoch, config, loss_scaling):
     checks: the skipped-step count needs it (the LossScaleOptimizer checks them anyway).
     """
     step, epoch_step = state.step + 1, state.epoch_steps + 1
-    return (loss_scaling or itstime(step, config.log_every_steps)
-            or itstime(step, config.checkpoint_every_steps) or epoch_step == steps_per_epoch)
+    return (loss_scaling or is_multiple_of(step, config.log_every_steps)
+            or is_multiple_of(step, config.checkpoint_every_steps) or epoch_step == steps_per_epoch)
 
 
 def data_position(state, batches_per_data_epoch):
