@@ -64,7 +64,7 @@ def as_float32(value):
 
 
 def is_multiple_of(step, every):
-    """True every `every` steps (big_vision's helper); `every` falsy means never."""
+    """True when `step` is a multiple of `every`; `every` falsy (0 or None) means never."""
     return bool(every) and step % every == 0
 
 
