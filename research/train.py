@@ -407,7 +407,12 @@ def recover(run, state, message):
                                  f"Last good checkpoint: {latest}")
     restored = run.checkpointer.restore(latest)
     restored.nan_restores = state.nan_restores + 1
-    restored.base_learning_rate *= config.nan_lr_factor
+    # From the lower of the checkpoint's rate and the running one: when the NaN comes back
+    # before a newer checkpoint, the same checkpoint is restored again, and its rate
+    # alone would give the same rate, the same steps and the same NaN.
+    rates = [config.learning_rate if rate is None else rate      # None: the config's rate
+             for rate in (restored.base_learning_rate, state.base_learning_rate)]
+    restored.base_learning_rate = min(rates) * config.nan_lr_factor
     run.learning_rate.forget()
     log.warning("%s: restored %s, base learning rate -> %.3g (restore %d of %d)", message, latest,
                 restored.base_learning_rate, restored.nan_restores, config.max_nan_restores)

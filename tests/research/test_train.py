@@ -466,6 +466,27 @@ def test_a_nan_restore_needs_the_same_checkpoint_on_every_worker():
         train_lib.recover(run_seeing([-1]), train_lib.LoopState(), "loss nan at step 1")
 
 
+def test_a_nan_restore_of_the_same_checkpoint_again_lowers_the_rate_again():
+    """The NaN came back before a newer checkpoint: restoring that checkpoint again must
+    not give its own rate times the factor once more (the same steps, the same NaN)."""
+    import types
+
+    config = configs.load_config("smoke").replace(nan_policy="restore", nan_lr_factor=0.5, learning_rate=1e-3)
+    run = types.SimpleNamespace(
+        config=config, learning_rate=types.SimpleNamespace(forget=lambda: None),
+        checkpointer=types.SimpleNamespace(latest="/w/checkpoints/ckpt-1",
+                                           restore=lambda path: train_lib.LoopState(step=1)),  # the config's rate
+        runtime=types.SimpleNamespace(worker_gather=lambda value: [value]))
+    state = train_lib.LoopState(step=2, base_learning_rate=1e-3)
+    rates = []
+    for _ in range(config.max_nan_restores):
+        state = train_lib.recover(run, state, "loss nan at step 2")
+        rates.append(state.base_learning_rate)
+    assert rates == pytest.approx([5e-4, 2.5e-4, 1.25e-4])
+    with pytest.raises(train_lib.NonFiniteLossError, match="stopped. Last good checkpoint"):
+        train_lib.recover(run, state, "loss nan at step 2")
+
+
 def test_profile_steps_must_be_step_numbers(capsys):
     with pytest.raises(SystemExit) as exit_code:
         train_lib.parse_args(["--config", "smoke", "--workdir", "w", "--profile_steps", "5-10"])
