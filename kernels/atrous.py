@@ -274,9 +274,27 @@ def _choose(x, kernel, rate):
     or W unknown at trace time f is unknown: "taps", whose windows still shrink at run
     time.
 
-    Not measured: the Intel Xeon with AVX-512 (oneDNN on by TF's default there), where
-    oneDNN's AVX-512 convolution may move the crossover or let "native" win; measure
-    there with `python scripts/atrous_rule_table.py` before changing the rule for it.
+    On vm-Intel-R-Xeon-R-Processor-2cpu (AVX-512 VNNI; a quiet machine), the same
+    script (`--formulations native rows taps`):
+
+        rate                      2     6     12    18
+        oneDNN off  rows        0.49  0.42  0.36  0.28
+                    taps        0.48  0.37  0.26  0.15
+        oneDNN on   native      0.37  0.31  0.30  0.25
+                    rows        0.33  0.29  0.24  0.18
+                    taps        0.40  0.32  0.21  0.12
+        XLA, oneDNN off native  0.39  0.38  0.38  0.39
+                    rows        0.40  0.36  0.29  0.22
+                    taps        0.48  0.39  0.27  0.15
+        XLA, oneDNN on  native  0.38  0.38  0.38  0.37
+                    rows        0.38  0.35  0.28  0.21
+                    taps        0.43  0.35  0.24  0.13
+
+    The rule picks the fastest form (or one within 3%) in every setting the project runs
+    on either CPU: oneDNN on (its default on both, research/runtime.py), with and
+    without XLA. The one miss is oneDNN off without XLA on the Intel machine at rate 6
+    (f = .69), where "taps" is 12% faster than the "rows" the rule picks: a setting the
+    project only runs when a user turns oneDNN off, so it gets no rule of its own.
     """
     kh, kw = kernel.shape[:2]
     if rate == 1 or (kh == 1 and kw == 1) or _on_gpu(x):
