@@ -111,6 +111,7 @@ MEMORY_RUNS = {      # memory_breakdown's experiments, in the order and words of
     "onednn_off": "oneDNN off (no allocator statistics), batch 8",
     "onednn_cache_off": "oneDNN's primitive cache off (`ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`), batch 8",
     "system_allocator": "malloc instead of oneDNN's pool (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`, no allocator statistics), batch 8",
+    "one_malloc_arena": "one malloc arena (`MALLOC_ARENA_MAX=1`), batch 8",
     "xla": "`jit_compile=true`, batch 8",
 }
 

@@ -2,7 +2,8 @@
 
     python scripts/memory_breakdown.py [--batches 2 8] [--steps 4] [--out FILE]
         [--experiments step forward gradients loss_reference atrous_keras bn_frozen
-                       bn_frozen_autodiff onednn_off onednn_cache_off system_allocator xla]
+                       bn_frozen_autodiff onednn_off onednn_cache_off system_allocator
+                       one_malloc_arena xla]
         [--source DIR --label before]
 
 DeepLab v3, ResNet-50, output stride 16, float32, 384 x 384, the `deeplabv3_voc` recipe
@@ -24,6 +25,9 @@ optimizer, runs the step once (tracing it), restarts the memory marks
                   allocator statistics, peak RSS only)
   onednn_cache_off  the step with ONEDNN_PRIMITIVE_CACHE_CAPACITY=0: what oneDNN's cache
                   of compiled convolutions and matmuls holds
+  one_malloc_arena  the step with MALLOC_ARENA_MAX=1: glibc's malloc keeps one arena
+                  instead of one per thread (up to 8 per core), so freed small blocks
+                  are shared by every thread
   system_allocator  the step with TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1: malloc instead of
                   oneDNN's pool (which never returns memory; no allocator statistics)
   xla             the step compiled by XLA (jit_compile=true; its own buffer plan)
@@ -59,12 +63,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SIZE = 384
 GiB = 2 ** 30
 EXPERIMENTS = ("step", "forward", "gradients", "loss_reference", "atrous_keras", "bn_frozen",
-               "bn_frozen_autodiff", "onednn_off", "onednn_cache_off", "system_allocator", "xla")
+               "bn_frozen_autodiff", "onednn_off", "onednn_cache_off", "system_allocator", "one_malloc_arena", "xla")
 # Experiments that differ from the step only in the worker's environment (read by oneDNN
 # and TensorFlow as they start, so they cannot be set from inside the worker).
 ENVIRONMENT_EXPERIMENTS = {
     "onednn_cache_off": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"},
     "system_allocator": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"},
+    "one_malloc_arena": {"MALLOC_ARENA_MAX": "1"},   # glibc reads it at the first malloc
 }
 
 # Which backward op reads a kept forward tensor names its category; the first that

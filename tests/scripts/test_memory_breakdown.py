@@ -151,7 +151,9 @@ def test_experiment_settings():
     assert {name: (r["bn_policy"], r["variant"], r["batch"], r["kept"]) for name, r in frozen.items()} == {
         "bn_frozen": ("frozen", "bn_frozen", 8, True),
         "bn_frozen_autodiff": ("frozen", "bn_frozen_autodiff", 8, True)}
-    environment = breakdown.experiment_settings(["onednn_cache_off", "system_allocator"], [2, 8], 3)
+    environment = breakdown.experiment_settings(["onednn_cache_off", "system_allocator", "one_malloc_arena"],
+                                                [2, 8], 3)
+    assert environment["one_malloc_arena"]["env"] == {"MALLOC_ARENA_MAX": "1"}
     assert environment["onednn_cache_off"]["env"] == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
     assert environment["system_allocator"]["env"] == {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}
     assert all(r["batch"] == 8 and r["onednn"] for r in environment.values())
