@@ -263,10 +263,21 @@ class ImageResult:
                 f"   mean IoU {self.mean_iou:.3f}")
 
 
+def hardness(result):
+    """How hard an image was, as a sort key (larger: harder): its loss; without one (a
+    .tflite file that gives masks, not logits, scores no loss) its mean IoU, lower being
+    harder; an image without a scored pixel ranks last. Ties keep the earlier image."""
+    if np.isfinite(result.loss):
+        return (1, result.loss, -result.position)
+    if np.isfinite(result.mean_iou):
+        return (0, 1.0 - result.mean_iou, -result.position)
+    return (-1, 0.0, -result.position)
+
+
 class Keeper:
     """Keeps the pixels of the images the pictures need and nothing else, so that
     memory stays small on a subset of any size: the seeded random sample (positions
-    chosen up front) and the `hardest` images seen so far (a min-heap on loss)."""
+    chosen up front) and the `hardest` images seen so far (a min-heap on `hardness`)."""
 
     def __init__(self, num_images, samples, hardest, seed):
         rng = np.random.default_rng(seed)
@@ -280,8 +291,7 @@ class Keeper:
         """Considers one scored image; attaches its pixels to `result` if it is kept."""
         keep = result.position in self.sample_positions
         if self.hardest_count > 0:
-            # NaN losses (no scored pixel) rank last; ties keep the earlier image.
-            key = (result.loss if result.loss == result.loss else -np.inf, -result.position)
+            key = hardness(result)
             entry = (key, result.position, result)
             if len(self._heap) < self.hardest_count:
                 heapq.heappush(self._heap, entry)
@@ -297,7 +307,7 @@ class Keeper:
             self.samples[result.position] = result
 
     def hardest(self):
-        """The kept hardest results, highest loss first."""
+        """The kept hardest results, hardest first (`hardness`)."""
         return [entry[2] for entry in sorted(self._heap, key=lambda e: e[0], reverse=True)]
 
     def sample(self):

@@ -5,8 +5,9 @@ input size the model was trained at, which blurs the small objects of a 2048 x 1
 Cityscapes frame. A sliding window runs the model at its own scale instead:
 
 1. the image is padded at the bottom and right to at least the window size with the
-   mean colour `research.data.pipeline.PAD_RGB_MEAN` (after the models' own
-   preprocessing about zero, "no signal"; the pipeline's scale jitter pads with it too);
+   mean colour `research.data.pipeline.PAD_RGB_MEAN`, the colour the pipeline's scale
+   jitter pads with in training (about zero after an ImageNet backbone's preprocessing;
+   about 0.45 after the "unit" scaling of a model trained from scratch);
 2. windows of `window` (h, w) pixels start every `stride` pixels, the last row and
    column of windows flush with the padded image's edge (so every pixel is covered and
    no window needs more padding): `window_starts`;

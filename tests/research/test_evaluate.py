@@ -369,3 +369,19 @@ def test_command_line(pointwise_run, tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     assert evaluate_lib.main(["--workdir", pointwise_run, "--out", str(tmp_path / "mine")]) == 1
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_without_losses_the_hardest_are_the_lowest_mean_iou():
+    # A .tflite file that gives masks scores no loss: rank by mean IoU, lowest first;
+    # an image without a scored pixel (no loss, no IoU) last.
+    nan = float("nan")
+    scores = [(nan, 0.6), (nan, 0.2), (nan, nan), (nan, 0.9), (nan, 0.4)]
+    keeper = evaluate_lib.Keeper(num_images=len(scores), samples=0, hardest=4, seed=0)
+    for position, (loss, iou) in enumerate(scores):
+        keeper.offer(evaluate_lib.ImageResult(position, f"id{position}", loss, 0.5, iou), None, None, None)
+    assert [r.image_id for r in keeper.hardest()] == ["id1", "id4", "id0", "id3"]
+    # With losses, the loss decides (an image without a scored pixel still ranks last).
+    keeper = evaluate_lib.Keeper(num_images=3, samples=0, hardest=3, seed=0)
+    for position, (loss, iou) in enumerate([(0.5, 0.1), (nan, nan), (2.0, 0.9)]):
+        keeper.offer(evaluate_lib.ImageResult(position, f"id{position}", loss, 0.5, iou), None, None, None)
+    assert [r.image_id for r in keeper.hardest()] == ["id2", "id0", "id1"]
