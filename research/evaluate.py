@@ -51,7 +51,8 @@ evaluation (a second run with other options replaces them; use --out to keep bot
   per_image.csv   id, loss, pixel_accuracy, mean_iou for every image, in subset order
   confusion.png   the row-normalised confusion matrix as a heat map
   samples.png     `samples` random images (seeded): image | truth | prediction | errors
-  hardest.png/csv the `hardest` images with the highest loss (see `image_loss`)
+  hardest.png/csv the `hardest` images with the highest loss (see `image_loss`); from a
+                  .tflite file that gives masks (no loss), the lowest mean IoU
 """
 import argparse
 import csv
@@ -259,7 +260,8 @@ class ImageResult:
 
     def caption(self):
         """The image's id and scores, as the sample pictures label it."""
-        return (f"{self.image_id}   loss {self.loss:.3f}   pixel acc {self.pixel_accuracy:.3f}"
+        loss = "" if np.isnan(self.loss) else f"   loss {self.loss:.3f}"  # masks give no loss
+        return (f"{self.image_id}{loss}   pixel acc {self.pixel_accuracy:.3f}"
                 f"   mean IoU {self.mean_iou:.3f}")
 
 
@@ -267,7 +269,7 @@ def hardness(result):
     """How hard an image was, as a sort key (larger: harder): its loss; without one (a
     .tflite file that gives masks, not logits, scores no loss) its mean IoU, lower being
     harder; an image without a scored pixel ranks last. Ties keep the earlier image."""
-    if np.isfinite(result.loss):
+    if not np.isnan(result.loss):  # +inf (a diverged model) is the hardest, not unscored
         return (1, result.loss, -result.position)
     if np.isfinite(result.mean_iou):
         return (0, 1.0 - result.mean_iou, -result.position)
@@ -685,7 +687,9 @@ def parse_args(argv=None):
                              "whose logits are averaged, e.g. 0.75,1,1.25 (default 1); each runs at the "
                              "nearest size on the grid of the input size plus multiples of the output stride")
     parser.add_argument("--samples", type=int, default=8, help="random images in samples.png (0: none)")
-    parser.add_argument("--hardest", type=int, default=8, help="highest-loss images in hardest.png/csv (0: none)")
+    parser.add_argument("--hardest", type=int, default=8,
+                        help="hardest images in hardest.png/csv (0: none): highest loss, or lowest "
+                             "mean IoU from a .tflite file that gives masks")
     parser.add_argument("--seed", type=int, default=0, help="chooses the sampled images")
     parser.add_argument("--out", default=None,
                         help="output folder (default WORKDIR/eval for test, WORKDIR/eval_<subset> otherwise); "

@@ -385,3 +385,14 @@ def test_without_losses_the_hardest_are_the_lowest_mean_iou():
     for position, (loss, iou) in enumerate([(0.5, 0.1), (nan, nan), (2.0, 0.9)]):
         keeper.offer(evaluate_lib.ImageResult(position, f"id{position}", loss, 0.5, iou), None, None, None)
     assert [r.image_id for r in keeper.hardest()] == ["id2", "id0", "id1"]
+
+
+def test_an_infinite_loss_is_the_hardest_and_a_missing_loss_is_not_captioned():
+    # A diverged (or float16-overflowed) model's +inf loss ranks above every finite loss.
+    nan, inf = float("nan"), float("inf")
+    keeper = evaluate_lib.Keeper(num_images=3, samples=0, hardest=3, seed=0)
+    for position, (loss, iou) in enumerate([(0.5, 0.1), (inf, 0.9), (2.0, 0.3)]):
+        keeper.offer(evaluate_lib.ImageResult(position, f"id{position}", loss, 0.5, iou), None, None, None)
+    assert [r.image_id for r in keeper.hardest()] == ["id1", "id2", "id0"]
+    assert "loss" not in evaluate_lib.ImageResult(0, "a", nan, 0.5, 0.25).caption()
+    assert "loss 0.500" in evaluate_lib.ImageResult(0, "a", 0.5, 0.5, 0.25).caption()
