@@ -68,7 +68,9 @@ def _write_replacing(logdir, suffix, write):
     the older files with that suffix. TensorBoard keeps the first session (or experiment)
     it reads in a folder, so a rewritten one must be the only one there. Until the old
     file is removed both exist: a kill in between keeps the old settings, not none."""
-    older = tf.io.gfile.glob(os.path.join(logdir, "*" + suffix))
+    # Listed, not globbed: an ablation cell's folder name may hold [ ] * ? (input_size-[96,96]).
+    older = ([os.path.join(logdir, name) for name in tf.io.gfile.listdir(logdir) if name.endswith(suffix)]
+             if tf.io.gfile.isdir(logdir) else [])
     writer = tf.summary.create_file_writer(logdir, filename_suffix=suffix)
     with writer.as_default():
         write()
@@ -127,7 +129,10 @@ def read_session(logdir):
         return {}
     events = event_accumulator.EventAccumulator(logdir, size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
-    content = events.PluginTagToContent(metadata.PLUGIN_NAME).get(metadata.SESSION_START_INFO_TAG)
+    try:
+        content = events.PluginTagToContent(metadata.PLUGIN_NAME).get(metadata.SESSION_START_INFO_TAG)
+    except KeyError:   # no HParams data in the folder yet (a run's first start)
+        return {}
     if content is None:
         return {}
     info = metadata.parse_session_start_info_plugin_data(content)

@@ -71,10 +71,14 @@ class RunOutputs:
 
     def write_hparams(self):
         """The run's HParams session (its settings) in WORKDIR/tensorboard/, rewritten at
-        every start: a resume may change fields such as epochs."""
+        every start: a resume may change fields such as epochs. The fields the earlier
+        session showed stay shown, so an ablation cell resumed by `research.train` alone
+        keeps its grid's axes."""
         if self.is_chief:
-            hparams.write_session(os.path.join(self.workdir, "tensorboard"), self.config,
-                                  trial_id=os.path.abspath(self.workdir), extra_fields=self.hparam_fields)
+            logdir = os.path.join(self.workdir, "tensorboard")
+            shown = self.hparam_fields + tuple(name for name in hparams.read_session(logdir)
+                                               if name not in self.hparam_fields)
+            hparams.write_session(logdir, self.config, trial_id=os.path.abspath(self.workdir), extra_fields=shown)
 
     def write_final_metrics(self, state):
         """The run's final metrics for the HParams tab (last epoch's val, best monitored)."""

@@ -1,4 +1,6 @@
 """HParams: each run's settings and final metrics, readable with TensorBoard's reader."""
+import os
+
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -52,14 +54,15 @@ def test_experiment_lists_every_value_the_runs_take(tmp_path):
 
 def test_a_rewritten_session_or_experiment_replaces_the_first(tmp_path):
     # TensorBoard keeps the first session it reads in a folder: a resumed run that changed
-    # its epochs, or a grid rerun with another axis, must leave only the new one.
-    logdir = str(tmp_path)
+    # its epochs, or a grid rerun with another axis, must leave only the new one. The
+    # folder is named like an ablation cell whose value has glob characters.
+    logdir = str(tmp_path / "input_size-[96,96]")
     config = smoke.get_config()
     hparams.write_session(logdir, config.replace(epochs=1), trial_id="/runs/a")
     hparams.write_final_metrics(logdir, {"val_mean_iou": 0.25}, best=0.25, step=3)
     hparams.write_session(logdir, config.replace(epochs=5), trial_id="/runs/a")
     assert hparams.read_session(logdir)["epochs"] == 5
-    assert len(tf.io.gfile.glob(f"{logdir}/*{hparams.SESSION_SUFFIX}")) == 1
+    assert len([name for name in os.listdir(logdir) if name.endswith(hparams.SESSION_SUFFIX)]) == 1
     assert "final/val_mean_iou" in _tags(logdir)               # other events are kept
     hparams.write_experiment(logdir, [config], extra_fields=["ce_weight"])
     hparams.write_experiment(logdir, [config], extra_fields=["ce_weight", "bn_momentum"])
@@ -79,3 +82,15 @@ def _experiment_hparams(logdir):
     events.Reload()
     content = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG]
     return {h.name for h in metadata.parse_experiment_plugin_data(content).hparam_infos}
+
+
+def test_a_resume_without_the_grids_axes_keeps_showing_them(tmp_path):
+    # An ablation cell resumed by `python -m research.train` (no hparam_fields) keeps the
+    # axes its grid showed; a changed field shows too.
+    from research.training.outputs import RunOutputs
+
+    config = smoke.get_config()
+    RunOutputs(config, str(tmp_path), is_chief=True, hparam_fields=["ce_weight"]).write_hparams()
+    RunOutputs(config.replace(epochs=7), str(tmp_path), is_chief=True).write_hparams()
+    session = hparams.read_session(str(tmp_path / "tensorboard"))
+    assert session["ce_weight"] == 1.0 and session["epochs"] == 7
