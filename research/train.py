@@ -579,9 +579,8 @@ def train_and_evaluate(config, workdir, resume=True, hparam_fields=()):
       TrainingInterrupted: SIGINT/SIGTERM (a checkpoint was written first).
       NonFiniteLossError: NaN/Inf loss with nan_policy "stop" (or restores used up).
     """
-    config = config_lib.check_config(config)
-    if config.monitor not in CSV_COLUMNS:
-        raise ValueError(f"monitor {config.monitor!r} is not a train_log.csv column: {', '.join(CSV_COLUMNS)}")
+    config = config_lib.check_config(config)   # the monitor among CSV_COLUMNS included
+    _refuse_glob_characters(workdir)
     os.makedirs(workdir, exist_ok=True)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     resume_from = tf.train.latest_checkpoint(ckpt_dir)  # the run's one look-up
@@ -598,6 +597,17 @@ def train_and_evaluate(config, workdir, resume=True, hparam_fields=()):
     role = runtime.worker_role(config.distribute)
     with _workdir_of(role, workdir, ckpt_dir, resume_from):
         return _train(config, workdir, role, resume_from, hparam_fields)
+
+
+def _refuse_glob_characters(workdir):
+    """Raises ValueError when the workdir's path holds [ ] * or ?: TensorFlow finds a
+    checkpoint by matching its path as a glob pattern, so in such a folder it would find
+    none, and a rerun would start again from scratch instead of resuming."""
+    found = sorted(set("[]*?") & set(os.path.abspath(workdir)))
+    if found:
+        raise ValueError(f"{workdir}: a run folder's path must not hold {' '.join(found)} (TensorFlow reads "
+                         "checkpoint paths as glob patterns and would never find this run's checkpoints "
+                         "to resume); choose another --workdir")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ invalid value, or XLA in a deterministic grid on CPU) stops the grid before anyt
 trains, naming every such cell. A cell whose config equals the base's
 (e.g. "CE + dice, class-weighted" when the base trains with that loss) is not trained
 again: it shares the base's run, `OUT/cells/base`. Every other cell trains in
-`OUT/cells/<axis>-<cell>` with `research.train.train_and_evaluate`, so a killed ablation
+`OUT/cells/<axis>-<cell>` (`run_folder`: no brackets, nothing a path or glob reads) with `research.train.train_and_evaluate`, so a killed ablation
 resumes: finished cells are skipped and a partly trained cell continues from its
 checkpoint.
 
@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 
@@ -264,11 +265,31 @@ def make_cells(base, axes, steps, evals, overrides=(), deterministic=True, field
             except (ValueError, TypeError) as error:
                 refused.append(f"{name}: {error}")
                 continue
-            run = BASE_RUN if _same_run(config, base) else name
+            run = BASE_RUN if _same_run(config, base) else run_folder(name)
             cells.append(Cell(axis, name, changes, config.replace(name=f"{base.name} ablation {run}"), run))
     if refused:
         raise ValueError("the base config refuses these cells (nothing was trained):\n  " + "\n  ".join(refused))
+    _check_distinct_folders(cells)
     return base, cells
+
+
+def run_folder(cell_name):
+    """The folder name of a cell's run: its name without brackets, braces and quotes, and
+    with any other character that a path or a glob pattern would read ("/", "*", "?",
+    spaces, ...) as "_" ("input_size-[96,96]" -> "input_size-96,96"). TensorFlow finds a
+    checkpoint by glob, so "[96,96]" in a path would match no file and a cell never resume."""
+    kept = re.sub(r"[\[\]{}\"']", "", cell_name)
+    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", kept)
+
+
+def _check_distinct_folders(cells):
+    """Refuses two different cells whose run folders would be one ("a b" and "a_b")."""
+    names = {}
+    for cell in cells:
+        other = names.setdefault(cell.run, cell.name)
+        if other != cell.name and cell.run != BASE_RUN:
+            raise ValueError(f"cells {other!r} and {cell.name!r} would share the folder cells/{cell.run}: "
+                             "give one of them another value spelling")
 
 
 def unique_runs(cells):

@@ -230,7 +230,7 @@ def profile_memory(run, logdir):
         run()
     finally:
         tf.profiler.experimental.stop()
-    traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    traces = glob.glob(os.path.join(glob.escape(logdir), "**", "*.xplane.pb"), recursive=True)
     if not traces:
         raise RuntimeError(f"{logdir}: the profiler wrote no trace")
     data, ok = _pywrap_profiler_plugin.xspace_to_tools_data(traces, "memory_profile")

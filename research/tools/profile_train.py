@@ -181,7 +181,7 @@ def write_ops_csv(path, summary):
 # ---------------------------------------------------------------------------------
 def trace_folders(workdir):
     """The profiler's run folders under WORKDIR/tensorboard/plugins/profile."""
-    return set(glob.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*")))
+    return set(glob.glob(os.path.join(glob.escape(workdir), "tensorboard", "plugins", "profile", "*")))
 
 
 def profile_config(config, warmup, steps):
@@ -204,7 +204,7 @@ def run_profile(config, workdir):
     before = trace_folders(workdir)
     train.train_and_evaluate(config, workdir, resume=False)
     new = sorted(trace_folders(workdir) - before)
-    traces = glob.glob(os.path.join(new[-1], "*.xplane.pb")) if new else []
+    traces = glob.glob(os.path.join(glob.escape(new[-1]), "*.xplane.pb")) if new else []
     if not traces:
         raise ValueError(f"no profiler trace was written under {os.path.join(workdir, 'tensorboard')}")
     return traces[0]

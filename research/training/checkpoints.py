@@ -6,6 +6,7 @@ exactly: same step, learning rate, schedules' waits and data position. TF writes
 checkpoint's files first and its `checkpoint` index last, atomically, so a kill at any
 moment leaves the previous checkpoint usable.
 """
+import glob
 import logging
 import os
 import re
@@ -97,7 +98,7 @@ class CheckpointFiles:
         if self.latest_checkpoint != kept:
             shutil.rmtree(kept_dir, ignore_errors=True)
             os.makedirs(kept_dir)
-            for path in tf.io.gfile.glob(prefix + ".*"):
+            for path in glob.glob(glob.escape(prefix) + ".*"):  # a folder may hold [ ] * ?
                 shutil.copyfile(path, os.path.join(kept_dir, os.path.basename(path)))
             tf.compat.v1.train.update_checkpoint_state(   # atomic write of the index
                 self.directory, os.path.relpath(kept, self.directory),

@@ -184,6 +184,14 @@ def test_loss_scale_skips_overflowing_steps(smoke_config, tmp_path):
         np.testing.assert_array_equal(a, w.numpy())
 
 
+def test_a_workdir_whose_path_is_a_glob_pattern_is_refused_before_anything_is_written(smoke_config, tmp_path):
+    # TensorFlow would find no checkpoint in it, so a rerun would start from scratch.
+    workdir = tmp_path / "lr-[1e-3]"
+    with pytest.raises(ValueError, match=r"lr-\[1e-3\]: a run folder's path must not hold \[ \]"):
+        train_lib.train_and_evaluate(smoke_config, str(workdir))
+    assert not workdir.exists()
+
+
 def test_results_without_a_checkpoint_are_kept_from_a_different_config(straight_run, tmp_path):
     config, finished, _ = straight_run
     workdir = str(tmp_path / "copy")

@@ -66,6 +66,16 @@ def test_any_field_is_an_axis_with_values_parsed_like_set(smoke_config):
             ablate.field_axis(text)
 
 
+def test_run_folders_hold_nothing_a_path_or_glob_pattern_reads(smoke_config):
+    # TensorFlow finds checkpoints by glob: a cell in "input_size-[96,96]" would never resume.
+    base, cells = ablate.make_cells(smoke_config, [], 4, 2,
+                                    field_axes=["resize_to_before_crop=[48,48]", "weights=/w/r50 notop.h5"])
+    assert [c.run for c in cells] == ["resize_to_before_crop-48,48", "weights-_w_r50_notop.h5"]
+    assert cells[0].name == "resize_to_before_crop-[48,48]"
+    with pytest.raises(ValueError, match="would share the folder cells/weights-a_b.h5"):
+        ablate.make_cells(smoke_config, [], 4, 2, field_axes=['weights=a b.h5,a_b.h5'])
+
+
 def test_the_accumulate_axis_keeps_the_images_per_update_or_is_refused(smoke_config):
     _, cells = ablate.make_cells(smoke_config, ["accumulate"], 4, 2, overrides=["batch_size=2", "accumulate_steps=2"])
     assert {c.name: (c.config.batch_size, c.config.accumulate_steps, c.run) for c in cells} == {
