@@ -12,14 +12,33 @@ import pytest
 from benchmarks.support import comparison_lines
 
 
+_DESELECTED_FILES = pytest.StashKey[set]()
+
+
+def pytest_deselected(items):
+    """Notes the benchmark files some of whose cases `-k` or `-m` left out."""
+    if items:
+        files = items[0].config.stash.setdefault(_DESELECTED_FILES, set())
+        files.update(os.path.basename(str(item.path)) for item in items)
+
+
+def partial_files(config):
+    """Benchmark files (names, sorted) that this run measured only in part: some cases
+    deselected (`-k`, `-m`) or single cases named (`file.py::case`)."""
+    named = {os.path.basename(arg.split("::")[0]) for arg in config.invocation_params.args if "::" in arg}
+    return sorted(config.stash.get(_DESELECTED_FILES, set()) | named)
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Adds what a saved run's provenance line needs (`make docs`, research/docs): the
-    project's machine id, the TensorFlow version and the command that made the run."""
+    project's machine id, the TensorFlow version and the command that made the run, and
+    the files it measured only in part (the docs' tables skip such a run for those files)."""
     from research.provenance import command_line, machine_id, tensorflow_version
 
     machine_info["machine_id"] = machine_id()
     machine_info["tensorflow"] = tensorflow_version()
     machine_info["command"] = command_line("python -m pytest", config.invocation_params.args)
+    machine_info["partial_files"] = partial_files(config)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
 """Tables from the saved pytest-benchmark runs, `benchmarks/baselines/<machine>/<python>/*.json`.
 
-For each block, each machine's latest saved run that measured that block's benchmark file
-gives its table, under its provenance line (`make bench` saves a run; pytest-benchmark
-numbers the files, so the highest number is the latest; a run of some files only, such as
-`make bench BENCH_FLAGS='-k loss'`, leaves the other blocks at the run before it).
+For each block, each machine's latest saved run that measured all of that block's
+benchmark file gives its table, under its provenance line (`make bench` saves a run;
+pytest-benchmark numbers the files, so the highest number is the latest). A run of some
+cases only, such as `make bench BENCH_FLAGS='-k loss'`, gives the tables of the files it
+measured whole and leaves the others at the run before it; its saved machine_info names
+the files it measured in part (benchmarks/conftest.py). Where a machine has only such
+runs of a file, the latest of them gives the table.
 Every time is the MINIMUM over rounds (benchmarks/conftest.py says why), per step where a
 call runs several steps.
 """
@@ -19,16 +22,18 @@ SAVE_COMMAND = "make bench"
 
 def saved_runs(root, file_name):
     """[(machine, python folder, path, run dict)], by machine: each machine's latest saved
-    run that holds benchmarks/<file_name>."""
+    run that measured all of benchmarks/<file_name>, else its latest that measured part."""
     runs = []
     pattern = os.path.join(root, results_lib.BASELINES_DIR, "*", "*")
     for folder in sorted(p for p in glob.glob(pattern) if os.path.isdir(p)):
-        for path in sorted(glob.glob(os.path.join(folder, "*.json")), reverse=True):
-            run = read_json(path)
-            if benchmarks_of(run, file_name):
-                machine = os.path.basename(os.path.dirname(folder))
-                runs.append((machine, os.path.basename(folder), path, run))
-                break
+        holding = [(path, run) for path, run in
+                   ((p, read_json(p)) for p in sorted(glob.glob(os.path.join(folder, "*.json")), reverse=True))
+                   if benchmarks_of(run, file_name)]
+        whole = [(path, run) for path, run in holding
+                 if file_name not in run.get("machine_info", {}).get("partial_files", [])]
+        if holding:
+            path, run = (whole or holding)[0]
+            runs.append((os.path.basename(os.path.dirname(folder)), os.path.basename(folder), path, run))
     return runs
 
 

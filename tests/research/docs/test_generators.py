@@ -183,6 +183,37 @@ def test_a_run_of_some_benchmark_files_leaves_the_others_at_the_run_before(tmp_p
     assert os.path.basename(path).startswith("0001")
 
 
+def test_a_run_of_some_cases_of_a_file_leaves_that_files_table_at_the_whole_run_before(tmp_path):
+    # `-k loss` also selects the train-step benchmark's reference-loss case: that run
+    # measured bench_train_step.py in part, which its machine_info says.
+    root = str(tmp_path)
+    save_run(root, "vm-A", 1, train_cases(6.0))
+    save_run(root, "vm-A", 2, train_cases(4.0)[2:], partial_files=["bench_train_step.py"])
+    [(_, _, path, _)] = bench_tables.saved_runs(root, "bench_train_step.py")
+    assert os.path.basename(path).startswith("0001")
+    # With only partial runs of a file, the latest of them gives its table.
+    save_run(root, "vm-B", 1, train_cases(6.0)[:1], partial_files=["bench_train_step.py"])
+    save_run(root, "vm-B", 2, train_cases(6.0)[1:], partial_files=["bench_train_step.py"])
+    paths = {machine: os.path.basename(path) for machine, _, path, _ in bench_tables.saved_runs(root, "bench_train_step.py")}
+    assert paths["vm-B"].startswith("0002")
+
+
+def test_a_saved_benchmark_run_names_the_files_it_measured_in_part():
+    from benchmarks import conftest
+
+    class Config:
+        stash = pytest.Stash()
+        invocation_params = type("Params", (), {"args": ("benchmarks", "benchmarks/bench_tflite.py::test_x[a]")})
+
+    class Item:
+        def __init__(self, path):
+            self.config, self.path = Config, path
+
+    conftest.pytest_deselected([Item("/repo/benchmarks/bench_train_step.py")])
+    conftest.pytest_deselected([])
+    assert conftest.partial_files(Config) == ["bench_tflite.py", "bench_train_step.py"]
+
+
 def test_train_step_table_compares_with_fit_at_the_same_batch_and_shows_memory(tmp_path):
     root = str(tmp_path)
     batch8 = bench("deeplab_v3-custom-onednn_on-xla_off-bn_policy_frozen-batch_8", "train step batch 8", 12.0,
