@@ -93,8 +93,11 @@ def read_train_log(path, as_numbers=True):
     is missing and ValueError naming the file when a value is not a number or a row is
     short.
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
     numbers = []
     for line, row in enumerate(rows, start=2):
         try:

@@ -53,9 +53,9 @@ def at_budget(history, budget_seconds):
 
 
 def run_names(workdirs):
-    """A name per run folder: its last path component, or as many of its last components
-    as tell it from the others (runs/a/demo and runs/b/demo -> a/demo, b/demo). The same
-    folder twice keeps one name (it is one run)."""
+    """A name per run folder: the last path components, as few as tell every folder from
+    the others, the same number for all (runs/a/demo, runs/b/demo, runs/b/other ->
+    a/demo, b/demo, b/other). The same folder twice keeps one name (it is one run)."""
     parts = [os.path.abspath(w).split(os.sep) for w in workdirs]
     for depth in range(1, max(len(p) for p in parts) + 1):
         names = ["/".join(p[-depth:]) for p in parts]

@@ -176,14 +176,15 @@ def write_report(workdir, wall_seconds=None, json_path=None, command=None):
         raise FileNotFoundError(f"{e.filename}: not found (train with research.train and evaluate with "
                                 "research.evaluate --subset test first)") from None
     baseline = majority_baseline(metrics["confusion_matrix"])
-    config = read_config(os.path.join(workdir, "config.json"))
+    config_path = os.path.join(workdir, "config.json")
+    config = read_config(config_path)
     text = report_text(workdir, history, metrics, baseline, wall_seconds, config)
     atomic_write_text(os.path.join(workdir, "REPORT.md"), text)
     print(text)
     print(f"report: {os.path.join(workdir, 'REPORT.md')}")
     if json_path:
         majority_name = metrics_class_names(metrics)[baseline["class"]]
-        network = network_of(config_from_dict(config)) if config else None
+        network = network_of(config_from_dict(config, source=config_path)) if config else None
         saved = results.demo_results((config or {}).get("name", "custom"), history, metrics, baseline,
                                      majority_name, wall_seconds, network)
         print(f"result: {results.write_results(json_path, saved, command)}")
