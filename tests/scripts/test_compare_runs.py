@@ -64,6 +64,10 @@ def test_damaged_run_files_are_named(tmp_path, capsys):
         f.write("3,30,abc,7\n")
     assert compare_runs.main([run]) == 1
     assert capsys.readouterr().err.startswith(f"error: {log}: line 4 is not a row of numbers")
+    with open(log, "wb") as f:
+        f.write(b"epoch,step\n\xff\xfe,1\n")                      # not UTF-8
+    assert compare_runs.main([run]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {log}: not a UTF-8 text file")
 
 
 def test_runs_with_the_same_folder_name_are_told_apart():
