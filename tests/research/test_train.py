@@ -223,6 +223,7 @@ def test_a_damaged_latest_checkpoint_is_named_with_the_others_beside_it(straight
 @pytest.mark.slow
 def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
     config, _, reference = straight_run
+    config = config.replace(export_best=False)    # the export is test_smoke_run_end_to_end's
     workdir = str(tmp_path / "interrupted")
     # At epoch 2's last step (global step 6), before its evaluation: the resumed run first
     # ends epoch 2 and saves ckpt-6 again (CheckpointFiles._replace). A stop mid-epoch is
@@ -256,7 +257,7 @@ def test_interrupt_then_resume_continues_exactly(straight_run, tmp_path, monkeyp
     with pytest.raises(FileExistsError):
         train_lib.train_and_evaluate(config, workdir, resume=False)
     # ...and more epochs is a legitimate resume.
-    extended = train_lib.train_and_evaluate(config.replace(epochs=4, export_best=False), workdir)
+    extended = train_lib.train_and_evaluate(config.replace(epochs=4), workdir)
     assert [r["epoch"] for r in extended["history"]] == [1, 2, 3, 4]
     assert extended["history"][:3] == rows
     # The HParams tab shows the settings the run finished with.
