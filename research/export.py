@@ -79,12 +79,17 @@ def export_model(model, export_dir, config, info=None):
         logits = predict_logits(model, images, input_size)
         return {"masks": tf.cast(tf.argmax(logits, axis=-1), tf.uint8), "logits": logits}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", serve,
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    # A plain tf.Module holding the model's variables and the one serving function, not
+    # Keras' ExportArchive: the archive also traces and saves every layer's own functions,
+    # which doubled the file and the time (smoke model on vm-AMD-EPYC-2cpu: 19 MB in 5.5 s
+    # against 9.8 MB in 2.6 s), and training exports at every improving epoch.
+    serving = tf.Module()
+    serving.model_variables = list(model.variables)   # tracked, so saved beside the graph
+    serving.serve = tf.function(serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                                      name="images")])
+    signature = serving.serve.get_concrete_function()
     with atomic_directory(os.path.join(export_dir, "saved_model")) as tmp:
-        archive.write_out(tmp, verbose=False)
+        tf.saved_model.save(serving, tmp, signatures={"serve": signature, "serving_default": signature})
     data = datasets.dataset_of(config)
     atomic_write_json(os.path.join(export_dir, "export.json"), {
         "input_size": list(input_size), "num_classes": config.num_classes,
