@@ -26,14 +26,17 @@ def saved_runs(root, file_name):
     runs = []
     pattern = os.path.join(root, results_lib.BASELINES_DIR, "*", "*")
     for folder in sorted(p for p in glob.glob(pattern) if os.path.isdir(p)):
-        holding = [(path, run) for path, run in
-                   ((p, read_json(p)) for p in sorted(glob.glob(os.path.join(folder, "*.json")), reverse=True))
-                   if benchmarks_of(run, file_name)]
-        whole = [(path, run) for path, run in holding
-                 if file_name not in run.get("machine_info", {}).get("partial_files", [])]
-        if holding:
-            path, run = (whole or holding)[0]
-            runs.append((os.path.basename(os.path.dirname(folder)), os.path.basename(folder), path, run))
+        chosen = None   # (path, run): the latest whole run, else the latest partial one
+        for path in sorted(glob.glob(os.path.join(folder, "*.json")), reverse=True):
+            run = read_json(path)
+            if not benchmarks_of(run, file_name):
+                continue
+            chosen = chosen or (path, run)
+            if file_name not in run.get("machine_info", {}).get("partial_files", []):
+                chosen = (path, run)
+                break
+        if chosen:
+            runs.append((os.path.basename(os.path.dirname(folder)), os.path.basename(folder), *chosen))
     return runs
 
 
