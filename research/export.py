@@ -75,11 +75,11 @@ def export_model(model, export_dir, config, info=None):
         model.save(tmp)
     kill_point("export")
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(images):
         logits = predict_logits(model, images, input_size)
         return {"masks": tf.cast(tf.argmax(logits, axis=-1), tf.uint8), "logits": logits}
 
-    serve = tf.function(serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     with atomic_directory(os.path.join(export_dir, "saved_model")) as tmp:
         write_serving_saved_model(model, serve, tmp)
     data = datasets.dataset_of(config)
@@ -93,9 +93,6 @@ def export_model(model, export_dir, config, info=None):
     })
 
 
-# ---------------------------------------------------------------------------------
-# Reading an export (the other half of export_model).
-# ---------------------------------------------------------------------------------
 def write_serving_saved_model(model, serve, path):
     """Writes a SavedModel at `path`: `model`'s variables and `serve` (a tf.function with
     an input_signature that calls `model`) as its "serve" and "serving_default" signatures.
@@ -113,6 +110,9 @@ def write_serving_saved_model(model, serve, path):
     tf.saved_model.save(serving, path, signatures={"serve": signature, "serving_default": signature})
 
 
+# ---------------------------------------------------------------------------------
+# Reading an export (the other half of export_model).
+# ---------------------------------------------------------------------------------
 def find_export(model_dir):
     """The export folder for `--model`: the folder itself or its `export/` subfolder."""
     for folder in (model_dir, os.path.join(model_dir, "export")):

@@ -13,9 +13,9 @@ invalid value, or XLA in a deterministic grid on CPU) stops the grid before anyt
 trains, naming every such cell. A cell whose config equals the base's
 (e.g. "CE + dice, class-weighted" when the base trains with that loss) is not trained
 again: it shares the base's run, `OUT/cells/base`. Every other cell trains in
-`OUT/cells/<axis>-<cell>` (`run_folder`: no brackets, nothing a path or glob reads) with `research.train.train_and_evaluate`, so a killed ablation
-resumes: finished cells are skipped and a partly trained cell continues from its
-checkpoint.
+`OUT/cells/<axis>-<cell>` (`run_folder`: no brackets, nothing a path or glob reads) with
+`research.train.train_and_evaluate`, so a killed ablation resumes: finished cells are
+skipped and a partly trained cell continues from its checkpoint.
 
 Determinism: cells run with `deterministic=true` (research.runtime.enable_determinism)
 unless `--no-deterministic`, so rerunning a cell gives the same numbers and a cell

@@ -98,7 +98,7 @@ class CheckpointFiles:
         if self.latest_checkpoint != kept:
             shutil.rmtree(kept_dir, ignore_errors=True)
             os.makedirs(kept_dir)
-            for path in glob.glob(glob.escape(prefix) + ".*"):  # a folder may hold [ ] * ?
+            for path in glob.glob(glob.escape(prefix) + ".*"):  # the prefix is a literal path
                 shutil.copyfile(path, os.path.join(kept_dir, os.path.basename(path)))
             tf.compat.v1.train.update_checkpoint_state(   # atomic write of the index
                 self.directory, os.path.relpath(kept, self.directory),

@@ -68,7 +68,7 @@ def _write_replacing(logdir, suffix, write):
     the older files with that suffix. TensorBoard keeps the first session (or experiment)
     it reads in a folder, so a rewritten one must be the only one there. Until the old
     file is removed both exist: a kill in between keeps the old settings, not none."""
-    # Listed, not globbed: an ablation cell's folder name may hold [ ] * ? (input_size-[96,96]).
+    # Listed, not globbed: the folder's path is a literal, not a pattern.
     older = ([os.path.join(logdir, name) for name in tf.io.gfile.listdir(logdir) if name.endswith(suffix)]
              if tf.io.gfile.isdir(logdir) else [])
     writer = tf.summary.create_file_writer(logdir, filename_suffix=suffix)
