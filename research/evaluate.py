@@ -204,7 +204,7 @@ def make_predictor(model, input_size, flip=False, scales=(1.0,), mode="whole", w
     if mode == "slide":
         return sliding_window.make_slide_predictor(model, window or input_size, stride, flip, scales)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
     def predict(images):
         return tta_logits(model, images, input_size, flip, scales, feature_stride)
     return predict

@@ -75,7 +75,7 @@ def export_model(model, export_dir, config, info=None):
         model.save(tmp)
     kill_point("export")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], autograph=False)
     def serve(images):
         logits = predict_logits(model, images, input_size)
         return {"masks": tf.cast(tf.argmax(logits, axis=-1), tf.uint8), "logits": logits}

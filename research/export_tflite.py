@@ -145,7 +145,7 @@ def convert(model, input_size, quantize="none", logits=False, calibration=None):
         raise ValueError("int8 quantization needs calibration images")
     height, width = (int(s) for s in input_size)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name="image")])
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name="image")], autograph=False)
     def serve(image):
         scores = model(tf.cast(image, tf.float32), training=False)
         # The argmax inside the file: a device gets class indices, not 21 planes.

@@ -210,7 +210,7 @@ def load_predictor(model_dir, mode="whole", window=None, stride=None):
         slide = sliding_window.make_slide_predictor(model, window or input_size, stride)
         return lambda images: np.argmax(slide(images), axis=-1).astype(np.uint8)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
     def masks_fn(images):
         return export_lib.predict_masks(model, images, input_size)
 

@@ -52,7 +52,7 @@ def window_starts(size, window, stride):
 def window_model(model, window):
     """A tf.function `float32 [N, h, w, 3] -> float32 [N, h, w, C]` of `model` at `window`
     (h, w), traced once for any N."""
-    @tf.function(input_signature=[tf.TensorSpec([None, window[0], window[1], 3], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, window[0], window[1], 3], tf.float32)], autograph=False)
     def run(windows):
         return tf.cast(model(windows, training=False), tf.float32)
     return run

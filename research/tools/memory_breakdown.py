@@ -289,7 +289,7 @@ def _loss_and_gradients(model, config, images, labels, gradients):
     loss_fn, loss_kwargs = build.loss_function(config)
     normalizers = kernels.loss_normalizers(labels, config.num_classes, config.ignore_label)
 
-    @tf.function
+    @tf.function(autograph=False)
     def run():
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(images, training=True), normalizers=normalizers, **loss_kwargs)
@@ -333,7 +333,7 @@ def backward_reads(loss_and_sources, *inputs, watch=False):
 
     marker = {}
 
-    @tf.function
+    @tf.function(autograph=False)
     def traced(*inputs):
         with tf.GradientTape() as tape:
             if watch:

@@ -142,7 +142,7 @@ class Checkpointer:
         # optimizer slots (and the loss scale). One pass, before every save and export.
         saved_floats = [v for v in train_state.model.weights + train_state.optimizer.variables
                         if "float" in str(v.dtype)]
-        self._weights_finite = tf.function(lambda: all_finite(saved_floats))
+        self._weights_finite = tf.function(lambda: all_finite(saved_floats), autograph=False)
 
     @property
     def latest(self):

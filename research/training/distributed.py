@@ -89,7 +89,7 @@ def make_worker_gather(strategy, role):
     def replica_value(value):
         return tf.distribute.get_replica_context().all_gather(value[None], axis=0)
 
-    @tf.function
+    @tf.function(autograph=False)
     def gather(value):
         return strategy.run(replica_value, args=(value,))
 
