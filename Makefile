@@ -33,6 +33,9 @@ install: $(STAMP)
 # module's fixtures are built once). Measured on the 2-core Intel Xeon (fast tier):
 # 2 processes 107 s, 1 process 174 s; TensorFlow's own threads leave the second core
 # idle during Python-bound tracing and small ops. The README's Tests section has the timings.
+# test-all hands out the modules with slow tests first (tests/conftest.py
+# run_slow_modules_first), not xdist's most-tests-first order, which left the heavy
+# modules with few tests for the end.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
@@ -40,7 +43,7 @@ test: $(STAMP)
 	$(PYTEST) --durations=15
 
 test-all: $(STAMP)
-	$(PYTEST) --run-slow --durations=25
+	$(PYTEST) --run-slow --no-loadscope-reorder --durations=25
 
 # A fresh run each time: runs/demo is the demo's own folder (a finished run there would
 # otherwise be resumed, that is, not trained again).

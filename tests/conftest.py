@@ -23,11 +23,23 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--run-slow"):
+        run_slow_modules_first(items)
         return
     skip_slow = pytest.mark.skip(reason="slow: in make test-all (--run-slow)")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+def run_slow_modules_first(items):
+    """Puts the modules that hold slow tests first, in place, each module's tests kept in
+    order. `make test-all` hands whole modules to its xdist workers in this order
+    (`--dist loadfile --no-loadscope-reorder`): the minute-long process-level modules
+    start first and the many short ones fill the end. xdist's own order (most tests
+    first) left the heavy modules with few tests for last, one worker running them
+    alone after the other had finished."""
+    slow_modules = {item.nodeid.split("::")[0] for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
 
 
 @pytest.fixture(scope="session")
