@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # runtime defaults (oneDNN), exactly as the command lines do.
 import research  # noqa: F401
 
-import json
+import pickle
 import subprocess
 import sys
 
@@ -61,11 +61,12 @@ def smoke_config(synthetic_voc_root):
 
 
 @pytest.fixture(scope="session")
-def two_replica_results():
+def two_replica_results(tmp_path_factory):
     """{check: results} of every two-replica check (tests/two_replicas.py), computed once
     per session in one child process (two logical CPUs must exist before TF starts)."""
-    done = subprocess.run([sys.executable, "-m", "tests.two_replicas"], cwd=REPO, capture_output=True,
+    out = tmp_path_factory.mktemp("two_replicas") / "results.pickle"
+    done = subprocess.run([sys.executable, "-m", "tests.two_replicas", str(out)], cwd=REPO, capture_output=True,
                           text=True, timeout=900)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
-    assert done.returncode == 0 and lines, done.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT"):])
+    assert done.returncode == 0 and out.exists(), done.stderr[-3000:]
+    with open(out, "rb") as f:
+        return pickle.load(f)

@@ -1,8 +1,9 @@
 """Every check that needs two tf.distribute replicas, run in ONE child process.
 
 Two logical CPU devices must be configured before TensorFlow initializes, so these
-checks cannot run in the test process: `python -m tests.two_replicas` runs them all and
-prints one line "RESULT <json>"; the `two_replica_results` fixture (tests/conftest.py)
+checks cannot run in the test process: `python -m tests.two_replicas FILE` runs them all
+and pickles their results to FILE (the weights of five models: a JSON line of them was
+263 MB, 16 s to write and read); the `two_replica_results` fixture (tests/conftest.py)
 starts it once per session, and each test module asserts on its own part:
 
   optimizers     kernels.FusedAdam / FusedSGD against Keras' under MirroredStrategy
@@ -11,8 +12,9 @@ starts it once per session, and each test module asserts on its own part:
                  synchronized BatchNorm), bn_policy "train", an overflow on one replica
   accumulation   2 replicas x 2 micro-batches = 1 device x 1 batch (frozen BatchNorm)
 """
-import json
 import os
+import pickle
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -115,7 +117,7 @@ def one_step(strategy, config, images=IMAGES, labels=LABELS, steps=1):
     return {"loss": losses[0], "losses": losses, "finite": bool(finite),
             "replicas": strategy.num_replicas_in_sync,
             "confusion": confusion.result().numpy().tolist(),
-            "weights": [w.numpy().ravel().tolist() for w in model.weights],
+            "weights": [w.numpy().ravel() for w in model.weights],
             "conv1": conv1.numpy().tolist(),
             # each replica's copy of conv1_bn's moving mean and variance
             "bn_copies": [[c.numpy().tolist() for c in strategy.experimental_local_results(v.value)]
@@ -154,7 +156,7 @@ def overflow_results(strategy, config):
     return overflow
 
 
-def main():
+def main(out_path):
     one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
     # One MirroredStrategy for every check: a second one's collective keys would collide.
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -171,8 +173,9 @@ def main():
         "accumulation": {"one": one_step(one_device, frozen.replace(batch_size=4), steps=2),
                          "two": one_step(mirrored, frozen.replace(batch_size=2, accumulate_steps=2), steps=2)},
     }
-    print("RESULT" + json.dumps(results), flush=True)
+    with open(out_path, "wb") as f:
+        pickle.dump(results, f)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
