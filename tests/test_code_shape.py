@@ -1,4 +1,5 @@
-"""The shape of the code: no import cycles in research/ and kernels/, and short functions.
+"""The shape of the code: no import cycles in research/ and kernels/, short functions, and
+every tf.function traced without AutoGraph.
 
 Both read the source with `ast` (nothing is imported, no TensorFlow): fast, and a cycle
 hidden in a function-level import counts as much as one at the top of a module.
@@ -226,3 +227,39 @@ def test_no_test_runs_a_script_with_runpy():
                 if "runpy" in modules:
                     found.append(f"{path}:{node.lineno}")
     assert not found, "tests importing runpy (import the function from its module instead): " + ", ".join(found)
+
+
+def functions_traced_with_autograph(packages=None):
+    """["path:line"] of every `tf.function` in `packages` (default PACKAGES) that does not
+    pass `autograph=False`: bare `@tf.function` and `tf.function(...)` calls without it."""
+    found = []
+    for path in python_files(packages).values():
+        tree = _parse(path)
+        compliant = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and any(k.arg == "autograph" and isinstance(k.value, ast.Constant) and k.value.value is False
+                             for k in node.keywords)}
+        found += [f"{path}:{node.lineno}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and node.attr == "function"
+                  and isinstance(node.value, ast.Name) and node.value.id == "tf" and id(node) not in compliant]
+    return found
+
+
+def test_every_tf_function_is_traced_without_autograph():
+    """research/training/steps.py: the project's control flow on tensors is explicit, and
+    AutoGraph's source rewriting cost about 3 s of each training process's start."""
+    found = functions_traced_with_autograph()
+    assert not found, "tf.function without autograph=False: " + ", ".join(found)
+
+
+def test_the_autograph_check_finds_bare_and_called_tf_functions(tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "m.py").write_text(
+        "import tensorflow as tf\n"
+        "@tf.function\ndef a(x):\n    return x\n"
+        "@tf.function(jit_compile=True)\ndef b(x):\n    return x\n"
+        "@tf.function(autograph=False)\ndef c(x):\n    return x\n"
+        "d = tf.function(lambda: 1, autograph=False)\n"
+        "e = tf.function(lambda: 1)\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", str(tmp_path))
+    assert functions_traced_with_autograph(("pkg",)) == ["pkg/m.py:2", "pkg/m.py:5", "pkg/m.py:12"]
