@@ -156,12 +156,14 @@ def _backbone_features(x, backbone, output_stride, blocks_per_stage, width, atro
     """The backbone's feature maps, strides 2, 4, ... up to `output_stride` (last).
 
     Index 1 is the stride-4 map of either backbone (the v3+ decoder's input), index -1
-    the one ASPP reads.
+    the one ASPP reads; index 0 is None on ResNet-50 (see resnet50's stride2_map).
     """
     if backbone == "mobilenet_v2":
         return mobilenet_v2(x, output_stride, blocks_per_stage, width, **batchnorm)
     strides, dilations = RESNET50_STRIDES_AND_DILATIONS[output_stride]
-    return resnet50(x, strides, dilations, blocks_per_stage, width, atrous, **batchnorm)
+    # DeepLab never reads the stride-2 map: see resnet50's stride2_map.
+    return resnet50(x, strides, dilations, blocks_per_stage, width, atrous, **batchnorm,
+                    stride2_map=False)
 
 
 def _aspp(x, filters, rates, atrous, batchnorm):

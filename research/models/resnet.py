@@ -12,7 +12,7 @@ RESNET50_WIDTH = 64
 
 def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
              blocks_per_stage=RESNET50_BLOCKS, width=RESNET50_WIDTH, atrous="kernels",
-             bn_momentum=0.99, sync_batchnorm=False, bn_impl="fused"):
+             bn_momentum=0.99, sync_batchnorm=False, bn_impl="fused", stride2_map=True):
     """Adds a ResNet-50 v1 to the functional graph at `x`; returns its five feature maps.
 
     Layer names are those of `keras.applications.ResNet50` (conv1_pad, conv1_conv,
@@ -43,6 +43,13 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
         bottleneck has `width * 2**(k-2)` and its output four times that.
       atrous: "kernels" or "keras", which layer computes the dilated convolutions.
       bn_momentum, sync_batchnorm, bn_impl: BatchNorm settings (see `layers.conv_bn_relu`).
+      stride2_map: whether the caller reads the stride-2 map (the U-Net does, DeepLab
+        does not). Without it the stem zero-pads the BatchNorm output for the max-pool
+        before its ReLU (pool1_pad, then conv1_relu: the same values, as ReLU(0) = 0), so
+        the training step keeps one stem tensor of [B, H/2 + 2, W/2 + 2, width] for the
+        ReLU's and the max-pool's gradients instead of the ReLU output and its padded
+        copy (72 MiB less at batch 8, 384 px); the first map returned is then None. The
+        same layers either way, so weights and checkpoints load into both.
 
     Returns:
       A tuple of five Keras tensors of x's batch and compute dtype, at strides 2, 4, 8,
@@ -67,10 +74,9 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
 
     x = keras.layers.ZeroPadding2D(padding=3, name="conv1_pad")(x)
     batchnorm = dict(bn_momentum=bn_momentum, sync_batchnorm=sync_batchnorm, bn_impl=bn_impl)
-    x = conv_bn_relu(x, width, 7, "conv1", strides=2, use_bias=True, epsilon=BN_EPSILON, **batchnorm)
-    features = [x]
-    x = keras.layers.ZeroPadding2D(padding=1, name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    x = conv_bn_relu(x, width, 7, "conv1", strides=2, use_bias=True, epsilon=BN_EPSILON,
+                     relu=False, **batchnorm)
+    x, features = _stem_pool(x, stride2_map)
     stages = zip(stage_strides, stage_dilations, blocks_per_stage)
     for stage, (stride, rate, blocks) in enumerate(stages, start=2):
         filters = width * 2 ** (stage - 2)
@@ -82,6 +88,20 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
                             name=f"conv{stage}_block{block}", batchnorm=batchnorm)
         features.append(x)
     return tuple(features)
+
+
+def _stem_pool(x, stride2_map):
+    """conv1_relu, pool1_pad and pool1_pool on the stem's BatchNorm output x; returns
+    (the pooled map, [conv1_relu's output or None]). See `resnet50`'s stride2_map."""
+    relu = keras.layers.Activation("relu", name="conv1_relu")
+    pad = keras.layers.ZeroPadding2D(padding=1, name="pool1_pad")
+    if stride2_map:
+        features = [relu(x)]
+        x = pad(features[0])
+    else:
+        features = [None]
+        x = relu(pad(x))
+    return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x), features
 
 
 def _bottleneck(x, filters, stride, rate, projection, atrous, name, batchnorm):

@@ -86,3 +86,37 @@ def test_reduced_variant_keeps_the_naming_scheme():
 def test_bad_stage_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         resnet50(keras.Input((None, None, 3)), **kwargs)
+
+
+def _weighted_operations(model):
+    """(index, name) of the model's operations with weights: what checkpoints key by."""
+    return [(index, op.name) for index, op in enumerate(model._operations) if op.weights]
+
+
+def test_without_the_stride2_map_the_stem_keeps_one_tensor_fewer_for_the_same_values():
+    import tensorflow as tf
+    from research.tools.memory_breakdown import backward_reads
+
+    models = {}
+    for stride2_map in (True, False):
+        images = keras.Input((None, None, 3))
+        features = resnet50(images, **TINY, stride2_map=stride2_map)
+        assert (features[0] is None) == (not stride2_map)
+        models[stride2_map] = keras.Model(images, features[1:])
+    with_map, without = models[True], models[False]
+    # The same layers in the same places (checkpoints name them by index), the same values.
+    assert _weighted_operations(without) == _weighted_operations(with_map)
+    without.set_weights(with_map.get_weights())
+    batch = random_images(2, 64, 64, 3)
+    for a, b in zip(with_map(batch, training=True), without(batch, training=True), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    def kept_bytes(model):
+        def loss_and_sources(x):
+            return tf.add_n([tf.reduce_sum(f) for f in model(x, training=True)]), model.trainable_variables
+        reads = backward_reads(loss_and_sources, tf.TensorSpec([2, 64, 64, 3]))
+        return sum(t.shape.num_elements() * t.dtype.size for t, _ in reads
+                   if t.shape.is_fully_defined() and t.op.type not in ("Const", "ReadVariableOp", "Placeholder"))
+
+    relu_output_bytes = 2 * 32 * 32 * 8 * 4  # [2, 32, 32, width 8] float32
+    assert kept_bytes(with_map) - kept_bytes(without) == relu_output_bytes
