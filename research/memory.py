@@ -84,3 +84,28 @@ def reset_allocator_peak(device="CPU:0"):
     except ValueError:
         return False
     return True
+
+
+def release_free_heap():
+    """Returns the free pages of malloc's heap and arenas to the system; True if it could.
+
+    Why: tracing a tf.function builds and drops large graphs (Python objects, GraphDefs,
+    the optimizer's rewrites), and glibc's malloc keeps the freed blocks resident for
+    reuse; only the top of the main heap is ever given back on its own. `malloc_trim(0)`
+    (glibc >= 2.8) gives back every free page of every arena: measured after tracing the
+    DeepLab v3 training step, about 0.1 GiB of the heap and the threads' arenas (see
+    scripts/memory_breakdown.py). It takes milliseconds and changes no live object, so
+    the training loop calls it after an epoch's first step (the process's first traces
+    the step; a later epoch's follows the traced evaluation). False without glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True

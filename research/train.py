@@ -49,6 +49,7 @@ from research import cli
 from research import config as config_lib
 from research import configs
 from research import export as export_lib
+from research import memory
 from research import runtime
 from research.data import datasets, pipeline
 from research.faults import kill_point
@@ -430,7 +431,8 @@ def train_one_step(run, state, cursor):
     """One optimizer step and its bookkeeping. Returns (state, cursor): new ones after a
     NaN restore. Raises TrainingInterrupted after a signal (a checkpoint written first)."""
     rt, train = run.runtime, run.train
-    if cursor.bar is None:
+    first_of_epoch = cursor.bar is None
+    if first_of_epoch:
         start_epoch_progress(run, state, cursor)
     check = checks_gradients(state, run.input.steps_per_epoch, run.config, rt.loss_scaling)
     trace = run.profiler.step(state.step)
@@ -440,6 +442,8 @@ def train_one_step(run, state, cursor):
         loss, finite = train.train_step(images, labels, train.check_flags[check])
         loss = float(loss)  # host sync point: the NaN guard needs the value
     finite = bool(finite)
+    if first_of_epoch:  # after the tracing of this step or of the evaluation before it
+        memory.release_free_heap()
     run.profiler.after_step(state.step)
     if not math.isfinite(loss) or (not finite and not rt.loss_scaling):
         what = f"loss {loss}" if not math.isfinite(loss) else "non-finite gradients"

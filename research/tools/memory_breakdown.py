@@ -388,6 +388,7 @@ def _worker(settings):
     result["optimizer_slot_bytes"] = sum(int(v.numpy().nbytes) for v in slots)
     run = _step(settings, model, optimizer, config, images, labels)
     run()  # traces the step and runs it once
+    memory.release_free_heap()  # as the training loop does after its first step
     result["build_peak_rss_bytes"] = memory.peak_rss_bytes()
     memory.reset_peak_rss()
     peaks, seconds = [], []

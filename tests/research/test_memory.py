@@ -51,3 +51,24 @@ def test_allocator_stats_count_live_tensors_where_tf_keeps_them():
     assert memory.allocator_stats()["peak"] >= during["current"]
     assert memory.reset_allocator_peak()
     assert memory.allocator_stats()["peak"] < during["current"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and /proc")
+def test_release_free_heap_gives_back_freed_blocks_malloc_kept():
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    # 64 KB blocks come from the heap (below malloc's 128 KB mmap threshold); the last
+    # one stays allocated, so the freed ones lie below a live block: malloc keeps them.
+    blocks = [libc.malloc(64 * 1024) for _ in range(1600)]
+    for block in blocks:
+        ctypes.memset(block, 1, 64 * 1024)
+    for block in blocks[:-1]:
+        libc.free(block)
+    before = memory.rss_bytes()
+    assert memory.release_free_heap()
+    assert memory.rss_bytes() < before - 64 * MiB  # of the 100 MiB freed
+    libc.free(blocks[-1])

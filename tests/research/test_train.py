@@ -46,15 +46,26 @@ def _resume_config(config):
 
 @pytest.fixture(scope="module")
 def straight_run(synthetic_voc_root, tmp_path_factory):
-    """One uninterrupted smoke run: (config, workdir, result), shared by several tests."""
+    """One uninterrupted smoke run: (config, workdir, result), shared by several tests;
+    result["heap_releases"]: the steps after which the loop gave malloc's free pages back."""
     config = _resume_config(configs.load_config("smoke").replace(voc_root=synthetic_voc_root))
     workdir = str(tmp_path_factory.mktemp("straight") / "run")
-    return config, workdir, train_lib.train_and_evaluate(config, workdir)
+    releases, release = [], train_lib.memory.release_free_heap
+
+    def counted_release():
+        releases.append(True)
+        return release()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_lib.memory, "release_free_heap", counted_release)
+        result = train_lib.train_and_evaluate(config, workdir)
+    return config, workdir, dict(result, heap_releases=len(releases))
 
 
 def test_smoke_run_end_to_end(straight_run):
     config, workdir, result = straight_run
     assert result["step"] == config.epochs * config.steps_per_epoch
+    assert result["heap_releases"] == config.epochs  # after each epoch's first step (tracing)
     rows = read_csv(os.path.join(workdir, "train_log.csv"))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert list(rows[0]) == list(train_lib.CSV_COLUMNS)
