@@ -73,6 +73,19 @@ def test_saved_model_serves_in_plain_tensorflow_like_the_model(exported):
                                    rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+def test_saved_model_holds_no_gradient_functions(exported):
+    # Serving never differentiates; tracing the custom gradients (atrous convolutions,
+    # fused BatchNorm) would only lengthen every export.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    folder, _, _ = exported
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(folder, "export", "saved_model", "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    library = saved.meta_graphs[0].graph_def.library
+    assert library.function and not library.registered_gradients
+
+
 def test_keras_file_reloads_with_identical_outputs(exported):
     folder, model, input_size = exported
     reloaded = keras.saving.load_model(str(folder / "export" / "model.keras"))
