@@ -160,7 +160,10 @@ def convert(model, input_size, quantize="none", logits=False, calibration=None):
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serve", serve)
-        archive.write_out(saved_model, verbose=False)
+        # No gradient functions: the converter never differentiates (see
+        # research.export.write_serving_saved_model).
+        archive.write_out(saved_model, verbose=False,
+                          options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
