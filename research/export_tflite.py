@@ -136,7 +136,6 @@ def convert(model, input_size, quantize="none", logits=False, calibration=None):
       TFLiteExportError: an op does not convert, or (int8) does not quantize; names it.
       ValueError: unknown mode; int8 without calibration images.
     """
-    import keras
     import tensorflow as tf
 
     if quantize not in QUANTIZE_MODES:
@@ -157,13 +156,7 @@ def convert(model, input_size, quantize="none", logits=False, calibration=None):
     # Through a SavedModel, as Keras' own LiteRT export does: the converter then freezes
     # Keras 3's variables (from a concrete function they stay resource variables).
     with tempfile.TemporaryDirectory() as saved_model:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", serve)
-        # No gradient functions: the converter never differentiates (see
-        # research.export.write_serving_saved_model).
-        archive.write_out(saved_model, verbose=False,
-                          options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        _write_archive(model, serve, saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -183,6 +176,23 @@ def convert(model, input_size, quantize="none", logits=False, calibration=None):
     if quantize == "int8":
         check_fully_quantized(flatbuffer, model)
     return flatbuffer
+
+
+def _write_archive(model, serve, path):
+    """A SavedModel at `path` of Keras' ExportArchive: `model` tracked, `serve` its endpoint.
+
+    Without gradient functions: the converter never differentiates, and tracing the
+    custom ops' gradients made a conversion of the smoke MobileNetV2 7.8 s instead of
+    5.7 s on vm-AMD-EPYC-2cpu (the flatbuffer is byte-identical).
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve)
+    archive.write_out(path, verbose=False,
+                      options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
 
 
 def _layer_of(text, model):
