@@ -99,11 +99,11 @@ def release_free_heap():
     the step; a later epoch's follows the traced evaluation). False without glibc.
     """
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        # The symbols already loaded into this process (libc's among them): no library
+        # search, which on Linux would start `ldconfig` at every call.
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl)
         return False
     trim.argtypes = [ctypes.c_size_t]
