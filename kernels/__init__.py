@@ -11,6 +11,8 @@ against: a `reference_*` function here, or the Keras class it replaces
 - `confusion_matrix`, `segmentation_metrics`, `StreamingConfusionMatrix`: exact,
   XLA-compatible int64 confusion matrix, its summary metrics, and a tf.distribute-aware
   accumulator (kernels/confusion.py)
+- `RecomputingConv2D`: `keras.layers.Conv2D` whose backward recomputes its input
+  ReLU(BatchNorm(x)) from x instead of keeping it (kernels/recompute.py)
 - `FusedAdam`, `FusedSGD`: Keras' Adam and SGD (momentum) with each variable's update
   in one TF kernel; same variables and checkpoints (kernels/optimizers.py)
 
@@ -23,6 +25,7 @@ from kernels.confusion import (StreamingConfusionMatrix, confusion_matrix,
                                reference_confusion_matrix, segmentation_metrics)
 from kernels.losses import ce_dice_loss, loss_normalizers, reference_ce_dice_loss
 from kernels.optimizers import FusedAdam, FusedSGD
+from kernels.recompute import RecomputingConv2D
 
 __all__ = [
     "AtrousConv2D", "atrous_conv2d", "reference_atrous_conv2d",
@@ -31,4 +34,5 @@ __all__ = [
     "segmentation_metrics",
     "ce_dice_loss", "loss_normalizers", "reference_ce_dice_loss",
     "FusedAdam", "FusedSGD",
+    "RecomputingConv2D",
 ]

@@ -17,7 +17,7 @@ file loads once `research.models` is imported.
 import keras
 import tensorflow as tf
 
-from kernels import AtrousConv2D, FusedBatchNormalization
+from kernels import AtrousConv2D, FusedBatchNormalization, RecomputingConv2D
 
 # keras.applications.resnet50.preprocess_input ("caffe" mode) subtracts this ImageNet
 # mean, in BGR order, from BGR images in [0, 255].
@@ -119,7 +119,7 @@ class ResizeLike(keras.layers.Layer):
 
 
 def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kernels",
-           use_bias=True):
+           use_bias=True, recompute_input=False):
     """A convolution layer with SAME padding (VALID where `strides` > 1, as Keras' ResNet).
 
     A dilated (rate > 1) convolution is `kernels.AtrousConv2D` when `atrous="kernels"`
@@ -135,6 +135,9 @@ def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kerne
       dilation_rate: int >= 1.
       atrous: "kernels" or "keras".
       use_bias: bool.
+      recompute_input: the layer's input is ReLU(BatchNorm) read by this layer alone: a
+        stride-1, undilated convolution with a bias is then `kernels.RecomputingConv2D`,
+        whose backward makes that input again instead of keeping it.
 
     Returns: a Keras layer mapping [B, H, W, Cin] to [B, H', W', filters].
 
@@ -149,6 +152,8 @@ def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kerne
         return AtrousConv2D(filters, kernel_size, dilation_rate=dilation_rate,
                             use_bias=use_bias, name=name)
     padding = "valid" if strides > 1 else "same"
+    if recompute_input and strides == 1 and dilation_rate == 1 and use_bias:
+        return RecomputingConv2D(filters, kernel_size, padding=padding, name=name)
     return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
                                dilation_rate=dilation_rate, use_bias=use_bias, name=name)
 
@@ -183,7 +188,7 @@ def batch_normalization(name, epsilon=1e-3, bn_momentum=0.99, sync_batchnorm=Fal
 
 def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
                  atrous="kernels", use_bias=False, epsilon=1e-3, relu=True, bn_momentum=0.99,
-                 sync_batchnorm=False, bn_impl="fused"):
+                 sync_batchnorm=False, bn_impl="fused", recompute_input=False):
     """Convolution, BatchNormalization and (optionally) ReLU: layers `{prefix}_conv`,
     `{prefix}_bn`, `{prefix}_relu`.
 
@@ -204,6 +209,7 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
         tf.distribute replicas (Keras' `synchronized=True`), so N replicas train like
         one device on the whole batch; off for a single device, where it only costs.
       bn_impl: "fused" or "keras" (see `batch_normalization`).
+      recompute_input: see `conv2d`.
 
     Returns: Keras tensor [B, H', W', filters].
 
@@ -211,7 +217,8 @@ def conv_bn_relu(x, filters, kernel_size, prefix, strides=1, dilation_rate=1,
     >>> y = conv_bn_relu(keras.Input((None, None, 64)), 64, 3, "decoder1_1")
     """
     x = conv2d(filters, kernel_size, f"{prefix}_conv", strides=strides,
-               dilation_rate=dilation_rate, atrous=atrous, use_bias=use_bias)(x)
+               dilation_rate=dilation_rate, atrous=atrous, use_bias=use_bias,
+               recompute_input=recompute_input)(x)
     x = batch_normalization(f"{prefix}_bn", epsilon, bn_momentum, sync_batchnorm, bn_impl)(x)
     if relu:
         x = keras.layers.Activation("relu", name=f"{prefix}_relu")(x)

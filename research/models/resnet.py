@@ -113,7 +113,10 @@ def _bottleneck(x, filters, stride, rate, projection, atrous, name, batchnorm):
     else:
         shortcut = x
     x = conv_bn_relu(x, filters, 1, f"{name}_1", strides=stride, **common)
-    x = conv_bn_relu(x, filters, 3, f"{name}_2", dilation_rate=rate, atrous=atrous, **common)
-    x = conv_bn_relu(x, 4 * filters, 1, f"{name}_3", relu=False, **common)
+    # The 3x3 and the last 1x1 convolution alone read the ReLU before them: where they
+    # can, they make it again in the backward instead of keeping it (kernels/recompute.py).
+    x = conv_bn_relu(x, filters, 3, f"{name}_2", dilation_rate=rate, atrous=atrous,
+                     recompute_input=True, **common)
+    x = conv_bn_relu(x, 4 * filters, 1, f"{name}_3", relu=False, recompute_input=True, **common)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
