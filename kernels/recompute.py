@@ -6,7 +6,7 @@ and the ReLU output r (ReluGrad reads it, and the next convolution's kernel grad
 r is ReLU(BatchNorm(x)) with statistics the forward already computed, so it can be made
 again from x in the backward, one fused BatchNorm pass and a ReLU, and the forward's r
 freed as soon as the next convolution has read it. In DeepLab v3 R50 at 384 px, batch 8,
-the bottlenecks' first two units keep 0.25 GiB of ReLU outputs this way
+0.26 GiB of the bottlenecks' ReLU outputs (of 0.94) are not kept this way
 (docs/small_batches.md); recomputing them is about 1% of the step's work (measured:
 `relu(batch_norm(x))` over those tensors takes 62-88 ms against a 9.4-10 s step on
 vm-AMD-EPYC-2cpu).
