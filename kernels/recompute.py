@@ -29,6 +29,8 @@ the same layers.
 import keras
 import tensorflow as tf
 
+from kernels.batchnorm import fused_batch_norm_training
+
 
 def training_batch_norm_source(relu_output):
     """(x, scale, offset, saved statistics (3 tensors), epsilon) of the training-mode
@@ -73,11 +75,8 @@ def bn_relu_conv_recomputed(relu_output, source, conv, kernel, bias):
             # Made after the upstream gradient exists: without the dependency the executor
             # would recompute as soon as x exists, in the forward, and keep the result.
             with tf.name_scope("recomputed_bn_relu"), tf.control_dependencies([upstream]):
-                x_again = tf.identity(x)
-                empty = tf.zeros([0], tf.float32)
-                y = tf.raw_ops.FusedBatchNormV3(
-                    x=x_again, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon,
-                    exponential_avg_factor=1.0, data_format="NHWC", is_training=True)[0]
+                # The forward's own op (kernels.FusedBatchNormalization's) on the same inputs.
+                y, _, _ = fused_batch_norm_training(tf.identity(x), scale, offset, epsilon)
                 r_again = tf.nn.relu(y)
             with tf.GradientTape() as tape:
                 tape.watch([r_again, kernel, bias])
