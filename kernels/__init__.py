@@ -13,6 +13,8 @@ against: a `reference_*` function here, or the Keras class it replaces
   accumulator (kernels/confusion.py)
 - `RecomputingConv2D`: `keras.layers.Conv2D` whose backward recomputes its input
   ReLU(BatchNorm(x)) from x instead of keeping it (kernels/recompute.py)
+- `branch_link`, `BranchLink`: parallel branches reading one tensor, their backward
+  passes run one at a time with a running sum of its gradient (kernels/ordering.py)
 - `FusedAdam`, `FusedSGD`: Keras' Adam and SGD (momentum) with each variable's update
   in one TF kernel; same variables and checkpoints (kernels/optimizers.py)
 
@@ -25,6 +27,7 @@ from kernels.confusion import (StreamingConfusionMatrix, confusion_matrix,
                                reference_confusion_matrix, segmentation_metrics)
 from kernels.losses import ce_dice_loss, loss_normalizers, reference_ce_dice_loss
 from kernels.optimizers import FusedAdam, FusedSGD
+from kernels.ordering import BranchLink, branch_link, reference_branch_link
 from kernels.recompute import RecomputingConv2D
 
 __all__ = [
@@ -34,5 +37,6 @@ __all__ = [
     "segmentation_metrics",
     "ce_dice_loss", "loss_normalizers", "reference_ce_dice_loss",
     "FusedAdam", "FusedSGD",
+    "BranchLink", "branch_link", "reference_branch_link",
     "RecomputingConv2D",
 ]

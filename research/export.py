@@ -297,6 +297,39 @@ def _unreadable_checkpoint(path, error):
                       f"damaged or incomplete files{hint}")
 
 
+def checkpoint_model_layer_count(path):
+    """How many layers (Keras operations) the model in checkpoint `path` holds, read from
+    its object graph; None when it holds no Keras functional model."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    node = graph.nodes[0]
+    for name in ("model", "_operations"):
+        child = [c.node_id for c in node.children if c.local_name == name]
+        if not child:
+            return None
+        node = graph.nodes[child[0]]
+    return len(node.children)
+
+
+def model_mismatch(path, model, what, error):
+    """A ValueError: checkpoint `path` does not fit `model` (`what` names the model),
+    with the checkpoint's complaint and, when the layer counts differ, both counts.
+
+    Why the counts: checkpoints key a layer's weights by its position in the model
+    (`model/_operations/<i>/...`), so a model with layers added or removed (another
+    config, or a version of the code with other layers) cannot read them.
+    """
+    detail = str(error) if len(str(error)) < 400 else str(error)[:400] + "..."
+    saved = checkpoint_model_layer_count(path)
+    layers = len(getattr(model, "_operations", ()))
+    hint = (f" (the checkpoint's model has {saved} layers, this one {layers}: another config, or "
+            f"a checkpoint from a version with other layers, see CHANGELOG.md)"
+            if saved is not None and saved != layers else "")
+    return ValueError(f"{path}: does not match the model of {what}{hint}: {detail}")
+
+
 def restore_model(path, config, config_name, precision="float32"):
     """The config's model with the weights of checkpoint `path`: the moving averages
     when the run kept them (`ema_decay`), as its evaluation and export use. `precision`:
@@ -318,8 +351,7 @@ def restore_model(path, config, config_name, precision="float32"):
         # checkpoint: a silent partial restore would evaluate random weights.
         status.assert_existing_objects_matched()
     except AssertionError as e:
-        detail = str(e) if len(str(e)) < 400 else str(e)[:400] + "..."
-        raise ValueError(f"{path}: does not match the model of {config_name}: {detail}") from None
+        raise model_mismatch(path, model, config_name, e) from None
     if config.ema_decay:
         for variable, average in zip(model.trainable_variables, moving_averages(optimizer)):
             variable.assign(average)

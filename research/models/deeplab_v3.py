@@ -36,6 +36,7 @@ run in float32, so the logits are float32.
 """
 import keras
 
+from kernels import BranchLink
 from research.models.layers import ResizeLike, conv_bn_relu
 from research.models.mobilenet_v2 import mobilenet_v2
 from research.models.resnet import RESNET50_BLOCKS, RESNET50_WIDTH, resnet50
@@ -168,16 +169,25 @@ def _backbone_features(x, backbone, output_stride, blocks_per_stage, width, atro
 
 def _aspp(x, filters, rates, atrous, batchnorm):
     """Atrous spatial pyramid pooling: 1x1, one 3x3 per rate, image pooling; concatenated,
-    projected. No rates: the light head (1x1 and image pooling)."""
+    projected. No rates: the light head (1x1 and image pooling).
+
+    Each branch after the first reads x through a `kernels.BranchLink` to the branch
+    before it, so in training their backward passes run one at a time and x's five
+    gradients are summed as they come: the step's memory peak is at the start of this
+    backward (kernels/ordering.py).
+    """
+    source = x
     branches = [conv_bn_relu(x, filters, 1, "aspp_1x1", **batchnorm)]
     for index, rate in enumerate(rates, start=1):
+        x = BranchLink(name=f"aspp_link{index}")([x, branches[-1]])
         branches.append(conv_bn_relu(x, filters, 3, f"aspp_atrous{index}", dilation_rate=rate,
                                      atrous=atrous, **batchnorm))
+    x = BranchLink(name="aspp_link_pool")([x, branches[-1]])
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool_avg")(x)
     pooled = conv_bn_relu(pooled, filters, 1, "aspp_pool", **batchnorm)
     # Resize the 1x1 conv's output (not the 2048-channel mean, as the book does) to the
     # feature map's run-time size (not a factor fixed for one input size).
-    branches.append(ResizeLike(name="aspp_pool_resize")([pooled, x]))
+    branches.append(ResizeLike(name="aspp_pool_resize")([pooled, source]))
     x = keras.layers.Concatenate(name="aspp_concat")(branches)
     return conv_bn_relu(x, filters, 1, "aspp_project", **batchnorm)
 

@@ -52,9 +52,13 @@ class CheckpointFiles:
         """Restores checkpoint `path` (every object it holds must match).
 
         Raises ValueError naming the checkpoint when its files cannot be read
-        (`research.export.restore_checkpoint`).
+        (`research.export.restore_checkpoint`) or do not fit the model.
         """
-        export_lib.restore_checkpoint(self._checkpoint, path).assert_existing_objects_matched()
+        status = export_lib.restore_checkpoint(self._checkpoint, path)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise export_lib.model_mismatch(path, self._checkpoint.model, "this run", e) from None
 
     @property
     def latest_checkpoint(self):

@@ -301,6 +301,26 @@ def test_auto_precision_resumes_in_the_precision_the_run_started_in(smoke_config
     assert train_lib._precision_of_the_run(str(tmp_path / "new"), "float32", "cpu") == "float32"
 
 
+def _small_model(extra_layer):
+    """A 1x1 convolution, with a weightless layer before it or not (other layer positions)."""
+    images = keras.Input((None, None, 3))
+    x = keras.layers.Identity()(images) if extra_layer else images
+    return keras.Model(images, keras.layers.Conv2D(2, 1)(x))
+
+
+def test_resuming_a_checkpoint_of_other_layers_names_the_file_and_the_layer_counts(tmp_path):
+    # Checkpoints key weights by layer position: one more layer moves every later one.
+    directory = str(tmp_path / "checkpoints")
+    role = train_lib.runtime.WorkerRole()
+    saved = train_lib.CheckpointFiles(tf.train.Checkpoint(model=_small_model(False)), directory, 3, role).save(1)
+    files = train_lib.CheckpointFiles(tf.train.Checkpoint(model=_small_model(True)), directory, 3, role)
+    with pytest.raises(ValueError, match=rf"{re.escape(saved)}: does not match the model of this run "
+                                         r"\(the checkpoint's model has 2 layers, this one 3"):
+        files.restore(saved)
+    files = train_lib.CheckpointFiles(tf.train.Checkpoint(model=_small_model(False)), directory, 3, role)
+    files.restore(saved)
+
+
 def test_rewriting_a_checkpoint_number_keeps_a_readable_latest_at_every_moment(tmp_path, monkeypatch):
     # A run stopped at an epoch's last step resumes and saves that epoch's end at the same
     # step: ckpt-N is written again. Killed while TF rewrites it, the latest must still be

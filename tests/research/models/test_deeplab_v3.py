@@ -8,7 +8,7 @@ import pytest
 
 import tensorflow as tf
 
-from kernels import FusedBatchNormalization
+from kernels import BranchLink, FusedBatchNormalization, ordering
 from research.models import deeplab_v3, deeplab_v3_plus
 from research.models.mobilenet_v2 import MOBILENET_V2_BLOCKS
 from tests.research.models.conftest import TINY, atrous_rates, random_images
@@ -155,6 +155,42 @@ def test_pooled_branch_is_the_resized_1x1_conv_output():
     conv = model.get_layer("aspp_pool_conv")
     conv.set_weights([-w for w in conv.get_weights()])
     assert not np.allclose(probe(images)[1].numpy(), resized)
+
+
+def test_aspp_branches_read_the_features_through_links_in_order():
+    # Each branch after the 1x1 reads the link of the one before: their backward passes
+    # run one at a time (kernels/ordering.py).
+    model = deeplab_v3(**HEAD, **TINY)
+    links = [layer for layer in model.layers if isinstance(layer, BranchLink)]
+    assert [layer.name for layer in links] == ["aspp_link1", "aspp_link2", "aspp_link3", "aspp_link_pool"]
+    previous = ["aspp_1x1_relu", "aspp_atrous1_relu", "aspp_atrous2_relu", "aspp_atrous3_relu"]
+    for link, branch in zip(links, previous):
+        assert link.input[1] is model.get_layer(branch).output
+
+
+def test_aspp_links_change_no_value_or_gradient(monkeypatch):
+    # The same training step with the links replaced by their reference twin (the
+    # identity): the same logits, gradients and moving statistics, up to the order of
+    # the features' gradient sum.
+    keras.utils.set_random_seed(0)
+    model = deeplab_v3(output_stride=16, **TINY, **HEAD)
+    images = tf.constant(random_images(2, 64, 48, 3))
+    start = model.get_weights()
+
+    def step():
+        model.set_weights(start)
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_sum(logits * tf.sin(logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        return [logits] + [g for g, w in zip(grads, model.trainable_variables)
+                           if not w.path.endswith("_conv/bias")] + model.non_trainable_weights
+
+    linked = [np.asarray(t) for t in tf.function(step, autograph=False)()]
+    monkeypatch.setattr(ordering, "branch_link", ordering.reference_branch_link)
+    plain = [np.asarray(t) for t in tf.function(step, autograph=False)()]
+    for got, want in zip(linked, plain, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5 * max(np.abs(want).max(), 1e-6))
 
 
 def test_dropout_is_optional():
