@@ -27,6 +27,8 @@ import collections
 import keras
 import tensorflow as tf
 
+from kernels.recompute import bn_relu_conv_recomputed, training_batch_norm_source
+
 IMPLEMENTATIONS = ("auto", "native", "gemm", "rows", "taps")
 
 
@@ -349,6 +351,9 @@ class AtrousConv2D(keras.layers.Layer):
       use_bias: whether to add a bias.
       kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as in Conv2D.
       implementation: passed to `atrous_conv2d` ("auto" by default).
+      recompute_input: when the input is ReLU(training-mode BatchNorm) that this layer
+        alone reads, the backward makes it again from the BatchNorm's input instead of
+        keeping it (`kernels.recompute`; needs use_bias). Otherwise no effect.
 
     Example:
       >>> layer = AtrousConv2D(256, 3, dilation_rate=12, name="aspp_r12")
@@ -358,8 +363,11 @@ class AtrousConv2D(keras.layers.Layer):
     def __init__(self, filters, kernel_size, dilation_rate=1, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, implementation="auto",
-                 **kwargs):
+                 recompute_input=False, **kwargs):
         super().__init__(**kwargs)
+        if recompute_input and not use_bias:
+            raise ValueError(f"{self.name}: recompute_input needs use_bias")
+        self.recompute_input = bool(recompute_input)
         self.filters = int(filters)
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.kernel_size = tuple(int(k) for k in ks)
@@ -392,11 +400,17 @@ class AtrousConv2D(keras.layers.Layer):
     def call(self, x):
         """x [B, H, W, Cin] in the compute dtype -> [B, H, W, filters], same dtype."""
         # Keras has already cast x to the compute dtype; cast the float32 variables too.
-        y = atrous_conv2d(x, tf.cast(self.kernel, x.dtype), self.dilation_rate,
-                          implementation=self.implementation)
-        if self.bias is not None:
-            y = tf.nn.bias_add(y, tf.cast(self.bias, y.dtype))
-        return y
+        kernel = tf.cast(self.kernel, x.dtype)
+        if self.recompute_input:
+            source = training_batch_norm_source(x)
+            if source is not None:
+                return bn_relu_conv_recomputed(x, source, self._conv, kernel, tf.cast(self.bias, x.dtype))
+        return self._conv(x, kernel, None if self.bias is None else tf.cast(self.bias, x.dtype))
+
+    def _conv(self, x, kernel, bias):
+        """atrous_conv2d(x, kernel) + bias (if not None), on tensors."""
+        y = atrous_conv2d(x, kernel, self.dilation_rate, implementation=self.implementation)
+        return y if bias is None else tf.nn.bias_add(y, bias)
 
     def compute_output_shape(self, input_shape):
         """[B, H, W, Cin] -> [B, H, W, filters] (stride 1, SAME padding)."""
@@ -408,7 +422,7 @@ class AtrousConv2D(keras.layers.Layer):
         config.update(
             filters=self.filters, kernel_size=self.kernel_size,
             dilation_rate=self.dilation_rate, use_bias=self.use_bias,
-            implementation=self.implementation,
+            implementation=self.implementation, recompute_input=self.recompute_input,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),

@@ -137,7 +137,8 @@ def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kerne
       use_bias: bool.
       recompute_input: the layer's input is ReLU(BatchNorm) read by this layer alone: a
         stride-1, undilated convolution with a bias is then `kernels.RecomputingConv2D`,
-        whose backward makes that input again instead of keeping it.
+        a dilated one with a bias `kernels.AtrousConv2D(recompute_input=True)`; their
+        backward makes that input again instead of keeping it.
 
     Returns: a Keras layer mapping [B, H, W, Cin] to [B, H', W', filters].
 
@@ -149,8 +150,8 @@ def conv2d(filters, kernel_size, name, strides=1, dilation_rate=1, atrous="kerne
     if dilation_rate > 1 and strides != 1:
         raise ValueError("a dilated convolution must have stride 1")
     if dilation_rate > 1 and atrous == "kernels":
-        return AtrousConv2D(filters, kernel_size, dilation_rate=dilation_rate,
-                            use_bias=use_bias, name=name)
+        return AtrousConv2D(filters, kernel_size, dilation_rate=dilation_rate, use_bias=use_bias,
+                            recompute_input=recompute_input and use_bias, name=name)
     padding = "valid" if strides > 1 else "same"
     if recompute_input and strides == 1 and dilation_rate == 1 and use_bias:
         return RecomputingConv2D(filters, kernel_size, padding=padding, name=name)

@@ -1,12 +1,15 @@
 """RecomputingConv2D agrees with keras.layers.Conv2D (its reference twin) after
-FusedBatchNormalization + ReLU, in values, gradients and moving statistics, and its
-backward keeps no ReLU output."""
+FusedBatchNormalization + ReLU, and AtrousConv2D(recompute_input=True) with
+AtrousConv2D, in values, gradients and moving statistics; their backward keeps no ReLU
+output."""
+import functools
+
 import numpy as np
 import keras
 import pytest
 import tensorflow as tf
 
-from kernels import FusedBatchNormalization, RecomputingConv2D
+from kernels import AtrousConv2D, FusedBatchNormalization, RecomputingConv2D
 from kernels import recompute
 from research.tools.memory_breakdown import backward_reads
 from tests.kernels._modes import MODES, in_mode
@@ -14,16 +17,19 @@ from tests.kernels._modes import MODES, in_mode
 SHAPE = (2, 6, 5, 3)
 
 
-def _unit_model(recomputing, dtype_policy="float32"):
+def _unit_model(recomputing, dtype_policy="float32", atrous=False):
     """conv -> BN -> ReLU -> conv 3x3 -> BN -> ReLU -> conv 1x1 (the last two convolutions
-    RecomputingConv2D or Keras' Conv2D), with seeded weights."""
+    RecomputingConv2D or Keras' Conv2D; with atrous, the 3x3 one is AtrousConv2D at rate 2,
+    recomputing its input or not), with seeded weights."""
     conv = RecomputingConv2D if recomputing else keras.layers.Conv2D
+    conv3x3 = (functools.partial(AtrousConv2D, dilation_rate=2, recompute_input=recomputing) if atrous
+               else functools.partial(conv, padding="same"))
     keras.utils.set_random_seed(0)
     inputs = keras.Input(SHAPE[1:])
     x = keras.layers.Conv2D(4, 1, dtype=dtype_policy)(inputs)
     x = FusedBatchNormalization(momentum=0.5, dtype=dtype_policy)(x)
     x = keras.layers.Activation("relu", dtype=dtype_policy)(x)
-    x = conv(6, 3, padding="same", dtype=dtype_policy)(x)
+    x = conv3x3(6, 3, dtype=dtype_policy)(x)
     x = FusedBatchNormalization(momentum=0.5, dtype=dtype_policy)(x)
     x = keras.layers.Activation("relu", dtype=dtype_policy)(x)
     outputs = conv(5, 1, padding="same", dtype=dtype_policy)(x)
@@ -51,17 +57,18 @@ def _train_step(model):
     return step
 
 
-def _run(recomputing, mode, dtype_policy="float32"):
-    model = _unit_model(recomputing, dtype_policy)
+def _run(recomputing, mode, dtype_policy="float32", atrous=False):
+    model = _unit_model(recomputing, dtype_policy, atrous)
     step = in_mode(_train_step(model), mode)
     loss, grads = step(_images())
     return float(loss), [g.numpy() for g in grads], [v.numpy() for v in model.non_trainable_variables], step
 
 
+@pytest.mark.parametrize("atrous", [False, True], ids=["conv2d", "atrous"])
 @pytest.mark.parametrize("mode", MODES)
-def test_values_gradients_and_statistics_equal_keras_conv2d(mode):
-    loss, grads, statistics, step = _run(True, mode)
-    want_loss, want_grads, want_statistics, _ = _run(False, mode)
+def test_values_gradients_and_statistics_equal_keras_conv2d(mode, atrous):
+    loss, grads, statistics, step = _run(True, mode, atrous=atrous)
+    want_loss, want_grads, want_statistics, _ = _run(False, mode, atrous=atrous)
     # The recomputed BatchNorm and ReLU are the forward's ops on the same inputs, and the
     # gradient ops autodiff's: bit-identical. (Eager and XLA run Keras' Conv2D itself.)
     assert loss == want_loss
@@ -72,25 +79,27 @@ def test_values_gradients_and_statistics_equal_keras_conv2d(mode):
         assert any("bn_relu_conv_recomputed" in op.name for op in graph.get_operations())
 
 
-def test_mixed_float16_gradients_equal_keras_conv2d():
-    loss, grads, statistics, _ = _run(True, "function", "mixed_float16")
-    want_loss, want_grads, want_statistics, _ = _run(False, "function", "mixed_float16")
+@pytest.mark.parametrize("atrous", [False, True], ids=["conv2d", "atrous"])
+def test_mixed_float16_gradients_equal_keras_conv2d(atrous):
+    loss, grads, statistics, _ = _run(True, "function", "mixed_float16", atrous)
+    want_loss, want_grads, want_statistics, _ = _run(False, "function", "mixed_float16", atrous)
     assert loss == want_loss
     for got, want in zip(grads + statistics, want_grads + want_statistics, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
-def _relu_outputs_read_by_the_backward(recomputing):
-    model = _unit_model(recomputing)
+def _relu_outputs_read_by_the_backward(recomputing, atrous=False):
+    model = _unit_model(recomputing, atrous=atrous)
     reads = backward_reads(lambda images: (tf.reduce_sum(model(images, training=True)),
                                            model.trainable_variables),
                            tf.TensorSpec((None,) + SHAPE[1:], tf.float32))
     return [tensor for tensor, _ in reads if tensor.op.type == "Relu"]
 
 
-def test_the_backward_keeps_no_relu_output():
-    assert len(_relu_outputs_read_by_the_backward(recomputing=False)) == 2
-    assert _relu_outputs_read_by_the_backward(recomputing=True) == []
+@pytest.mark.parametrize("atrous", [False, True], ids=["conv2d", "atrous"])
+def test_the_backward_keeps_no_relu_output(atrous):
+    assert len(_relu_outputs_read_by_the_backward(recomputing=False, atrous=atrous)) == 2
+    assert _relu_outputs_read_by_the_backward(recomputing=True, atrous=atrous) == []
 
 
 def test_the_recomputation_waits_for_the_upstream_gradient():
@@ -121,3 +130,5 @@ def test_other_inputs_run_keras_conv2d():
 def test_only_stride_1_undilated_convolutions_with_a_bias(kwargs):
     with pytest.raises(ValueError, match="strides 1, dilation 1 and a bias"):
         RecomputingConv2D(4, 3, **kwargs)
+    with pytest.raises(ValueError, match="recompute_input needs use_bias"):
+        AtrousConv2D(4, 3, dilation_rate=2, use_bias=False, recompute_input=True)
