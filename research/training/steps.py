@@ -137,9 +137,15 @@ def make_train_step(model, optimizer, strategy, config, confusion, use_xla, loss
         """Loss share and (loss-scaled) gradients of one batch; counts its predictions."""
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            loss = loss_fn(labels, logits, normalizers=normalizers, **loss_kwargs)
+            predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            # The predictions first: then the loss reads the logits last, and its softmax
+            # writes its gradient into their buffer instead of a new one, at the moment
+            # the forward is whole ([B, H, W, C] float32: 94.5 MiB at 384 px, batch 8, 21
+            # classes; otherwise the executor may run the argmax after the loss).
+            with tf.control_dependencies([predictions]):
+                loss = loss_fn(labels, logits, normalizers=normalizers, **loss_kwargs)
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
-        confusion.update(labels, tf.argmax(logits, axis=-1, output_type=tf.int32))
+        confusion.update(labels, predictions)
         return loss, tape.gradient(scaled, variables)
 
     def replica_step(images, labels, check_gradients):

@@ -132,6 +132,31 @@ def test_loss_decreases_on_a_fixed_batch(smoke_config):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+def _ancestor_ops(op):
+    """Every op `op` depends on, through data and control edges (itself included)."""
+    seen, stack = {}, [op]
+    while stack:
+        op = stack.pop()
+        if op.name not in seen:
+            seen[op.name] = op
+            stack += [t.op for t in op.inputs] + list(op.control_inputs)
+    return seen.values()
+
+
+def test_the_loss_reads_the_logits_after_the_predictions(smoke_config):
+    # The argmax for the training confusion matrix runs before the loss's softmax, which
+    # can then write its gradient into the logits' buffer (one logits-sized tensor less at
+    # the step's memory peak, docs/small_batches.md): its input must wait for the argmax.
+    images, labels = _tiny_batch()
+    _, _, step = _step_pieces(smoke_config)
+    graph = step.get_concrete_function(images, labels).graph
+    # One replica: the replica step is a tf.function of its own, called by this one.
+    graphs = [graph] + [f.graph for f in graph._functions.values() if hasattr(f, "graph")]
+    softmax = [op for g in graphs for op in g.get_operations() if op.type == "SparseSoftmaxCrossEntropyWithLogits"]
+    assert len(softmax) == 1
+    assert any(op.type == "ArgMax" for op in _ancestor_ops(softmax[0]))
+
+
 @pytest.mark.slow
 def test_xla_and_the_fused_optimizer_train_like_their_twins(smoke_config):
     # The project's step with XLA against the same step without, and the fused optimizer
