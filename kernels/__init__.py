@@ -12,7 +12,8 @@ against: a `reference_*` function here, or the Keras class it replaces
   XLA-compatible int64 confusion matrix, its summary metrics, and a tf.distribute-aware
   accumulator (kernels/confusion.py)
 - `RecomputingConv2D`: `keras.layers.Conv2D` whose backward recomputes its input
-  ReLU(BatchNorm(x)) from x instead of keeping it (kernels/recompute.py)
+  ReLU(BatchNorm(x)) from x instead of keeping it (kernels/recompute.py;
+  `AtrousConv2D(recompute_input=True)` does the same)
 - `branch_link`, `BranchLink`: parallel branches reading one tensor, their backward
   passes run one at a time with a running sum of its gradient (kernels/ordering.py)
 - `FusedAdam`, `FusedSGD`: Keras' Adam and SGD (momentum) with each variable's update

@@ -17,8 +17,10 @@ output of a `Relu` whose input is a training-mode `FusedBatchNormV3` (what
 `kernels.FusedBatchNormalization` runs), it takes that op's input, scale, offset and saved
 statistics. Anything else (eager execution, XLA, synchronized or frozen BatchNorm,
 inference, mixed layers) is Keras' own `Conv2D` computation, unchanged. The model builder
-chooses this class only where a convolution reads a BatchNorm's ReLU alone
-(`research.models.resnet`), so that no other op needs r.
+chooses this class, or `kernels.AtrousConv2D(recompute_input=True)` for a dilated
+convolution (which calls `bn_relu_conv_recomputed` the same way), only where a
+convolution reads a BatchNorm's ReLU alone (`research.models.resnet`), so that no other
+op needs r.
 
 The backward is autodiff's own ops on the same inputs (ReluGrad, the convolution's
 gradient, FusedBatchNormGradV3 with the forward's saved statistics), and the recomputed

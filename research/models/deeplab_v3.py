@@ -11,7 +11,10 @@ ASPP: a 1x1 conv and one 3x3 atrous conv per rate (`aspp_rates`, the paper's (6,
 at output stride 16, doubled at 8); an image pooling branch (global mean -> 1x1 conv ->
 BN -> ReLU -> bilinear resize of THAT conv output to the feature map's size); each conv
 without bias, followed by BN and ReLU; concatenation; a 1x1 projection with BN and ReLU;
-optional dropout. The light head keeps the 1x1 branch and image pooling only.
+optional dropout. The light head keeps the 1x1 branch and image pooling only. Each branch
+after the 1x1 reads the feature map through a weightless `kernels.BranchLink` to the
+branch before it: in training their backward passes run one at a time (the step's memory
+peak is there, kernels/ordering.py); elsewhere the links are the identity.
 
 v3+ decoder: the backbone's stride-4 features (ResNet-50: conv2's output, 256 channels;
 MobileNetV2: the stride-4 stage's output, block 2's 24 channels, as mmsegmentation's
@@ -25,7 +28,8 @@ run-time sizes, so any input size works (sizes divisible by the output stride al
 
 Layer names: the backbone's are Keras' (`keras.applications.ResNet50`, `MobileNetV2`);
 the head's are preprocessing, aspp_1x1_{conv,bn,relu}, aspp_atrous{1,2,3}_{conv,bn,relu}
-(by index, so they are the same at both output strides), aspp_pool_avg,
+(by index, so they are the same at both output strides), aspp_link{1,2,3}
+and aspp_link_pool (one per rate, then the pooling branch's), aspp_pool_avg,
 aspp_pool_{conv,bn,relu}, aspp_pool_resize, aspp_concat, aspp_project_{conv,bn,relu},
 aspp_dropout (only if dropout > 0); v3+ adds decoder_low_level_{conv,bn,relu},
 decoder_upsample, decoder_concat, decoder_{1,2}_{conv,bn,relu}; then classifier, logits.
