@@ -325,7 +325,7 @@ def backward_reads(loss_and_sources, *inputs, watch=False):
     differentiate it by); it is traced in a tf.function under a GradientTape (which also
     watches the float `inputs` when `watch`, so that they can be sources), and the traced
     graph is split where the forward ends: every tensor made before that point and read
-    by an op after it is kept until that op runs. Inputs (Placeholder), constants and
+    by an op after it is kept until that op runs (named by `buffer_source`). Inputs (Placeholder), constants and
     variable reads are included; filter them by `tensor.op.type` as needed. `inputs`:
     tensors or tf.TensorSpec.
     """
@@ -348,8 +348,18 @@ def backward_reads(loss_and_sources, *inputs, watch=False):
     for op in operations[marker["forward_ops"]:]:
         for tensor in op.inputs:
             if tensor.op in forward:
-                readers[tensor.ref()].add(op.type)
+                readers[buffer_source(tensor).ref()].add(op.type)
     return [(ref.deref(), types) for ref, types in readers.items()]
+
+
+def buffer_source(tensor):
+    """The tensor whose buffer a traced `tensor` is: itself, or what an `Identity` or
+    `IdentityN` op passed on (they hand their input's buffer over without a copy;
+    `tf.custom_gradient` and `kernels.BranchLink` make them), so that a buffer read
+    through several names counts once."""
+    while tensor.op.type in ("Identity", "IdentityN"):
+        tensor = tensor.op.inputs[tensor.value_index]
+    return tensor
 
 
 def kept_for_backward(model, config, images, labels):

@@ -64,6 +64,20 @@ def test_backward_reads_lists_the_forward_tensors_the_gradient_keeps():
     assert "Sum" not in by_type               # the forward's reduction is not kept
 
 
+def test_backward_reads_name_a_buffer_read_through_identities_once():
+    import tensorflow as tf
+
+    w = tf.Variable(2.0)
+
+    def loss_and_sources(x):
+        r = tf.nn.relu(x * w)
+        return tf.reduce_sum(tf.identity(r) * tf.identity_n([r, x])[0]), [w]
+
+    reads = breakdown.backward_reads(loss_and_sources, tf.TensorSpec([3]))
+    types = [t.op.type for t, _ in reads if t.dtype == tf.float32]
+    assert types.count("Relu") == 1 and not {"Identity", "IdentityN"} & set(types)
+
+
 def _allocation(seconds, op, shape, requested, allocated=None):
     return {"timeOffsetPs": str(int(seconds * 1e12)), "activityMetadata": {
         "tfOpName": op, "tensorShape": shape, "requestedBytes": str(requested),
