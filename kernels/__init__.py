@@ -13,7 +13,7 @@ against: a `reference_*` function here, or the Keras class it replaces
   accumulator (kernels/confusion.py)
 - `RecomputingConv2D`: `keras.layers.Conv2D` whose backward recomputes its input
   ReLU(BatchNorm(x)) from x instead of keeping it (kernels/recompute.py;
-  `AtrousConv2D(recompute_input=True)` does the same)
+  `AtrousConv2D(recompute_input=True)` and `RecomputingMaxPooling2D` do the same)
 - `branch_link`, `BranchLink`: parallel branches reading one tensor, their backward
   passes run one at a time with a running sum of its gradient (kernels/ordering.py)
 - `FusedAdam`, `FusedSGD`: Keras' Adam and SGD (momentum) with each variable's update
@@ -29,7 +29,7 @@ from kernels.confusion import (StreamingConfusionMatrix, confusion_matrix,
 from kernels.losses import ce_dice_loss, loss_normalizers, reference_ce_dice_loss
 from kernels.optimizers import FusedAdam, FusedSGD
 from kernels.ordering import BranchLink, branch_link, reference_branch_link
-from kernels.recompute import RecomputingConv2D
+from kernels.recompute import RecomputingConv2D, RecomputingMaxPooling2D
 
 __all__ = [
     "AtrousConv2D", "atrous_conv2d", "reference_atrous_conv2d",
@@ -39,5 +39,5 @@ __all__ = [
     "ce_dice_loss", "loss_normalizers", "reference_ce_dice_loss",
     "FusedAdam", "FusedSGD",
     "BranchLink", "branch_link", "reference_branch_link",
-    "RecomputingConv2D",
+    "RecomputingConv2D", "RecomputingMaxPooling2D",
 ]

@@ -27,7 +27,7 @@ import collections
 import keras
 import tensorflow as tf
 
-from kernels.recompute import bn_relu_conv_recomputed, training_batch_norm_source
+from kernels.recompute import bn_relu_recomputed, training_batch_norm_source
 
 IMPLEMENTATIONS = ("auto", "native", "gemm", "rows", "taps")
 
@@ -404,7 +404,7 @@ class AtrousConv2D(keras.layers.Layer):
         if self.recompute_input:
             source = training_batch_norm_source(x)
             if source is not None:
-                return bn_relu_conv_recomputed(x, source, self._conv, kernel, tf.cast(self.bias, x.dtype))
+                return bn_relu_recomputed(x, source, self._conv, [kernel, tf.cast(self.bias, x.dtype)])
         return self._conv(x, kernel, None if self.bias is None else tf.cast(self.bias, x.dtype))
 
     def _conv(self, x, kernel, bias):

@@ -1,6 +1,7 @@
 """ResNet-50 (v1, as `keras.applications.ResNet50`) with per-stage stride and dilation."""
 import keras
 
+from kernels import RecomputingMaxPooling2D
 from research.models.layers import conv_bn_relu
 
 # keras.applications.ResNet50 uses this BatchNormalization epsilon (not Keras' 1e-3);
@@ -45,11 +46,12 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
       bn_momentum, sync_batchnorm, bn_impl: BatchNorm settings (see `layers.conv_bn_relu`).
       stride2_map: whether the caller reads the stride-2 map (the U-Net does, DeepLab
         does not). Without it the stem zero-pads the BatchNorm output for the max-pool
-        before its ReLU (pool1_pad, then conv1_relu: the same values, as ReLU(0) = 0), so
-        the training step keeps one stem tensor of [B, H/2 + 2, W/2 + 2, width] for the
-        ReLU's and the max-pool's gradients instead of the ReLU output and its padded
-        copy (72 MiB less at batch 8, 384 px); the first map returned is then None. The
-        same layers either way, so weights and checkpoints load into both.
+        before its ReLU (pool1_pad, then conv1_relu: the same values, as ReLU(0) = 0), and
+        the max-pool, which alone reads that ReLU, makes it again in its backward
+        (`kernels.RecomputingMaxPooling2D`): the training step keeps neither the ReLU
+        output nor its padded copy (145 MiB at batch 8, 384 px); the first map returned
+        is then None. The same weighted layers in the same places either way, so weights
+        and checkpoints load into both.
 
     Returns:
       A tuple of five Keras tensors of x's batch and compute dtype, at strides 2, 4, 8,
@@ -97,11 +99,10 @@ def _stem_pool(x, stride2_map):
     pad = keras.layers.ZeroPadding2D(padding=1, name="pool1_pad")
     if stride2_map:
         features = [relu(x)]
-        x = pad(features[0])
-    else:
-        features = [None]
-        x = relu(pad(x))
-    return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x), features
+        return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(pad(features[0])), features
+    # The max-pool alone reads ReLU(Pad(BatchNorm)): it makes it again in the backward
+    # instead of keeping it (kernels/recompute.py).
+    return RecomputingMaxPooling2D(3, strides=2, name="pool1_pool")(relu(pad(x))), [None]
 
 
 def _bottleneck(x, filters, stride, rate, projection, atrous, name, batchnorm):

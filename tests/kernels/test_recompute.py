@@ -1,7 +1,7 @@
 """RecomputingConv2D agrees with keras.layers.Conv2D (its reference twin) after
-FusedBatchNormalization + ReLU, and AtrousConv2D(recompute_input=True) with
-AtrousConv2D, in values, gradients and moving statistics; their backward keeps no ReLU
-output."""
+FusedBatchNormalization + ReLU, AtrousConv2D(recompute_input=True) with AtrousConv2D, and
+RecomputingMaxPooling2D with keras.layers.MaxPooling2D after BatchNorm, zero pad and ReLU,
+in values, gradients and moving statistics; their backward keeps no ReLU output."""
 import functools
 
 import numpy as np
@@ -9,29 +9,43 @@ import keras
 import pytest
 import tensorflow as tf
 
-from kernels import AtrousConv2D, FusedBatchNormalization, RecomputingConv2D
+from kernels import AtrousConv2D, FusedBatchNormalization, RecomputingConv2D, RecomputingMaxPooling2D
 from kernels import recompute
 from research.tools.memory_breakdown import backward_reads
 from tests.kernels._modes import MODES, in_mode
 
 SHAPE = (2, 6, 5, 3)
+LAYERS = ("conv2d", "atrous", "maxpool")  # the layer after the first BatchNorm and ReLU
 
 
-def _unit_model(recomputing, dtype_policy="float32", atrous=False):
-    """conv -> BN -> ReLU -> conv 3x3 -> BN -> ReLU -> conv 1x1 (the last two convolutions
-    RecomputingConv2D or Keras' Conv2D; with atrous, the 3x3 one is AtrousConv2D at rate 2,
-    recomputing its input or not), with seeded weights."""
-    conv = RecomputingConv2D if recomputing else keras.layers.Conv2D
-    conv3x3 = (functools.partial(AtrousConv2D, dilation_rate=2, recompute_input=recomputing) if atrous
-               else functools.partial(conv, padding="same"))
+def _middle(layer, recomputing, dtype_policy):
+    """The layers between the first BatchNorm and the second: ReLU, then a 3x3 convolution
+    (RecomputingConv2D or Keras' Conv2D; "atrous": AtrousConv2D at rate 2, recomputing its
+    input or not) or, for "maxpool", the ResNet stem's zero pad, ReLU and 3x3 max-pool of
+    stride 2 (RecomputingMaxPooling2D or Keras')."""
+    if layer == "maxpool":
+        pool = RecomputingMaxPooling2D if recomputing else keras.layers.MaxPooling2D
+        return [keras.layers.ZeroPadding2D(1, dtype=dtype_policy), keras.layers.Activation("relu", dtype=dtype_policy),
+                pool(3, strides=2, dtype=dtype_policy)]
+    if layer == "atrous":
+        conv = AtrousConv2D(6, 3, dilation_rate=2, recompute_input=recomputing, dtype=dtype_policy)
+    else:
+        conv = (RecomputingConv2D if recomputing else keras.layers.Conv2D)(6, 3, padding="same", dtype=dtype_policy)
+    return [keras.layers.Activation("relu", dtype=dtype_policy), conv]
+
+
+def _unit_model(recomputing, dtype_policy="float32", layer="conv2d"):
+    """conv -> BN -> `_middle` -> BN -> ReLU -> conv 1x1 (RecomputingConv2D or Keras'
+    Conv2D), with seeded weights."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input(SHAPE[1:])
     x = keras.layers.Conv2D(4, 1, dtype=dtype_policy)(inputs)
     x = FusedBatchNormalization(momentum=0.5, dtype=dtype_policy)(x)
-    x = keras.layers.Activation("relu", dtype=dtype_policy)(x)
-    x = conv3x3(6, 3, dtype=dtype_policy)(x)
+    for middle in _middle(layer, recomputing, dtype_policy):
+        x = middle(x)
     x = FusedBatchNormalization(momentum=0.5, dtype=dtype_policy)(x)
     x = keras.layers.Activation("relu", dtype=dtype_policy)(x)
+    conv = RecomputingConv2D if recomputing else keras.layers.Conv2D
     outputs = conv(5, 1, padding="same", dtype=dtype_policy)(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(1)
@@ -57,18 +71,18 @@ def _train_step(model):
     return step
 
 
-def _run(recomputing, mode, dtype_policy="float32", atrous=False):
-    model = _unit_model(recomputing, dtype_policy, atrous)
+def _run(recomputing, mode, dtype_policy="float32", layer="conv2d"):
+    model = _unit_model(recomputing, dtype_policy, layer)
     step = in_mode(_train_step(model), mode)
     loss, grads = step(_images())
     return float(loss), [g.numpy() for g in grads], [v.numpy() for v in model.non_trainable_variables], step
 
 
-@pytest.mark.parametrize("atrous", [False, True], ids=["conv2d", "atrous"])
+@pytest.mark.parametrize("layer", LAYERS)
 @pytest.mark.parametrize("mode", MODES)
-def test_values_gradients_and_statistics_equal_keras_conv2d(mode, atrous):
-    loss, grads, statistics, step = _run(True, mode, atrous=atrous)
-    want_loss, want_grads, want_statistics, _ = _run(False, mode, atrous=atrous)
+def test_values_gradients_and_statistics_equal_keras_conv2d(mode, layer):
+    loss, grads, statistics, step = _run(True, mode, layer=layer)
+    want_loss, want_grads, want_statistics, _ = _run(False, mode, layer=layer)
     # The recomputed BatchNorm and ReLU are the forward's ops on the same inputs, and the
     # gradient ops autodiff's: bit-identical. (Eager and XLA run Keras' Conv2D itself.)
     assert loss == want_loss
@@ -76,30 +90,30 @@ def test_values_gradients_and_statistics_equal_keras_conv2d(mode, atrous):
         np.testing.assert_array_equal(got, want)
     if mode == "function":
         graph = step.get_concrete_function(_images()).graph
-        assert any("bn_relu_conv_recomputed" in op.name for op in graph.get_operations())
+        assert any("bn_relu_recomputed" in op.name for op in graph.get_operations())
 
 
-@pytest.mark.parametrize("atrous", [False, True], ids=["conv2d", "atrous"])
-def test_mixed_float16_gradients_equal_keras_conv2d(atrous):
-    loss, grads, statistics, _ = _run(True, "function", "mixed_float16", atrous)
-    want_loss, want_grads, want_statistics, _ = _run(False, "function", "mixed_float16", atrous)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_mixed_float16_gradients_equal_keras_conv2d(layer):
+    loss, grads, statistics, _ = _run(True, "function", "mixed_float16", layer)
+    want_loss, want_grads, want_statistics, _ = _run(False, "function", "mixed_float16", layer)
     assert loss == want_loss
     for got, want in zip(grads + statistics, want_grads + want_statistics, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
-def _relu_outputs_read_by_the_backward(recomputing, atrous=False):
-    model = _unit_model(recomputing, atrous=atrous)
+def _relu_outputs_read_by_the_backward(recomputing, layer):
+    model = _unit_model(recomputing, layer=layer)
     reads = backward_reads(lambda images: (tf.reduce_sum(model(images, training=True)),
                                            model.trainable_variables),
                            tf.TensorSpec((None,) + SHAPE[1:], tf.float32))
     return [tensor for tensor, _ in reads if tensor.op.type == "Relu"]
 
 
-@pytest.mark.parametrize("atrous", [False, True], ids=["conv2d", "atrous"])
-def test_the_backward_keeps_no_relu_output(atrous):
-    assert len(_relu_outputs_read_by_the_backward(recomputing=False, atrous=atrous)) == 2
-    assert _relu_outputs_read_by_the_backward(recomputing=True, atrous=atrous) == []
+@pytest.mark.parametrize("layer", LAYERS)
+def test_the_backward_keeps_no_relu_output(layer):
+    assert len(_relu_outputs_read_by_the_backward(recomputing=False, layer=layer)) == 2
+    assert _relu_outputs_read_by_the_backward(recomputing=True, layer=layer) == []
 
 
 def test_the_recomputation_waits_for_the_upstream_gradient():
@@ -122,7 +136,7 @@ def test_other_inputs_run_keras_conv2d():
         return conv(tf.nn.relu(x))
 
     graph = plain.get_concrete_function(_images()).graph
-    assert not any("bn_relu_conv_recomputed" in op.name for op in graph.get_operations())
+    assert not any("bn_relu_recomputed" in op.name for op in graph.get_operations())
     assert recompute.training_batch_norm_source(_images()) is None   # eager
 
 
