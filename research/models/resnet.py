@@ -49,7 +49,7 @@ def resnet50(x, stage_strides=(1, 2, 2, 2), stage_dilations=(1, 1, 1, 1),
         before its ReLU (pool1_pad, then conv1_relu: the same values, as ReLU(0) = 0), and
         the max-pool, which alone reads that ReLU, makes it again in its backward
         (`kernels.RecomputingMaxPooling2D`): the training step keeps neither the ReLU
-        output nor its padded copy (145 MiB at batch 8, 384 px); the first map returned
+        output nor its padded copy (145.5 MiB at batch 8, 384 px); the first map returned
         is then None. The same weighted layers in the same places either way, so weights
         and checkpoints load into both.
 
