@@ -67,16 +67,23 @@ def test_v3_plus_exports_a_saved_model_and_every_tflite_mode(trained_run):
     folder = os.path.join(config.voc_root, "JPEGImages")
     photo = Image.open(os.path.join(folder, sorted(os.listdir(folder))[0])).convert("RGB")
     frame = np.asarray(photo.resize(config.input_size[::-1]))
-    keras_mask = np.argmax(model(frame[None].astype("float32")).numpy()[0], axis=-1)
-    # A 30-step smoke model has many near-tie logits: float16 and int8 rounding flip some
-    # (seen: 0.995 and 0.918 of the pixels agree); the float32 file agrees everywhere.
-    bound = {"none": 0.999, "float16": 0.98, "int8": 0.85}
+    logits = model(frame[None].astype("float32")).numpy()[0]
+    keras_mask = np.argmax(logits, axis=-1)
+    # A 30-step smoke model has many near-tie logits, which float16 and int8 rounding flip
+    # (seen: 0.995-0.997 and 0.834-0.918 of all pixels agree). float32 and float16 are
+    # compared on every pixel, int8 on the pixels whose two best classes lie at least 2% of
+    # the logits' range apart (about half of them; seen: 0.990 agree there).
+    top_two = np.sort(logits, axis=-1)[..., -2:]
+    decided = top_two[..., 1] - top_two[..., 0] > 0.02 * (logits.max() - logits.min())
+    assert decided.mean() > 0.2
+    every = np.ones_like(decided)
+    bound = {"none": (0.999, every), "float16": (0.98, every), "int8": (0.95, decided)}
     sizes = {}
-    for mode, least in bound.items():
+    for mode, (least, pixels) in bound.items():
         # int8: `convert` raises if any op between the input cast and the outputs is not int8.
         path = et.export_tflite(workdir, mode, calibration_images=8)
         sizes[mode] = os.path.getsize(path)
         mask = et.TFLiteModel(path, num_threads=1).run(frame)["mask"]
-        agreement = float((mask == keras_mask).mean())
-        assert agreement >= least, f"{mode}: {agreement:.4f} of pixels agree"
+        agreement = float((mask == keras_mask)[pixels].mean())
+        assert agreement >= least, f"{mode}: {agreement:.4f} of the compared pixels agree"
     assert sizes["int8"] < sizes["float16"] < sizes["none"]
