@@ -85,3 +85,15 @@ def voc_with_bad_samples(voc_root, folder):
         with open(os.path.join(root, "ImageSets", "Segmentation", f"{subset}.txt"), "w") as f:
             f.write("".join(i + "\n" for i in ids))
     return root
+
+
+def graph_ancestors(op):
+    """{name: op} of every op a traced graph's `op` depends on, through data and control
+    edges (itself included)."""
+    seen, stack = {}, [op]
+    while stack:
+        op = stack.pop()
+        if op.name not in seen:
+            seen[op.name] = op
+            stack += [t.op for t in op.inputs] + list(op.control_inputs)
+    return seen

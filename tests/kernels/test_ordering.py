@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from kernels import BranchLink, branch_link, reference_branch_link
+from tests.helpers import graph_ancestors
 from tests.kernels._modes import MODES, assert_close, in_mode, value_and_grads
 
 
@@ -49,17 +50,6 @@ def test_the_previous_branch_gets_zeros():
     np.testing.assert_array_equal(d_previous.numpy(), np.zeros([4]))
 
 
-def _ancestors(tensor):
-    """Every op the given tensor's op depends on, through data and control edges."""
-    seen, stack = set(), [tensor.op]
-    while stack:
-        op = stack.pop()
-        if op.name not in seen:
-            seen.add(op.name)
-            stack += [t.op for t in op.inputs] + list(op.control_inputs)
-    return seen
-
-
 def _first_weight_gradient_waits_for_the_second_branch(link):
     """Whether, in the traced backward, w0's gradient depends on the second branch's
     backward (its TanhGrad)."""
@@ -67,7 +57,7 @@ def _first_weight_gradient_waits_for_the_second_branch(link):
     graph = traced.get_concrete_function(*_inputs()).graph
     tanh_grads = {op.name for op in graph.get_operations() if op.type == "TanhGrad"}
     assert len(tanh_grads) == 1
-    return bool(tanh_grads & _ancestors(graph.outputs[1]))
+    return bool(tanh_grads & set(graph_ancestors(graph.outputs[1].op)))
 
 
 def test_the_earlier_branch_backward_waits_for_the_later_one():

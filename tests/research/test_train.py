@@ -17,7 +17,7 @@ import tensorflow as tf
 import keras
 
 import kernels
-from tests.helpers import read_csv, sigterm_during
+from tests.helpers import graph_ancestors, read_csv, sigterm_during
 from research import build
 from research import configs
 from research import export as export_lib
@@ -132,17 +132,6 @@ def test_loss_decreases_on_a_fixed_batch(smoke_config):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
-def _ancestor_ops(op):
-    """Every op `op` depends on, through data and control edges (itself included)."""
-    seen, stack = {}, [op]
-    while stack:
-        op = stack.pop()
-        if op.name not in seen:
-            seen[op.name] = op
-            stack += [t.op for t in op.inputs] + list(op.control_inputs)
-    return seen.values()
-
-
 def test_the_loss_reads_the_logits_after_the_predictions(smoke_config):
     # The argmax for the training confusion matrix runs before the loss's softmax, which
     # can then write its gradient into the logits' buffer (one logits-sized tensor less at
@@ -154,7 +143,7 @@ def test_the_loss_reads_the_logits_after_the_predictions(smoke_config):
     graphs = [graph] + [f.graph for f in graph._functions.values() if hasattr(f, "graph")]
     softmax = [op for g in graphs for op in g.get_operations() if op.type == "SparseSoftmaxCrossEntropyWithLogits"]
     assert len(softmax) == 1
-    assert any(op.type == "ArgMax" for op in _ancestor_ops(softmax[0]))
+    assert any(op.type == "ArgMax" for op in graph_ancestors(softmax[0]).values())
 
 
 @pytest.mark.slow
